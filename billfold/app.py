@@ -1,0 +1,143 @@
+"""The FastAPI application factory: routers, error envelope, health, metrics, worker."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+
+from billfold.auth import api as auth_api
+from billfold.auth.service import TokenIssuer
+from billfold.config import Settings, secret
+from billfold.customers import api as customers_api
+from billfold.envelope import ErrorBody, ErrorEnvelope
+from billfold.errors import BillfoldError
+from billfold.jobs import queue
+from billfold.observability import JOB_QUEUE_DEPTH
+from billfold.registry import build_worker
+from billfold.services import Services
+from billfold.webhooks import api as webhooks_api
+
+log = structlog.get_logger("billfold.http")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    """Build the app; with `run_worker`, a job worker runs in a thread for its lifetime."""
+    settings = settings or (services.settings if services else Settings())
+    settings.require("stripe_secret_key", "jwt_secret")
+    services = services or Services.build(settings)
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        thread = build_worker(services).start_in_thread(stop) if run_worker else None
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=10)
+
+    app = FastAPI(
+        title="Billfold",
+        version="0.1.0",
+        summary="Customers kept in sync with Stripe, payments, subscriptions and credits.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.tokens = TokenIssuer(
+        secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
+    )
+    for router in (customers_api.router, auth_api.router, webhooks_api.router):
+        app.include_router(router)
+    _add_operations_routes(app, services)
+    _add_error_handlers(app)
+    app.middleware("http")(_request_context)
+    return app
+
+
+def _add_operations_routes(app: FastAPI, services: Services) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="The database answers")
+    def readyz() -> JSONResponse:
+        try:
+            with services.db.transaction() as session:
+                session.execute(text("SELECT 1"))
+        except OperationalError:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        with services.db.transaction() as session:
+            for status, count in queue.depth(session).items():
+                JOB_QUEUE_DEPTH.labels(status=status).set(count)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _error(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> JSONResponse:
+    body = ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
+    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BillfoldError)
+    async def domain_error(_request: Request, exc: BillfoldError) -> JSONResponse:
+        return _error(exc.status_code, exc.code, exc.message, exc.details or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: it may hold a password.
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return _error(422, "validation_error", "The request is not valid", {"problems": problems})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database.unavailable", error=str(exc.orig))
+        return _error(503, "database_unavailable", "The database is not answering; try again")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unexpected_error")
+        return _error(500, "internal_error", "Something went wrong on our side")
+
+
+async def _request_context(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await call_next(request)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    response.headers["X-Request-ID"] = request_id
+    return response

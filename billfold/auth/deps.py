@@ -1,0 +1,56 @@
+"""FastAPI dependencies declared once: the shared services, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from billfold.auth.service import Caller, TokenIssuer, resolve_caller
+from billfold.errors import Forbidden, Unauthorized
+from billfold.services import Services
+
+_bearer = HTTPBearer(auto_error=False, description="A user's JWT or a service API key")
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _tokens(request: Request) -> TokenIssuer:
+    tokens: TokenIssuer = request.app.state.tokens
+    return tokens
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
+
+
+def _caller(
+    services: ServicesDep,
+    tokens: TokensDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send 'Authorization: Bearer <token or API key>'")
+    with services.db.transaction() as session:
+        return resolve_caller(session, credentials.credentials, tokens)
+
+
+def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if not caller.is_privileged:
+        raise Forbidden("Only an admin or a service key may do this", code="admin_only")
+    return caller
+
+
+def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if caller.user is None or not caller.user.is_admin:
+        raise Forbidden("Only an admin may do this", code="admin_only")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+PrivilegedDep = Annotated[Caller, Depends(_privileged)]
+AdminDep = Annotated[Caller, Depends(_admin)]

@@ -1,0 +1,155 @@
+"""Passwords (Argon2id), bearer tokens (JWT) and service API keys; who is calling."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.auth.models import ApiKey, User
+from billfold.db import utcnow
+from billfold.errors import NotFound, Unauthorized
+
+API_KEY_PREFIX = "bf_sk_"
+_hasher = PasswordHasher()  # Argon2id with the library's current recommended costs
+# Verified against when an e-mail is unknown, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash("billfold-no-such-user")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    secret: str
+    lifetime: timedelta
+    algorithm: str = "HS256"
+    issuer: str = "billfold"
+
+    def issue(self, user: User) -> str:
+        now = utcnow()
+        claims = {
+            "sub": user.id,
+            "role": str(user.role),
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + self.lifetime,
+        }
+        return jwt.encode(claims, self.secret, algorithm=self.algorithm)
+
+    def subject(self, token: str) -> str:
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                options={"require": ["sub", "exp", "iat"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is not valid", code="invalid_token") from exc
+        return str(claims["sub"])
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a signed-in user, or the host application with a service key."""
+
+    user: User | None
+    api_key_id: str | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.api_key_id is not None
+
+    @property
+    def is_privileged(self) -> bool:
+        """Admins and service keys may act on any customer."""
+        return self.is_service or (self.user is not None and self.user.is_admin)
+
+    @property
+    def actor(self) -> str:
+        return self.api_key_id or (self.user.id if self.user else "anonymous")
+
+    def may_act_on(self, user_id: str) -> bool:
+        return self.is_privileged or (self.user is not None and self.user.id == user_id)
+
+
+def authenticate(session: Session, email: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.email_normalized == email.strip().lower()))
+    if user is None or user.deleted_at is not None:
+        verify_password(None, password)
+        raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    if not verify_password(user.password_hash, password):
+        raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    return user
+
+
+def resolve_caller(session: Session, credential: str, tokens: TokenIssuer) -> Caller:
+    """The caller behind a bearer credential: a service API key or a user's JWT."""
+    if credential.startswith(API_KEY_PREFIX):
+        key = session.scalar(
+            select(ApiKey).where(
+                ApiKey.secret_hash == _digest(credential), ApiKey.revoked_at.is_(None)
+            )
+        )
+        if key is None:
+            raise Unauthorized("The API key is not valid or was revoked", code="invalid_api_key")
+        return Caller(user=None, api_key_id=key.id)
+    user = session.get(User, tokens.subject(credential))
+    if user is None or user.deleted_at is not None:
+        raise Unauthorized("The account no longer exists", code="invalid_token")
+    return Caller(user=user)
+
+
+def create_api_key(session: Session, name: str, *, actor: str) -> tuple[ApiKey, str]:
+    """A new service key; its plain text is answered here once and never stored."""
+    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        name=name,
+        prefix=plaintext[: len(API_KEY_PREFIX) + 4],
+        secret_hash=_digest(plaintext),
+        created_by=actor if actor.startswith("usr_") else None,
+    )
+    session.add(key)
+    session.flush()
+    audit.record(session, actor, "api_key.create", key.id, name=name)
+    return key, plaintext
+
+
+def list_api_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
+
+
+def revoke_api_key(session: Session, key_id: str, *, actor: str) -> None:
+    result = session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("No such active API key")
+    audit.record(session, actor, "api_key.revoke", key_id)
+
+
+def _digest(api_key: str) -> str:
+    # API keys carry 256 bits of randomness, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(api_key.encode()).hexdigest()

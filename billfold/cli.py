@@ -1,0 +1,206 @@
+"""The `billfold` command: serve, worker, migrate, dev, and admin commands."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from billfold import migrations
+from billfold.auth import service as auth
+from billfold.auth.models import Role, User
+from billfold.config import MissingSettings, Settings
+from billfold.customers import service as customers
+from billfold.db import Database
+from billfold.observability import configure_logging
+from billfold.services import Services
+
+app = typer.Typer(help="Billfold: billing beside your SaaS backend.", no_args_is_help=True)
+api_keys = typer.Typer(help="Service API keys for the host application's backend.")
+app.add_typer(api_keys, name="api-keys")
+console = Console()
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except MissingSettings as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _services(settings: Settings) -> Services:
+    try:
+        return Services.build(settings)
+    except MissingSettings as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    console.print(f"Database is up to date: {_safe_url(settings.database_url)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    worker: Annotated[bool, typer.Option(help="Run a job worker in this process")] = True,
+) -> None:
+    """Serve the HTTP API (and, unless --no-worker, the job worker)."""
+    settings = _settings()
+    configure_logging(settings.log_json)
+    _serve(settings, host, port, run_worker=worker)
+
+
+def _serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> None:
+    from billfold.app import create_app
+
+    try:
+        application = create_app(settings, run_worker=run_worker)
+    except MissingSettings as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker threads")] = 1,
+) -> None:
+    """Run job workers until interrupted (any number of these may run at once)."""
+    from billfold.registry import build_worker
+
+    settings = _settings()
+    configure_logging(settings.log_json)
+    services = _services(settings)
+    stop = threading.Event()
+    threads = [build_worker(services).start_in_thread(stop) for _ in range(concurrency)]
+    console.print(f"{concurrency} worker(s) running; Ctrl-C to stop.")
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="The admin's e-mail")],
+    password: Annotated[str, typer.Option(help="At least 8 characters")],
+    name: Annotated[str, typer.Option(help="Display name")] = "Admin",
+) -> None:
+    """Create an admin account (or promote the account with that e-mail)."""
+    if len(password) < 8:
+        console.print("[red]The password needs at least 8 characters.[/red]")
+        raise typer.Exit(2)
+    db = Database(_settings().database_url)
+    _create_admin(db, email, password, name)
+    console.print(f"Admin ready: {email}")
+
+
+def _create_admin(db: Database, email: str, password: str, name: str) -> None:
+    with db.transaction() as session:
+        existing = session.scalar(select(User).where(User.email_normalized == email.lower()))
+        if existing is not None:
+            existing.role = Role.ADMIN
+            existing.password_hash = auth.hash_password(password)
+            return
+        customers.register(session, name=name, email=email, password=password, role=Role.ADMIN)
+
+
+@api_keys.command("create")
+def api_keys_create(name: Annotated[str, typer.Option(help="What the key is for")]) -> None:
+    """Create a service API key and print it once."""
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        key, plaintext = auth.create_api_key(session, name, actor="cli")
+    console.print(f"Created API key {key.id} ({name}). It is shown only now:")
+    print(plaintext)
+
+
+@api_keys.command("list")
+def api_keys_list() -> None:
+    """List service API keys (never their secrets)."""
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        keys = auth.list_api_keys(session)
+        table = Table("id", "name", "prefix", "created", "revoked")
+        for k in keys:
+            table.add_row(
+                k.id,
+                k.name,
+                k.prefix + "…",
+                f"{k.created_at:%Y-%m-%d %H:%M}",
+                str(k.revoked_at or ""),
+            )
+    console.print(table)
+
+
+@api_keys.command("revoke")
+def api_keys_revoke(key_id: str) -> None:
+    """Revoke a service API key."""
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        auth.revoke_api_key(session, key_id, actor="cli")
+    console.print(f"Revoked {key_id}")
+
+
+@app.command()
+def dev(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """The demo: SQLite, a local Stripe stand-in, an admin; no keys needed."""
+    from billfold.stripe_standin import LocalStripe
+
+    configure_logging()
+    standin = LocalStripe.start()
+    try:
+        webhook_secret = "whsec_dev_" + secrets.token_hex(16)
+        settings = _settings(
+            stripe_api_base=standin.url,
+            stripe_secret_key="sk_test_billfold_dev",  # noqa: S106 (the stand-in takes any key)
+            stripe_publishable_key="pk_test_billfold_dev",
+            stripe_webhook_secret=webhook_secret,
+            jwt_secret=secrets.token_urlsafe(32),
+            backend_url=f"http://{host}:{port}",
+        )
+        migrations.upgrade(settings.database_url)
+        admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
+        _create_admin(Database(settings.database_url), admin_email, admin_password, "Admin")
+        standin.register_webhook(
+            "billfold", f"{settings.backend_url}/webhooks/stripe", webhook_secret
+        )
+        console.rule("Billfold dev")
+        console.print(f"API:            {settings.backend_url}")
+        console.print(f"API docs:       {settings.backend_url}/docs")
+        console.print(f"Stripe stand-in: {standin.url} (localstripe, in memory)")
+        console.print(f"Database:       {_safe_url(settings.database_url)}")
+        console.print(f"Admin:          {admin_email} / {admin_password}")
+        console.rule()
+        _serve(settings, host, port, run_worker=True)
+    finally:
+        standin.stop()
+
+
+def _safe_url(url: str) -> str:
+    """A database URL fit to print: no password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,93 @@
+"""Billfold's settings, read once from the environment (and a `.env` file)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CustomerCreation(StrEnum):
+    ON_REGISTRATION = "on_registration"
+    ON_FIRST_PAYMENT = "on_first_payment"
+
+
+class CustomerDeletion(StrEnum):
+    DELETE = "delete"
+    ARCHIVE = "archive"
+
+
+class Settings(BaseSettings):
+    """Every setting, named as the Stripe integration guides name them."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(default="sqlite:///billfold.db")
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    # Unset means real Stripe; a URL points the SDK at a stand-in such as localstripe.
+    stripe_api_base: str | None = None
+    stripe_currency: str = "usd"
+    stripe_timeout_seconds: float = Field(default=20.0, gt=0, le=120)
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    # Registration waits this long for Stripe before leaving the link to the worker.
+    stripe_inline_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_customer_creation: CustomerCreation = CustomerCreation.ON_REGISTRATION
+    stripe_customer_deletion: CustomerDeletion = CustomerDeletion.DELETE
+
+    jwt_secret: SecretStr | None = None
+    jwt_expires_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+
+    backend_url: str = "http://127.0.0.1:8000"
+
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    job_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    job_poll_seconds: float = Field(default=0.5, gt=0)
+    # How long a Stripe customer creation may stay claimed before another try may take over.
+    customer_link_lease_seconds: float = Field(default=60.0, gt=0)
+
+    mail_outbox_dir: Path = Path("mail-outbox")
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _lease_outlives_stripe_calls(self) -> Settings:
+        if self.customer_link_lease_seconds <= self.stripe_timeout_seconds:
+            raise ValueError(
+                "CUSTOMER_LINK_LEASE_SECONDS must exceed STRIPE_TIMEOUT_SECONDS, or two tries "
+                "could create two Stripe customers for one user"
+            )
+        return self
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def require(self, *names: str) -> None:
+        """Stop start-up with a message naming every required setting that is missing."""
+        missing = [n.upper() for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise MissingSettings(missing)
+
+
+class MissingSettings(RuntimeError):
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(
+            "Missing required setting(s): "
+            + ", ".join(names)
+            + ". Set them in the environment or in a .env file."
+        )
+
+
+def secret(value: SecretStr | None) -> str:
+    """The plain text of a secret setting that `Settings.require` has checked."""
+    if value is None:
+        raise MissingSettings(["(a required secret)"])
+    return value.get_secret_value()

@@ -1,0 +1,111 @@
+"""HTTP routes for accounts and customer look-ups."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from billfold.auth.deps import CallerDep, PrivilegedDep, ServicesDep, TokensDep
+from billfold.customers import service
+from billfold.customers.registration import sign_up
+from billfold.customers.schemas import (
+    CustomerOut,
+    DeletedOut,
+    RegisterIn,
+    SessionOut,
+    UserOut,
+    UserPatchIn,
+)
+from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.errors import NotFound
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+
+@router.post("/users", status_code=201, tags=["users"], summary="Register")
+def register(body: RegisterIn, services: ServicesDep, tokens: TokensDep) -> Envelope[SessionOut]:
+    customer = sign_up(
+        services,
+        name=body.name,
+        email=str(body.email),
+        password=body.password,
+        company_name=body.company_name,
+    )
+    return ok(
+        SessionOut(
+            user=UserOut.of(customer),
+            access_token=tokens.issue(customer.user),
+            expires_in=int(tokens.lifetime.total_seconds()),
+        )
+    )
+
+
+@router.get("/users/me", tags=["users"])
+def me(caller: CallerDep, services: ServicesDep) -> Envelope[UserOut]:
+    if caller.user is None:
+        raise NotFound("A service key is not a user; use /users/{id}")
+    with services.db.transaction() as session:
+        return ok(UserOut.of(service.get_customer(session, caller, caller.user.id)))
+
+
+@router.get("/users/{user_id}", tags=["users"])
+def get_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[UserOut]:
+    with services.db.transaction() as session:
+        return ok(UserOut.of(service.get_customer(session, caller, user_id)))
+
+
+@router.patch("/users/{user_id}", tags=["users"])
+def update_user(
+    user_id: str, body: UserPatchIn, caller: CallerDep, services: ServicesDep
+) -> Envelope[UserOut]:
+    changes = service.ProfileChanges(
+        name=body.name,
+        email=str(body.email) if body.email is not None else None,
+        company_name=body.company_name,
+        password=body.password,
+        role=body.role,
+    )
+    with services.db.transaction() as session:
+        return ok(UserOut.of(service.update_user(session, caller, user_id, changes)))
+
+
+@router.delete("/users/{user_id}", tags=["users"])
+def delete_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[DeletedOut]:
+    with services.db.transaction() as session:
+        service.delete_user(session, caller, user_id)
+    return ok(DeletedOut(id=user_id))
+
+
+@router.get("/users/{user_id}/export", tags=["users"], summary="Privacy export")
+def export_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[dict[str, Any]]:
+    with services.db.transaction() as session:
+        return ok(service.export(session, caller, user_id))
+
+
+@router.get("/customers", tags=["customers"], summary="Look up customers (admin, service)")
+def find_customers(
+    _caller: PrivilegedDep,
+    services: ServicesDep,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    stripe_customer_id: Annotated[
+        str | None, Query(alias="stripeCustomerId", max_length=255)
+    ] = None,
+    customer_id: Annotated[str | None, Query(alias="customerId", max_length=40)] = None,
+) -> Envelope[list[CustomerOut]]:
+    with services.db.transaction() as session:
+        found = service.find_customers(
+            session, customer_id=customer_id, email=email, stripe_customer_id=stripe_customer_id
+        )
+        return ok([CustomerOut.of(c) for c in found])
+
+
+@router.get("/customers/{customer_id}", tags=["customers"])
+def get_customer(
+    customer_id: str, _caller: PrivilegedDep, services: ServicesDep
+) -> Envelope[CustomerOut]:
+    with services.db.transaction() as session:
+        found = service.find_customers(session, customer_id=customer_id)
+        if not found:
+            raise NotFound("No such customer")
+        return ok(CustomerOut.of(found[0]))

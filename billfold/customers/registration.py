@@ -1,0 +1,54 @@
+"""Sign-up: the account commits first, then Stripe gets a short chance to link inline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+
+from billfold.auth.models import Role
+from billfold.config import CustomerCreation
+from billfold.customers import service
+from billfold.customers.models import Customer
+from billfold.customers.stripe_sync import LinkInProgress, ensure_stripe_customer
+from billfold.services import Services
+from billfold.stripe_gateway import StripeFailure
+
+log = structlog.get_logger("billfold.customers")
+
+
+def sign_up(
+    services: Services,
+    *,
+    name: str,
+    email: str,
+    password: str,
+    company_name: str | None = None,
+) -> Customer:
+    """Register a user; answer with the Stripe customer linked if Stripe answers promptly.
+
+    The link job is committed with the account and held back for a moment, so the worker
+    finishes the link only when the inline try fails (or this process dies).
+    """
+    settings = services.settings
+    with services.db.transaction() as session:
+        customer = service.register(
+            session,
+            name=name,
+            email=email,
+            password=password,
+            company_name=company_name,
+            role=Role.USER,
+            creation=settings.stripe_customer_creation,
+            link_delay=timedelta(seconds=2 * settings.stripe_inline_timeout_seconds),
+        )
+        customer_id = customer.id
+    if settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION:
+        try:
+            ensure_stripe_customer(services, customer_id, inline=True)
+        except (StripeFailure, LinkInProgress) as exc:
+            log.info("customer.link_deferred", customer_id=customer_id, reason=type(exc).__name__)
+    with services.db.transaction() as session:
+        fresh = session.get(Customer, customer_id)
+        assert fresh is not None
+        return fresh

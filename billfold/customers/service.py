@@ -1,0 +1,225 @@
+"""Accounts and their customer records: register, read, edit, delete, look up, export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.auth.models import Role, User
+from billfold.auth.service import Caller, hash_password
+from billfold.config import CustomerCreation
+from billfold.customers.models import Customer
+from billfold.db import utcnow
+from billfold.errors import Conflict, Forbidden, InvalidInput, NotFound
+from billfold.jobs.queue import enqueue
+from billfold.webhooks.models import StripeEvent
+
+LINK_JOB = "customers.link"
+PUSH_JOB = "customers.push"
+REMOVE_JOB = "customers.remove"
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+
+
+def register(
+    session: Session,
+    *,
+    name: str,
+    email: str,
+    password: str,
+    company_name: str | None = None,
+    role: Role = Role.USER,
+    creation: CustomerCreation = CustomerCreation.ON_REGISTRATION,
+    link_delay: timedelta = timedelta(0),
+) -> Customer:
+    """A new user and customer; the Stripe customer is a job of the same transaction."""
+    user = User(
+        email=email.strip(),
+        email_normalized=email.strip().lower(),
+        name=name.strip(),
+        company_name=company_name,
+        password_hash=hash_password(password),
+        role=role,
+    )
+    customer = Customer(user=user)
+    _ensure_email_free(session, user.email_normalized)
+    session.add_all([user, customer])
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:  # a concurrent registration won the race for this e-mail
+        raise EmailTaken("An account with this e-mail already exists") from exc
+    if creation is CustomerCreation.ON_REGISTRATION and role is Role.USER:
+        enqueue(session, LINK_JOB, {"customer_id": customer.id}, run_at=utcnow() + link_delay)
+    return customer
+
+
+def get_customer(session: Session, caller: Caller, user_id: str) -> Customer:
+    """The caller's own customer, or anyone's for admins and service keys; else 404."""
+    customer = session.scalar(
+        select(Customer).where(Customer.user_id == user_id, Customer.deleted_at.is_(None))
+    )
+    if customer is None or not caller.may_act_on(user_id):
+        raise NotFound("No such user")
+    return customer
+
+
+@dataclass(frozen=True)
+class ProfileChanges:
+    name: str | None = None
+    email: str | None = None
+    company_name: str | None = None
+    password: str | None = None
+    role: Role | None = None
+
+
+def update_user(
+    session: Session, caller: Caller, user_id: str, changes: ProfileChanges
+) -> Customer:
+    customer = get_customer(session, caller, user_id)
+    user = customer.user
+    if changes.role is not None and changes.role != user.role:
+        if not caller.is_privileged:
+            raise Forbidden("Only an admin may change a role")
+        user.role = changes.role
+    if changes.password is not None:
+        user.password_hash = hash_password(changes.password)
+    if changes.company_name is not None:
+        user.company_name = changes.company_name or None
+    pushed_fields_changed = False
+    if changes.name is not None and changes.name.strip() != user.name:
+        user.name = changes.name.strip()
+        pushed_fields_changed = True
+    if changes.email is not None and changes.email.strip().lower() != user.email_normalized:
+        _ensure_email_free(session, changes.email.strip().lower())
+        user.email = changes.email.strip()
+        user.email_normalized = user.email.lower()
+        user.is_email_verified = False
+        pushed_fields_changed = True
+    elif changes.email is not None:
+        user.email = changes.email.strip()
+    if pushed_fields_changed:
+        customer.profile_version += 1
+        enqueue(session, PUSH_JOB, {"customer_id": customer.id})
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise EmailTaken("An account with this e-mail already exists") from exc
+    if caller.actor != user.id:
+        audit.record(session, caller.actor, "user.update", user.id, fields=_changed(changes))
+    return customer
+
+
+def delete_user(session: Session, caller: Caller, user_id: str) -> Customer:
+    """Erase the account's personal data here; the Stripe side follows as a job."""
+    customer = get_customer(session, caller, user_id)
+    user = customer.user
+    now = utcnow()
+    user.deleted_at = now
+    user.email = f"deleted+{user.id}@invalid"
+    user.email_normalized = user.email
+    user.name = ""
+    user.company_name = None
+    user.password_hash = None
+    customer.deleted_at = now
+    enqueue(session, REMOVE_JOB, {"customer_id": customer.id})
+    audit.record(session, caller.actor, "user.delete", user.id, customer_id=customer.id)
+    session.flush()
+    return customer
+
+
+def find_customers(
+    session: Session,
+    *,
+    customer_id: str | None = None,
+    email: str | None = None,
+    stripe_customer_id: str | None = None,
+) -> list[Customer]:
+    """Admin and service look-up by our ID, e-mail, or Stripe customer ID."""
+    if not (customer_id or email or stripe_customer_id):
+        raise InvalidInput("Give customerId, email or stripeCustomerId", code="missing_filter")
+    query = select(Customer).join(Customer.user).where(Customer.deleted_at.is_(None))
+    if customer_id:
+        query = query.where(or_(Customer.id == customer_id, Customer.user_id == customer_id))
+    if email:
+        query = query.where(User.email_normalized == email.strip().lower())
+    if stripe_customer_id:
+        query = query.where(Customer.stripe_customer_id == stripe_customer_id)
+    return list(session.scalars(query.limit(100)))
+
+
+def export(session: Session, caller: Caller, user_id: str) -> dict[str, Any]:
+    """Everything we hold on one customer, for a privacy (data subject) request."""
+    customer = get_customer(session, caller, user_id)
+    user = customer.user
+    subjects = [user.id, customer.id]
+    audit_entries = session.scalars(
+        select(audit.AuditEntry)
+        .where(audit.AuditEntry.subject_id.in_(subjects))
+        .order_by(audit.AuditEntry.created_at)
+    )
+    events = session.scalars(
+        select(StripeEvent)
+        .where(StripeEvent.customer_id == customer.id)
+        .order_by(StripeEvent.received_at)
+    )
+    return {
+        "user": {
+            "id": user.id,
+            "name": user.name,
+            "email": user.email,
+            "role": str(user.role),
+            "companyName": user.company_name,
+            "isEmailVerified": user.is_email_verified,
+            "createdAt": user.created_at.isoformat(),
+            "updatedAt": user.updated_at.isoformat(),
+        },
+        "customer": {
+            "id": customer.id,
+            "stripeCustomerId": customer.stripe_customer_id,
+            "stripeLinkedAt": _iso(customer.stripe_linked_at),
+            "createdAt": customer.created_at.isoformat(),
+        },
+        "auditLog": [
+            {
+                "action": a.action,
+                "actor": a.actor,
+                "at": a.created_at.isoformat(),
+                "details": a.details,
+            }
+            for a in audit_entries
+        ],
+        "stripeEvents": [
+            {
+                "id": e.id,
+                "type": e.type,
+                "status": str(e.status),
+                "receivedAt": e.received_at.isoformat(),
+            }
+            for e in events
+        ],
+    }
+
+
+def _ensure_email_free(session: Session, email_normalized: str) -> None:
+    if session.scalar(select(User.id).where(User.email_normalized == email_normalized)):
+        raise EmailTaken("An account with this e-mail already exists")
+
+
+def _changed(changes: ProfileChanges) -> list[str]:
+    return [k for k, v in vars(changes).items() if v is not None and k != "password"] + (
+        ["password"] if changes.password is not None else []
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,229 @@
+"""Keeping each customer's Stripe twin in step: create it once, push edits, remove it.
+
+`ensure_stripe_customer` is the one way a Stripe customer comes to exist. A creation is
+claimed for a lease in our database before Stripe is called, and the exact request is kept,
+so concurrent callers, retries after a timeout and a process that died mid-way all end with
+one Stripe customer: the retry looks for what a lost try made before it creates anything,
+and repeats the same idempotency key when it does.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, or_, update
+
+from billfold.config import CustomerDeletion
+from billfold.customers.models import Customer
+from billfold.customers.service import PUSH_JOB
+from billfold.db import utcnow
+from billfold.errors import NotFound
+from billfold.jobs.queue import enqueue
+from billfold.observability import CUSTOMER_LINKS
+from billfold.services import Services
+from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_key
+
+log = structlog.get_logger("billfold.customers")
+
+
+class LinkInProgress(Exception):
+    """Another try holds the claim on this customer's creation; try again after it."""
+
+
+def ensure_stripe_customer(
+    services: Services,
+    customer_id: str,
+    *,
+    inline: bool = False,
+    wait: float = 0.0,
+    source: str = "user_registration",
+) -> str:
+    """The customer's Stripe ID, creating the Stripe customer if there is none yet.
+
+    Raises NotFound for a deleted customer, LinkInProgress when another try holds the
+    claim for longer than `wait` seconds, and the gateway's errors when Stripe fails.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        claim = _claim(services, customer_id)
+        if isinstance(claim, str):
+            return claim
+        if claim is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise LinkInProgress(customer_id)
+        time.sleep(0.1)
+    token, name, email, user_id = claim
+    gateway = services.stripe_inline if inline else services.stripe
+    try:
+        stripe_customer = _find_or_create(gateway, customer_id, user_id, name, email, source)
+    except Exception:
+        CUSTOMER_LINKS.labels(outcome="failed").inc()
+        _release(services, customer_id, token)
+        raise
+    return _link(services, customer_id, token, stripe_customer)
+
+
+def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, str] | None:
+    """The linked Stripe ID, or our claim (token and the request to send), or None if taken."""
+    now = utcnow()
+    lease = timedelta(seconds=services.settings.customer_link_lease_seconds)
+    token = secrets.token_hex(8)
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None or customer.deleted_at is not None:
+            raise NotFound("No such customer")
+        if customer.stripe_customer_id:
+            return customer.stripe_customer_id
+        user = customer.user
+        row = session.execute(
+            update(Customer)
+            .where(
+                Customer.id == customer_id,
+                Customer.stripe_customer_id.is_(None),
+                or_(
+                    Customer.link_claim_expires_at.is_(None),
+                    Customer.link_claim_expires_at < now,
+                ),
+            )
+            .values(
+                link_claim_token=token,
+                link_claim_expires_at=now + lease,
+                # The first try fixes the request; every retry sends it unchanged.
+                link_name=func.coalesce(Customer.link_name, user.name),
+                link_email=func.coalesce(Customer.link_email, user.email),
+                link_version=func.coalesce(Customer.link_version, Customer.profile_version),
+            )
+            .returning(Customer.link_name, Customer.link_email)
+        ).one_or_none()
+        if row is None:
+            return None
+        return token, row.link_name, row.link_email, user.id
+
+
+def _find_or_create(
+    gateway: StripeGateway, customer_id: str, user_id: str, name: str, email: str, source: str
+) -> StripeCustomer:
+    # A try that died after Stripe answered left a customer with our ID in its metadata;
+    # Stripe's own idempotency window covers only a day, so look before creating.
+    existing = gateway.find_customer_of(customer_id=customer_id, email=email)
+    if existing is not None:
+        log.info("customer.found_existing", customer_id=customer_id, stripe_id=existing.id)
+        return existing
+    return gateway.create_customer(
+        customer_id=customer_id, user_id=user_id, name=name, email=email, source=source
+    )
+
+
+def _link(services: Services, customer_id: str, token: str, found: StripeCustomer) -> str:
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id, with_for_update=True)
+        assert customer is not None  # customers are never hard-deleted
+        if customer.stripe_customer_id:
+            if customer.stripe_customer_id != found.id:
+                log.error(
+                    "customer.second_stripe_customer",
+                    customer_id=customer_id,
+                    kept=customer.stripe_customer_id,
+                    extra=found.id,
+                )
+            return customer.stripe_customer_id
+        if customer.link_claim_token != token:
+            log.warning("customer.link_lease_lost", customer_id=customer_id)
+        customer.stripe_customer_id = found.id
+        customer.stripe_synced_version = customer.link_version or 0
+        customer.stripe_linked_at = utcnow()
+        customer.stripe_removed_at = None
+        customer.link_claim_token = None
+        customer.link_claim_expires_at = None
+        if customer.profile_version > customer.stripe_synced_version:
+            enqueue(session, PUSH_JOB, {"customer_id": customer_id})
+    CUSTOMER_LINKS.labels(outcome="linked").inc()
+    log.info("customer.linked", customer_id=customer_id, stripe_customer_id=found.id)
+    return found.id
+
+
+def _release(services: Services, customer_id: str, token: str) -> None:
+    """Give the claim back after a failed try so the next one need not wait for the lease."""
+    try:
+        with services.db.transaction() as session:
+            session.execute(
+                update(Customer)
+                .where(Customer.id == customer_id, Customer.link_claim_token == token)
+                .values(link_claim_token=None, link_claim_expires_at=None)
+            )
+    except Exception:  # the lease runs out by itself
+        log.warning("customer.release_failed", customer_id=customer_id)
+
+
+# -- job handlers ----------------------------------------------------------------------
+
+
+def link_job(services: Services, payload: dict[str, Any]) -> None:
+    try:
+        ensure_stripe_customer(services, payload["customer_id"])
+    except NotFound:
+        log.info("customer.link_skipped_deleted", customer_id=payload["customer_id"])
+
+
+def push_job(services: Services, payload: dict[str, Any]) -> None:
+    """Send the customer's current name and e-mail to Stripe, once per profile version."""
+    customer_id = payload["customer_id"]
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None or customer.deleted_at is not None:
+            return
+        if customer.stripe_customer_id is None:
+            return  # the link pushes whatever changed before it
+        version = customer.profile_version
+        if customer.stripe_synced_version >= version:
+            return
+        stripe_id, name, email = (
+            customer.stripe_customer_id,
+            customer.user.name,
+            customer.user.email,
+        )
+    services.stripe.update_customer(
+        stripe_id,
+        key=idempotency_key("customer.update", customer_id, f"v{version}"),
+        name=name,
+        email=email,
+    )
+    with services.db.transaction() as session:
+        session.execute(
+            update(Customer)
+            .where(Customer.id == customer_id, Customer.stripe_synced_version < version)
+            .values(stripe_synced_version=version)
+        )
+
+
+def remove_job(services: Services, payload: dict[str, Any]) -> None:
+    """Delete (or archive) a deleted user's Stripe customer, including one a lost try made."""
+    customer_id = payload["customer_id"]
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id)
+        if customer is None or customer.stripe_removed_at is not None:
+            return
+        claim_expires = customer.link_claim_expires_at
+        if customer.stripe_customer_id is None and claim_expires and claim_expires > utcnow():
+            raise LinkInProgress(customer_id)  # let the creation finish, then remove it
+        stripe_id, link_email = customer.stripe_customer_id, customer.link_email
+    if stripe_id is None and link_email is not None:
+        found = services.stripe.find_customer_of(customer_id=customer_id, email=link_email)
+        stripe_id = found.id if found else None
+    if stripe_id is not None:
+        if services.settings.stripe_customer_deletion is CustomerDeletion.ARCHIVE:
+            services.stripe.archive_customer(stripe_id, customer_id=customer_id)
+        else:
+            services.stripe.delete_customer(stripe_id, customer_id=customer_id)
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        customer.stripe_removed_at = utcnow()
+        customer.link_name = None
+        customer.link_email = None
+    log.info("customer.removed_from_stripe", customer_id=customer_id, stripe_customer_id=stripe_id)

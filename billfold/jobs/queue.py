@@ -1,0 +1,126 @@
+"""Enqueue, claim and settle durable jobs; safe with any number of workers."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from billfold.db import utcnow
+from billfold.jobs.models import Job, JobStatus
+
+DEFAULT_MAX_ATTEMPTS = 12
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> Job:
+    """Add a job to the caller's transaction: it runs only if that transaction commits."""
+    job = Job(kind=kind, payload=payload, run_at=run_at or utcnow(), max_attempts=max_attempts)
+    session.add(job)
+    return job
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: str
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    token: str
+
+
+def claim(session: Session, worker: str, lease: timedelta) -> ClaimedJob | None:
+    """Take the oldest due job (or one whose worker's lease ran out) for `lease`."""
+    now = utcnow()
+    due = (
+        select(Job.id)
+        .where(
+            or_(
+                (Job.status == JobStatus.PENDING) & (Job.run_at <= now),
+                (Job.status == JobStatus.RUNNING) & (Job.locked_until < now),
+            )
+        )
+        .order_by(Job.run_at)
+        .limit(1)
+        # PostgreSQL: concurrent workers skip each other's rows; SQLite serialises writers.
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    token = f"{worker}:{random.getrandbits(48):012x}"
+    row = session.execute(
+        update(Job)
+        .where(Job.id == due)
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            locked_by=token,
+            locked_until=now + lease,
+        )
+        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
+    ).one_or_none()
+    if row is None:
+        return None
+    return ClaimedJob(row.id, row.kind, row.payload, row.attempts, row.max_attempts, token)
+
+
+def complete(session: Session, job: ClaimedJob) -> bool:
+    """Mark done; False if the lease was lost and another worker took the job over."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == job.token)
+        .values(status=JobStatus.DONE, finished_at=utcnow(), locked_until=None, last_error=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def fail(
+    session: Session,
+    job: ClaimedJob,
+    error: str,
+    *,
+    permanent: bool,
+    backoff_base: float,
+    backoff_max: float,
+) -> JobStatus:
+    """Schedule a retry with exponential backoff and jitter, or mark the job dead."""
+    dead = permanent or job.attempts >= job.max_attempts
+    status = JobStatus.DEAD if dead else JobStatus.PENDING
+    values: dict[str, Any] = {"status": status, "last_error": error[:4000], "locked_until": None}
+    if dead:
+        values["finished_at"] = utcnow()
+    else:
+        values["run_at"] = utcnow() + backoff_delay(job.attempts, backoff_base, backoff_max)
+    session.execute(update(Job).where(Job.id == job.id, Job.locked_by == job.token).values(values))
+    return status
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> timedelta:
+    """Full-jitter exponential backoff: a random delay up to base·2^(attempts-1), capped."""
+    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def depth(session: Session) -> dict[str, int]:
+    """How many jobs are in each state, for /metrics and the admin."""
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+def retry_dead(session: Session, job_id: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.DEAD)
+        .values(status=JobStatus.PENDING, run_at=utcnow(), attempts=0, finished_at=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

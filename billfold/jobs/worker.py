@@ -1,0 +1,140 @@
+"""The job worker: claims due jobs, runs their handlers, retries with backoff, buries the dead."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+import structlog
+from sqlalchemy.orm import Session
+
+from billfold.db import Database
+from billfold.jobs import queue
+from billfold.jobs.models import JobStatus
+from billfold.observability import JOB_RESULTS
+
+log = structlog.get_logger("billfold.jobs")
+
+C = TypeVar("C")
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (bad payload, a refusal that will not change): the job dies now."""
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[C]):
+    """A handler for one kind of job: it must be safe to run twice."""
+
+    handler: Callable[[C, dict[str, Any]], None]
+    # Called in its own transaction after a failed try, e.g. to record the error on a record.
+    on_failure: Callable[[Session, dict[str, Any], str, bool], None] | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    lease: timedelta
+    backoff_base: float
+    backoff_max: float
+    poll_seconds: float
+
+
+class Worker(Generic[C]):
+    def __init__(
+        self,
+        db: Database,
+        kinds: Mapping[str, JobKind[C]],
+        context: C,
+        settings: WorkerSettings,
+        name: str | None = None,
+    ) -> None:
+        self._db = db
+        self._kinds = kinds
+        self._context = context
+        self._settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    def run_once(self) -> bool:
+        """Run one due job; False when none is due."""
+        with self._db.transaction() as session:
+            job = queue.claim(session, self.name, self._settings.lease)
+        if job is None:
+            return False
+        kind = self._kinds.get(job.kind)
+        bound = log.bind(job_id=job.id, job_kind=job.kind, attempt=job.attempts)
+        try:
+            if kind is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            kind.handler(self._context, job.payload)
+        except Exception as exc:
+            self._settle_failure(job, kind, exc, bound)
+            return True
+        with self._db.transaction() as session:
+            if not queue.complete(session, job):
+                bound.warning("job.lease_lost")
+        JOB_RESULTS.labels(kind=job.kind, result="done").inc()
+        bound.info("job.done")
+        return True
+
+    def _settle_failure(
+        self,
+        job: queue.ClaimedJob,
+        kind: JobKind[C] | None,
+        exc: Exception,
+        bound: Any,
+    ) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        permanent = isinstance(exc, PermanentJobError)
+        with self._db.transaction() as session:
+            status = queue.fail(
+                session,
+                job,
+                error,
+                permanent=permanent,
+                backoff_base=self._settings.backoff_base,
+                backoff_max=self._settings.backoff_max,
+            )
+            if kind is not None and kind.on_failure is not None:
+                kind.on_failure(session, job.payload, error, status == JobStatus.DEAD)
+        JOB_RESULTS.labels(kind=job.kind, result=str(status)).inc()
+        bound.warning("job.failed", error=error, status=str(status))
+
+    def run_until_idle(self, max_jobs: int = 10_000) -> int:
+        """Run due jobs until none is left (or `max_jobs`); answers how many ran."""
+        ran = 0
+        while ran < max_jobs and self.run_once():
+            ran += 1
+        return ran
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # the database may be briefly away: keep the worker alive
+                log.exception("worker.loop_error")
+                busy = False
+            if not busy:
+                stop.wait(self._settings.poll_seconds)
+
+    def start_in_thread(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(
+            target=self.run_forever, args=(stop,), name=f"worker-{self.name}", daemon=True
+        )
+        thread.start()
+        return thread
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

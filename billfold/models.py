@@ -1,0 +1,9 @@
+"""Imports every table so Alembic and the tests see the whole schema."""
+
+from billfold.audit import AuditEntry
+from billfold.auth.models import ApiKey, User
+from billfold.customers.models import Customer
+from billfold.jobs.models import Job
+from billfold.webhooks.models import StripeEvent
+
+__all__ = ["ApiKey", "AuditEntry", "Customer", "Job", "StripeEvent", "User"]

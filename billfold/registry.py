@@ -1,0 +1,46 @@
+"""Where the domains plug in: every job kind and every Stripe event handler, in one table."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from billfold.customers import handlers as customer_events
+from billfold.customers import service as customers
+from billfold.customers import stripe_sync
+from billfold.jobs.worker import JobKind, Worker, WorkerSettings
+from billfold.services import Services
+from billfold.webhooks import inbox
+from billfold.webhooks.dispatch import EventHandler
+
+EVENT_HANDLERS: dict[str, EventHandler] = {
+    **customer_events.HANDLERS,
+}
+
+
+def _process_event(services: Services, payload: dict[str, Any]) -> None:
+    inbox.process(services, EVENT_HANDLERS, payload["event_id"])
+
+
+JOB_KINDS: dict[str, JobKind[Services]] = {
+    customers.LINK_JOB: JobKind(stripe_sync.link_job),
+    customers.PUSH_JOB: JobKind(stripe_sync.push_job),
+    customers.REMOVE_JOB: JobKind(stripe_sync.remove_job),
+    inbox.PROCESS_JOB: JobKind(_process_event, on_failure=inbox.record_failure),
+}
+
+
+def build_worker(services: Services, name: str | None = None) -> Worker[Services]:
+    s = services.settings
+    return Worker(
+        services.db,
+        JOB_KINDS,
+        services,
+        WorkerSettings(
+            lease=timedelta(seconds=s.job_lease_seconds),
+            backoff_base=s.job_backoff_base_seconds,
+            backoff_max=s.job_backoff_max_seconds,
+            poll_seconds=s.job_poll_seconds,
+        ),
+        name=name,
+    )

@@ -1,0 +1,113 @@
+"""The inbound Stripe webhook inbox: store each event once, process it by a job, replay it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.db import utcnow
+from billfold.errors import NotFound
+from billfold.jobs.queue import enqueue
+from billfold.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
+from billfold.services import Services
+from billfold.webhooks.dispatch import EventHandler, Outcome, event_time
+from billfold.webhooks.models import EventStatus, StripeEvent
+
+log = structlog.get_logger("billfold.webhooks")
+
+PROCESS_JOB = "webhooks.process"
+
+
+def receive(session: Session, event: dict[str, Any], raw_body: bytes) -> tuple[StripeEvent, bool]:
+    """Store a verified event and enqueue its processing; (stored, False) for a replay."""
+    stored = StripeEvent(
+        stripe_event_id=event["id"],
+        type=str(event["type"]),
+        stripe_created_at=event_time(event),
+        livemode=bool(event.get("livemode", False)),
+        payload=raw_body.decode("utf-8"),
+    )
+    try:
+        with session.begin_nested():
+            session.add(stored)
+            session.flush()
+    except IntegrityError:
+        existing = session.scalar(
+            select(StripeEvent).where(StripeEvent.stripe_event_id == event["id"])
+        )
+        assert existing is not None
+        WEBHOOK_EVENTS.labels(type=existing.type, outcome="duplicate").inc()
+        return existing, False
+    enqueue(session, PROCESS_JOB, {"event_id": stored.id})
+    WEBHOOK_EVENTS.labels(type=stored.type, outcome="received").inc()
+    return stored, True
+
+
+def process(services: Services, handlers: Mapping[str, EventHandler], event_id: str) -> None:
+    """Apply a stored event through its handler; mark it handled only once that succeeds."""
+    with services.db.transaction() as session:
+        stored = session.get(StripeEvent, event_id)
+        if stored is None:
+            return
+        if stored.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+            return
+        event_type, payload = stored.type, json.loads(stored.payload)
+    handler = handlers.get(event_type)
+    outcome = (
+        handler(services, payload)
+        if handler is not None
+        else Outcome(EventStatus.IGNORED, note="no handler for this type")
+    )
+    with services.db.transaction() as session:
+        stored = session.get(StripeEvent, event_id)
+        assert stored is not None
+        stored.status = outcome.status
+        stored.customer_id = outcome.customer_id or stored.customer_id
+        stored.error = outcome.note
+        stored.attempts += 1
+        stored.processed_at = utcnow()
+        lag = (stored.processed_at - stored.stripe_created_at).total_seconds()
+    WEBHOOK_LAG.observe(max(lag, 0.0))
+    WEBHOOK_EVENTS.labels(type=event_type, outcome=str(outcome.status)).inc()
+    log.info("webhook.processed", event_id=event_id, type=event_type, status=str(outcome.status))
+
+
+def record_failure(session: Session, payload: dict[str, Any], error: str, dead: bool) -> None:
+    """After a failed try: the event shows its error, and `failed` once retries are spent."""
+    stored = session.get(StripeEvent, payload["event_id"])
+    if stored is None:
+        return
+    stored.attempts += 1
+    stored.error = error
+    if dead:
+        stored.status = EventStatus.FAILED
+
+
+def list_events(
+    session: Session, *, status: EventStatus | None, event_type: str | None, limit: int
+) -> list[StripeEvent]:
+    query = select(StripeEvent).order_by(StripeEvent.received_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(StripeEvent.status == status)
+    if event_type is not None:
+        query = query.where(StripeEvent.type == event_type)
+    return list(session.scalars(query))
+
+
+def replay(session: Session, event_id: str, *, actor: str) -> StripeEvent:
+    """Process a stored event again (handlers are idempotent, so this is always safe)."""
+    stored = session.get(StripeEvent, event_id)
+    if stored is None:
+        raise NotFound("No such event")
+    stored.status = EventStatus.PENDING
+    stored.error = None
+    enqueue(session, PROCESS_JOB, {"event_id": stored.id})
+    audit.record(session, actor, "webhook.replay", stored.id, type=stored.type)
+    return stored
