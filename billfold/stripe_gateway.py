@@ -71,7 +71,8 @@ class StripeCustomer:
     deleted: bool = False
 
 
-def _customer(obj: Any) -> StripeCustomer:
+def _customer(resource: Any) -> StripeCustomer:
+    obj = resource.to_dict() if hasattr(resource, "to_dict") else resource
     deleted = bool(obj.get("deleted", False))
     metadata = obj.get("metadata") or {}
     return StripeCustomer(

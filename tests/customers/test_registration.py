@@ -1,0 +1,114 @@
+"""Registration creates the account and, right away or by the worker, one Stripe customer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+from factories import register, unique_email
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from billfold.auth.models import User
+from billfold.jobs.models import Job
+from billfold.jobs.worker import Worker
+from billfold.services import Services
+
+
+def test_registration_links_a_stripe_customer_with_our_ids(
+    client: TestClient, stripe_api: stripe.StripeClient
+) -> None:
+    email = unique_email()
+    data = register(client, name="Grace Hopper", email=email, companyName="Navy")
+    user = data["user"]
+    assert user["id"].startswith("usr_") and len(user["id"]) == 36
+    assert user["customerId"].startswith("cust_") and len(user["customerId"]) == 37
+    assert user["role"] == "user" and user["companyName"] == "Navy"
+    assert user["isEmailVerified"] is False
+    assert data["access_token"]
+
+    remote = stripe_api.v1.customers.retrieve(user["stripeCustomerId"])
+    assert remote.name == "Grace Hopper"
+    assert remote.email == email
+    assert remote.description == f"Customer for user ID: {user['id']}"
+    assert remote.metadata.to_dict() == {
+        "customer_id": user["customerId"],
+        "user_id": user["id"],
+        "source": "user_registration",
+    }
+
+
+def test_registered_user_can_log_in_and_read_themself(client: TestClient) -> None:
+    email = unique_email()
+    register(client, email=email, password="s3cret-password")
+    login = client.post("/auth/login", json={"email": email.upper(), "password": "s3cret-password"})
+    assert login.status_code == 200
+    token = login.json()["data"]["access_token"]
+    me = client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["success"] is True
+    assert me.json()["data"]["email"] == email
+
+
+def test_email_is_unique_case_insensitively(client: TestClient, services: Services) -> None:
+    email = unique_email()
+    register(client, email=email)
+    again = client.post(
+        "/users", json={"name": "Other", "email": email.upper(), "password": "password-123"}
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "email_taken"
+    assert again.json()["success"] is False
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "bad_field"),
+    [
+        ({"name": "A", "email": "not-an-email", "password": "password-123"}, "email"),
+        ({"name": "A", "email": 12345, "password": "password-123"}, "email"),
+        ({"name": "", "email": "a@example.com", "password": "password-123"}, "name"),
+        ({"name": "A" * 201, "email": "a@example.com", "password": "password-123"}, "name"),
+        ({"name": "A", "email": "a@example.com", "password": "short"}, "password"),
+        ({"name": "A", "email": "a@example.com", "password": "p" * 10_000}, "password"),
+        ({"name": ["A"], "email": "a@example.com", "password": "password-123"}, "name"),
+        ({"email": "a@example.com", "password": "password-123"}, "name"),
+        (
+            {"name": "A", "email": "a@example.com", "password": "password-123", "role": "admin"},
+            "role",
+        ),
+    ],
+)
+def test_bad_registrations_answer_422_and_store_nothing(
+    client: TestClient, services: Services, body: dict[str, Any], bad_field: str
+) -> None:
+    response = client.post("/users", json=body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert any(bad_field in p["field"] for p in error["details"]["problems"])
+    assert "password-123" not in response.text and "p" * 100 not in response.text
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_malformed_json_is_a_clear_4xx(client: TestClient) -> None:
+    response = client.post(
+        "/users", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"stripe_customer_creation": "on_first_payment"}])
+def test_on_first_payment_registration_leaves_stripe_alone(
+    client: TestClient, services: Services, worker: Worker[Services], settings_overrides: Any
+) -> None:
+    user = register(client)["user"]
+    assert user["stripeCustomerId"] is None
+    worker.run_until_idle()
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
