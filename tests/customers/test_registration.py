@@ -22,9 +22,12 @@ def test_registration_links_a_stripe_customer_with_our_ids(
     email = unique_email()
     data = register(client, name="Grace Hopper", email=email, companyName="Navy")
     user = data["user"]
-    assert user["id"].startswith("usr_") and len(user["id"]) == 36
-    assert user["customerId"].startswith("cust_") and len(user["customerId"]) == 37
-    assert user["role"] == "user" and user["companyName"] == "Navy"
+    assert user["id"].startswith("usr_")
+    assert len(user["id"]) == 36
+    assert user["customerId"].startswith("cust_")
+    assert len(user["customerId"]) == 37
+    assert user["role"] == "user"
+    assert user["companyName"] == "Navy"
     assert user["isEmailVerified"] is False
     assert data["access_token"]
 
@@ -89,7 +92,8 @@ def test_bad_registrations_answer_422_and_store_nothing(
     error = response.json()["error"]
     assert error["code"] == "validation_error"
     assert any(bad_field in p["field"] for p in error["details"]["problems"])
-    assert "password-123" not in response.text and "p" * 100 not in response.text
+    assert "password-123" not in response.text
+    assert "p" * 100 not in response.text
     with services.db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(User)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0
