@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -23,6 +23,7 @@ from billfold.customers.service import PUSH_JOB
 from billfold.db import utcnow
 from billfold.errors import NotFound
 from billfold.jobs.queue import enqueue
+from billfold.jobs.worker import Defer
 from billfold.observability import CUSTOMER_LINKS
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_key
@@ -30,8 +31,11 @@ from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_k
 log = structlog.get_logger("billfold.customers")
 
 
-class LinkInProgress(Exception):
+class LinkInProgress(Defer):
     """Another try holds the claim on this customer's creation; try again after it."""
+
+    def __init__(self, customer_id: str, until: datetime) -> None:
+        super().__init__(until, f"Stripe customer creation for {customer_id} is in progress")
 
 
 def ensure_stripe_customer(
@@ -52,10 +56,10 @@ def ensure_stripe_customer(
         claim = _claim(services, customer_id)
         if isinstance(claim, str):
             return claim
-        if claim is not None:
+        if not isinstance(claim, datetime):
             break
         if time.monotonic() >= deadline:
-            raise LinkInProgress(customer_id)
+            raise LinkInProgress(customer_id, claim)
         time.sleep(0.1)
     token, name, email, user_id = claim
     gateway = services.stripe_inline if inline else services.stripe
@@ -68,8 +72,9 @@ def ensure_stripe_customer(
     return _link(services, customer_id, token, stripe_customer)
 
 
-def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, str] | None:
-    """The linked Stripe ID, or our claim (token and the request to send), or None if taken."""
+def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, str] | datetime:
+    """The linked Stripe ID, or our claim (token and the request to send), or, when another
+    try holds it, when that claim runs out."""
     now = utcnow()
     lease = timedelta(seconds=services.settings.customer_link_lease_seconds)
     token = secrets.token_hex(8)
@@ -101,7 +106,7 @@ def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, s
             .returning(Customer.link_name, Customer.link_email)
         ).one_or_none()
         if row is None:
-            return None
+            return customer.link_claim_expires_at or now
         return token, row.link_name, row.link_email, user.id
 
 
@@ -210,7 +215,7 @@ def remove_job(services: Services, payload: dict[str, Any]) -> None:
             return
         claim_expires = customer.link_claim_expires_at
         if customer.stripe_customer_id is None and claim_expires and claim_expires > utcnow():
-            raise LinkInProgress(customer_id)  # let the creation finish, then remove it
+            raise LinkInProgress(customer_id, claim_expires)  # let it finish, then remove it
         stripe_id, link_email = customer.stripe_customer_id, customer.link_email
     if stripe_id is None and link_email is not None:
         found = services.stripe.find_customer_of(customer_id=customer_id, email=link_email)

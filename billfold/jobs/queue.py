@@ -105,6 +105,21 @@ def fail(
     return status
 
 
+def defer(session: Session, job: ClaimedJob, until: datetime, reason: str) -> None:
+    """Put a job back until `until`; the try does not count against its attempts."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == job.token)
+        .values(
+            status=JobStatus.PENDING,
+            run_at=until,
+            attempts=Job.attempts - 1,
+            locked_until=None,
+            last_error=reason[:4000],
+        )
+    )
+
+
 def backoff_delay(attempts: int, base: float, cap: float) -> timedelta:
     """Full-jitter exponential backoff: a random delay up to base·2^(attempts-1), capped."""
     ceiling = min(cap, base * (2 ** max(0, attempts - 1)))

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -26,6 +26,14 @@ C = TypeVar("C")
 
 class PermanentJobError(Exception):
     """Retrying cannot help (bad payload, a refusal that will not change): the job dies now."""
+
+
+class Defer(Exception):
+    """Not yet: run the job again at `until`, without counting this as a failed try."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,11 @@ class Worker(Generic[C]):
             if kind is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             kind.handler(self._context, job.payload)
+        except Defer as exc:
+            with self._db.transaction() as session:
+                queue.defer(session, job, exc.until, str(exc))
+            bound.info("job.deferred", until=exc.until.isoformat(), reason=str(exc))
+            return True
         except Exception as exc:
             self._settle_failure(job, kind, exc, bound)
             return True

@@ -1,0 +1,5 @@
+"""`python -m billfold` is the `billfold` command."""
+
+from billfold.cli import app
+
+app()

@@ -1,0 +1,250 @@
+"""Never two Stripe customers for one user: under concurrency, lost answers, outages, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+from conftest import STRIPE_KEY
+from factories import auth, register, unique_email
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from support.netfault import FaultyLink
+
+from billfold.config import Settings
+from billfold.customers import service
+from billfold.customers.models import Customer
+from billfold.customers.stripe_sync import ensure_stripe_customer
+from billfold.jobs.models import Job, JobStatus
+from billfold.jobs.queue import enqueue
+from billfold.jobs.worker import Worker, wait_until
+from billfold.services import Services
+from billfold.stripe_gateway import StripeUnavailable
+
+LAZY = pytest.mark.parametrize(
+    "settings_overrides", [{"stripe_customer_creation": "on_first_payment"}]
+)
+
+
+def stripe_customers_with(stripe_api: stripe.StripeClient, email: str) -> list[Any]:
+    return list(stripe_api.v1.customers.list(params={"email": email, "limit": 100}).data)
+
+
+def linked_id(services: Services, customer_id: str) -> str | None:
+    with services.db.transaction() as session:
+        customer = session.get(Customer, customer_id)
+        assert customer is not None
+        return customer.stripe_customer_id
+
+
+def pending_jobs(services: Services) -> list[Job]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(Job).where(Job.status != JobStatus.DONE)))
+
+
+@LAZY
+def test_concurrent_ensure_calls_create_one_stripe_customer(
+    client: TestClient, services: Services, stripe_api: stripe.StripeClient, settings_overrides: Any
+) -> None:
+    email = unique_email()
+    customer_id = register(client, email=email)["user"]["customerId"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(ensure_stripe_customer, services, customer_id, wait=15) for _ in range(8)
+        ]
+        answers = {f.result() for f in futures}
+
+    remote = stripe_customers_with(stripe_api, email)
+    assert len(remote) == 1
+    assert answers == {remote[0].id}
+    assert linked_id(services, customer_id) == remote[0].id
+
+
+@LAZY
+def test_retry_after_a_lost_answer_finds_the_customer_stripe_made(
+    client: TestClient,
+    services: Services,
+    stripe_api: stripe.StripeClient,
+    stripe_link: FaultyLink,
+    settings_overrides: Any,
+) -> None:
+    email = unique_email()
+    customer_id = register(client, email=email)["user"]["customerId"]
+
+    stripe_link.drop_responses()  # Stripe does the work; we never hear back
+    with pytest.raises(StripeUnavailable):
+        ensure_stripe_customer(services, customer_id)
+    made = stripe_customers_with(stripe_api, email)
+    assert len(made) <= 1
+
+    stripe_link.up()
+    stripe_id = ensure_stripe_customer(services, customer_id)
+    remote = stripe_customers_with(stripe_api, email)
+    assert len(remote) == 1
+    assert stripe_id == remote[0].id
+    if made:
+        assert stripe_id == made[0].id
+
+
+def test_stripe_down_registration_edits_and_catch_up_happen_once(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_link: FaultyLink,
+) -> None:
+    stripe_link.down()
+    email = unique_email()
+    data = register(client, email=email, name="Before")
+    user = data["user"]
+    assert user["stripeCustomerId"] is None
+    new_email = unique_email()
+    patched = client.patch(
+        f"/users/{user['id']}",
+        json={"name": "After", "email": new_email},
+        headers=auth(data["access_token"]),
+    )
+    assert patched.status_code == 200
+    worker.run_until_idle()  # tries and fails: Stripe is down
+    assert linked_id(services, user["customerId"]) is None
+    assert stripe_customers_with(stripe_api, email) == []
+
+    stripe_link.up()
+    _drain(services, worker)
+
+    stripe_id = linked_id(services, user["customerId"])
+    assert stripe_id is not None
+    remote = stripe_api.v1.customers.retrieve(stripe_id)
+    assert (remote.name, remote.email) == ("After", new_email)
+    assert stripe_customers_with(stripe_api, email) == []  # created once, then renamed
+    assert [c.id for c in stripe_customers_with(stripe_api, new_email)] == [stripe_id]
+    assert pending_jobs(services) == []
+
+
+def test_user_deleted_while_stripe_was_down_leaves_no_stripe_customer(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_link: FaultyLink,
+) -> None:
+    email = unique_email()
+    stripe_link.down()
+    data = register(client, email=email)
+    deleted = client.delete(f"/users/{data['user']['id']}", headers=auth(data["access_token"]))
+    assert deleted.status_code == 200
+    worker.run_until_idle()
+
+    stripe_link.up()
+    _drain(services, worker)
+    assert stripe_customers_with(stripe_api, email) == []
+    assert pending_jobs(services) == []
+
+
+def test_deleting_a_linked_user_deletes_the_stripe_customer(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+) -> None:
+    data = register(client)
+    stripe_id = data["user"]["stripeCustomerId"]
+    assert stripe_id
+    client.delete(f"/users/{data['user']['id']}", headers=auth(data["access_token"]))
+    worker.run_until_idle()
+    with pytest.raises(stripe.InvalidRequestError):
+        stripe_api.v1.customers.retrieve(stripe_id)
+
+
+@LAZY
+def test_worker_killed_between_stripe_create_and_commit_ends_with_one_customer(
+    client: TestClient,
+    services: Services,
+    settings: Settings,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_link: FaultyLink,
+    tmp_path: Path,
+    settings_overrides: Any,
+) -> None:
+    email = unique_email()
+    customer_id = register(client, email=email)["user"]["customerId"]
+    with services.db.transaction() as session:
+        enqueue(session, service.LINK_JOB, {"customer_id": customer_id})
+
+    # Hold Stripe's first answer so the worker is caught mid-way, then lock the customer
+    # row so that, once Stripe has created the customer, the worker cannot commit the link.
+    stripe_link.hold_responses()
+    process = _start_worker_process(settings, stripe_link, tmp_path)
+    try:
+        assert stripe_link.wait_for_held_response(timeout=30), _output(process)
+        with services.db.engine.connect() as blocker:
+            transaction = blocker.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
+            blocker.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update())
+            stripe_link.up()
+            assert wait_until(lambda: len(stripe_customers_with(stripe_api, email)) == 1, 20)
+            time.sleep(0.3)  # the worker now waits on our lock to record the link
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            transaction.rollback()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert linked_id(services, customer_id) is None  # the crash lost the link...
+
+    time.sleep(settings.customer_link_lease_seconds)  # ...until the dead worker's lease ends
+    _drain(services, worker)
+    remote = stripe_customers_with(stripe_api, email)
+    assert len(remote) == 1
+    assert linked_id(services, customer_id) == remote[0].id
+
+
+def _drain(services: Services, worker: Worker[Services], timeout: float = 20) -> None:
+    """Run the worker until no job is left (retries wait for their backoff)."""
+
+    def idle() -> bool:
+        worker.run_until_idle()
+        return not pending_jobs(services)
+
+    assert wait_until(idle, timeout, interval=0.05), [
+        (j.kind, j.status, j.last_error) for j in pending_jobs(services)
+    ]
+
+
+def _start_worker_process(
+    settings: Settings, link: FaultyLink, workdir: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STRIPE_API_BASE": link.url,
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_TIMEOUT_SECONDS": str(settings.stripe_timeout_seconds),
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
+        "CUSTOMER_LINK_LEASE_SECONDS": str(settings.customer_link_lease_seconds),
+        "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
+        "JOB_POLL_SECONDS": "0.05",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "billfold", "worker"],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _output(process: subprocess.Popen[bytes]) -> str:
+    if process.poll() is None:
+        return "worker still running"
+    assert process.stdout is not None
+    return process.stdout.read().decode(errors="replace")
