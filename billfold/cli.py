@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,6 +26,7 @@ app = typer.Typer(help="Billfold: billing beside your SaaS backend.", no_args_is
 api_keys = typer.Typer(help="Service API keys for the host application's backend.")
 app.add_typer(api_keys, name="api-keys")
 console = Console()
+DEV_DATABASE = "billfold-dev.db"
 
 
 def _settings(**overrides: object) -> Settings:
@@ -164,10 +166,15 @@ def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
 ) -> None:
-    """The demo: SQLite, a local Stripe stand-in, an admin; no keys needed."""
+    """The demo: SQLite, a local Stripe stand-in, an admin; no keys needed.
+
+    The stand-in keeps its data in memory, so the demo database starts afresh each run too.
+    """
     from billfold.stripe_standin import LocalStripe
 
     configure_logging()
+    for leftover in (DEV_DATABASE, f"{DEV_DATABASE}-wal", f"{DEV_DATABASE}-shm"):
+        Path(leftover).unlink(missing_ok=True)
     standin = LocalStripe.start()
     try:
         webhook_secret = "whsec_dev_" + secrets.token_hex(16)
@@ -178,6 +185,7 @@ def dev(
             stripe_webhook_secret=webhook_secret,
             jwt_secret=secrets.token_urlsafe(32),
             backend_url=f"http://{host}:{port}",
+            database_url=f"sqlite:///{DEV_DATABASE}",
         )
         migrations.upgrade(settings.database_url)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)

@@ -32,7 +32,7 @@ WEBHOOK_LAG = Histogram(
 )
 
 
-def configure_logging(json: bool = False) -> None:
+def configure_logging(json: bool = False, level: int = logging.INFO) -> None:
     """structlog to stderr: key=value for people, JSON lines for machines."""
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -45,6 +45,6 @@ def configure_logging(json: bool = False) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )

@@ -123,7 +123,7 @@ def make_settings(database_url: str, stripe_base: str, **overrides: Any) -> Sett
         "mail_outbox_dir": Path(database_url.rsplit("/", 1)[-1] + "-mail"),
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

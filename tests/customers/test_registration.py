@@ -35,6 +35,7 @@ def test_registration_links_a_stripe_customer_with_our_ids(
     assert remote.name == "Grace Hopper"
     assert remote.email == email
     assert remote.description == f"Customer for user ID: {user['id']}"
+    assert remote.metadata is not None
     assert remote.metadata.to_dict() == {
         "customer_id": user["customerId"],
         "user_id": user["id"],

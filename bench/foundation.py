@@ -1,0 +1,187 @@
+"""Foundation benchmark: registration latency with and without the inline Stripe call, and
+jobs per second through the worker. Real parts: uvicorn over HTTP, localstripe, and SQLite or
+a throwaway PostgreSQL. Prints figures; asserts nothing about speed.
+
+    .venv/bin/python bench/foundation.py [--db sqlite|postgresql] [-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.postgres import ThrowawayPostgres
+
+from billfold import migrations
+from billfold.app import create_app
+from billfold.config import Settings
+from billfold.customers import service
+from billfold.jobs.queue import enqueue
+from billfold.jobs.worker import JobKind, Worker, WorkerSettings
+from billfold.observability import configure_logging
+from billfold.registry import build_worker
+from billfold.services import Services
+from billfold.stripe_standin import LocalStripe, free_port
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    with ThrowawayPostgres.start() as pg:
+        yield pg.create_database("bench")
+
+
+def settings_for(url: str, stripe_base: str, **overrides: Any) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=url,
+        stripe_api_base=stripe_base,
+        stripe_secret_key="sk_test_bench",  # noqa: S106
+        stripe_webhook_secret="whsec_bench",  # noqa: S106
+        jwt_secret="bench-secret-" + "x" * 32,
+        **overrides,
+    )
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def registration_latency(base: str, n: int, label: str) -> list[float]:
+    samples = []
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for i in range(n):
+            body = {
+                "name": "Bench",
+                "email": f"{label}-{i}-{time.time_ns()}@example.com",
+                "password": "bench-password-1",
+            }
+            started = time.perf_counter()
+            response = http.post("/users", json=body)
+            samples.append(time.perf_counter() - started)
+            assert response.status_code == 201, response.text
+    return samples
+
+
+def report(label: str, samples: list[float]) -> None:
+    ms = [s * 1000 for s in samples]
+    print(
+        f"  {label:<44} n={len(ms):<5} p50={percentile(ms, 50):7.1f} ms  "
+        f"p99={percentile(ms, 99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms"
+    )
+
+
+def job_throughput(services: Services, n: int, workers: int) -> float:
+    """Jobs/s through `workers` worker threads, on a no-op handler: the queue's own cost."""
+    kinds: dict[str, JobKind[None]] = {"bench.noop": JobKind(lambda _c, _p: None)}
+    with services.db.transaction() as session:
+        for i in range(n):
+            enqueue(session, "bench.noop", {"i": i})
+    pool = [
+        Worker(
+            services.db,
+            kinds,
+            None,
+            WorkerSettings(
+                lease=timedelta(seconds=60), backoff_base=1, backoff_max=1, poll_seconds=0.01
+            ),
+        )
+        for _ in range(workers)
+    ]
+    started = time.perf_counter()
+    threads = [threading.Thread(target=w.run_until_idle, args=(n,)) for w in pool]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return n / (time.perf_counter() - started)
+
+
+def link_throughput(services: Services, n: int) -> float:
+    """Stripe customer links per second through one worker (Stripe-bound: find + create)."""
+    with services.db.transaction() as session:
+        for i in range(n):
+            service.register(
+                session,
+                name="Linked",
+                email=f"link-{i}-{time.time_ns()}@example.com",
+                password="bench-password-1",  # noqa: S106
+            )
+    worker = build_worker(services)
+    started = time.perf_counter()
+    ran = worker.run_until_idle()
+    return ran / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("-n", type=int, default=200, help="registrations per scenario")
+    parser.add_argument("--jobs", type=int, default=2000, help="jobs for the queue benchmark")
+    args = parser.parse_args()
+    configure_logging(level=logging.WARNING)
+
+    with LocalStripe.start() as stripe_standin, database(args.db) as url:
+        migrations.upgrade(url)
+        print(f"Billfold foundation benchmark on {args.db} (localstripe at {stripe_standin.url})")
+        print("Registration, POST /users over HTTP (includes Argon2id hashing):")
+        for mode in ("on_first_payment", "on_registration"):
+            settings = settings_for(url, stripe_standin.url, stripe_customer_creation=mode)
+            with served(settings) as base:
+                registration_latency(base, 5, f"warm-{mode}")
+                samples = registration_latency(base, args.n, mode)
+            label = (
+                "without Stripe (on_first_payment)"
+                if mode == "on_first_payment"
+                else "with inline Stripe customer (on_registration)"
+            )
+            report(label, samples)
+
+        services = Services.build(settings_for(url, stripe_standin.url))
+        print("Job worker:")
+        for workers in (1, 4):
+            rate = job_throughput(services, args.jobs, workers)
+            print(f"  no-op jobs, {workers} worker thread(s):            {rate:8.0f} jobs/s")
+        rate = link_throughput(services, max(50, args.n // 2))
+        print(f"  customer link jobs (find + create in Stripe):  {rate:8.0f} jobs/s")
+        services.db.dispose()
+
+
+if __name__ == "__main__":
+    main()
