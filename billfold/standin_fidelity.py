@@ -1,0 +1,114 @@
+"""Closes a few gaps between localstripe and real Stripe, inside the stand-in process only.
+
+localstripe refuses some parameters real Stripe accepts and never declines the usual test
+cards at charge time. `billfold dev` and the tests want Stripe's behaviour, so the stand-in
+launcher applies these patches to localstripe before serving (never to Billfold itself):
+
+- PaymentIntents accept `receipt_email`, `description`, `automatic_payment_methods` and
+  `setup_future_usage`; Refunds accept `reason`.
+- Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
+  stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
+  time with their `decline_code`, as in Stripe's testing docs.
+- A refund sends `charge.refunded`; attaching and detaching a PaymentMethod send `payment_method.attached|detached`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DECLINE_CODES = {
+    "4000000000000002": ("card_declined", "generic_decline"),
+    "4000000000009995": ("card_declined", "insufficient_funds"),
+    "4000000000009987": ("card_declined", "lost_card"),
+    "4000000000009979": ("card_declined", "stolen_card"),
+    "4000000000000069": ("expired_card", "expired_card"),
+    "4000000000000127": ("incorrect_cvc", "incorrect_cvc"),
+    "4000000000000119": ("processing_error", "processing_error"),
+    "4000000000000341": ("card_declined", "generic_decline"),
+}
+_PI_EXTRA = ("receipt_email", "description", "automatic_payment_methods", "setup_future_usage")
+
+
+def apply() -> None:
+    from localstripe import resources as r
+    from localstripe.errors import UserError
+
+    pi_init = r.PaymentIntent.__init__
+
+    def payment_intent_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        extra = {k: kwargs.pop(k) for k in _PI_EXTRA if k in kwargs}
+        pi_init(self, *args, **kwargs)
+        self.receipt_email = extra.get("receipt_email")
+        self.description = extra.get("description")
+        self.setup_future_usage = extra.get("setup_future_usage")
+
+    r.PaymentIntent.__init__ = payment_intent_init
+
+    def charging_is_declined(self: Any) -> bool:
+        return self.type == "card" and self._card_number in DECLINE_CODES
+
+    r.PaymentMethod._charging_is_declined = charging_is_declined
+
+    def set_auth_failure(self: Any) -> None:
+        pm = r.PaymentMethod._api_retrieve(self.payment_method)
+        code, decline = DECLINE_CODES.get(
+            getattr(pm, "_card_number", ""), ("card_declined", "generic_decline")
+        )
+        self.status = "failed"
+        self.failure_code = code
+        self.failure_message = "Your card was declined."
+        self.outcome = {"type": "issuer_declined", "reason": decline}
+        self._decline_code = decline
+
+    r.Charge._set_auth_failure = set_auth_failure
+
+    def raise_failure(self: Any) -> None:
+        raise UserError(
+            402,
+            self.failure_message,
+            {
+                "type": "card_error",
+                "code": self.failure_code,
+                "decline_code": getattr(self, "_decline_code", "generic_decline"),
+                "charge": self.id,
+                "payment_intent": {"id": self.payment_intent} if self.payment_intent else None,
+            },
+        )
+
+    r.Charge._raise_failure = raise_failure
+
+    last_error = r.PaymentIntent.last_payment_error
+
+    def last_payment_error(self: Any) -> Any:
+        error = last_error.fget(self)
+        if error and self.latest_charge is not None and self.latest_charge.status == "failed":
+            error = {**error, "type": "card_error"}
+            error["decline_code"] = getattr(self.latest_charge, "_decline_code", None)
+        return error
+
+    r.PaymentIntent.last_payment_error = property(last_payment_error)
+
+    refund_init = r.Refund.__init__
+
+    def refund_new(self: Any, *args: Any, reason: str | None = None, **kwargs: Any) -> None:
+        refund_init(self, *args, **kwargs)
+        self.reason = reason
+
+    r.Refund.__init__ = refund_new
+    refund_create = r.Refund._api_create.__func__
+
+    def refund_api_create(cls: Any, **data: Any) -> Any:
+        refund = refund_create(cls, **data)  # stored now, so the charge's totals include it
+        r.schedule_webhook(r.Event("charge.refunded", r.Charge._api_retrieve(refund.charge)))
+        return refund
+
+    r.Refund._api_create = classmethod(refund_api_create)
+
+    def set_attribute(self: Any, name: str, value: Any) -> None:
+        before = self.__dict__.get(name, None)
+        object.__setattr__(self, name, value)
+        if name == "customer" and before != value and "id" in self.__dict__:
+            kind = "payment_method.attached" if value else "payment_method.detached"
+            r.schedule_webhook(r.Event(kind, self))
+
+    r.PaymentMethod.__setattr__ = set_attribute
