@@ -97,7 +97,7 @@ def apply() -> None:
     r.Refund.__init__ = refund_new
     refund_create = r.Refund._api_create.__func__
 
-    def refund_api_create(cls: Any, **data: Any) -> Any:
+    def refund_api_create(cls: Any, /, **data: Any) -> Any:
         refund = refund_create(cls, **data)  # stored now, so the charge's totals include it
         r.schedule_webhook(r.Event("charge.refunded", r.Charge._api_retrieve(refund.charge)))
         return refund

@@ -1,0 +1,35 @@
+"""The one adapter over the official stripe SDK: calls, idempotency keys, error mapping, logs.
+
+Nothing else in Billfold imports `stripe`.
+"""
+
+from billfold.stripe_gateway.client import StripeGateway, idempotency_key
+from billfold.stripe_gateway.errors import (
+    PaymentDeclined,
+    StripeFailure,
+    StripeNotFound,
+    StripeRejected,
+    StripeUnavailable,
+    WebhookSignatureInvalid,
+)
+from billfold.stripe_gateway.objects import (
+    StripeCard,
+    StripeCustomer,
+    StripePaymentIntent,
+    StripeRefund,
+)
+
+__all__ = [
+    "PaymentDeclined",
+    "StripeCard",
+    "StripeCustomer",
+    "StripeFailure",
+    "StripeGateway",
+    "StripeNotFound",
+    "StripePaymentIntent",
+    "StripeRefund",
+    "StripeRejected",
+    "StripeUnavailable",
+    "WebhookSignatureInvalid",
+    "idempotency_key",
+]

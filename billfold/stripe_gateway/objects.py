@@ -1,0 +1,122 @@
+"""The small, typed views of Stripe objects that the gateway answers, and their builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StripeCustomer:
+    id: str
+    name: str | None
+    email: str | None
+    metadata: dict[str, str]
+    deleted: bool = False
+
+
+def _customer(resource: Any) -> StripeCustomer:
+    obj = _plain(resource)
+    deleted = bool(obj.get("deleted", False))
+    metadata = obj.get("metadata") or {}
+    return StripeCustomer(
+        id=obj["id"],
+        name=obj.get("name"),
+        email=obj.get("email"),
+        metadata={str(k): str(v) for k, v in dict(metadata).items()},
+        deleted=deleted,
+    )
+
+
+@dataclass(frozen=True)
+class StripeCard:
+    id: str
+    customer: str | None
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    type: str = "card"
+
+
+def _card(resource: Any) -> StripeCard:
+    obj = _plain(resource)
+    card = obj.get("card") or {}
+    customer = obj.get("customer")
+    return StripeCard(
+        id=obj["id"],
+        customer=customer if isinstance(customer, str) or customer is None else customer.get("id"),
+        brand=card.get("brand"),
+        last4=card.get("last4"),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+        type=obj.get("type", "card"),
+    )
+
+
+@dataclass(frozen=True)
+class StripePaymentIntent:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    customer: str | None
+    client_secret: str | None
+    metadata: dict[str, str]
+    next_action: dict[str, Any] | None
+    latest_charge: str | None
+    payment_method: str | None
+    decline_code: str | None
+    failure_message: str | None
+
+
+def _intent(resource: Any) -> StripePaymentIntent:
+    obj = _plain(resource)
+    error = obj.get("last_payment_error") or {}
+    charge = obj.get("latest_charge")
+    method = obj.get("payment_method")
+    return StripePaymentIntent(
+        id=obj["id"],
+        status=obj["status"],
+        amount=int(obj["amount"]),
+        currency=obj["currency"],
+        customer=_id_of(obj.get("customer")),
+        client_secret=obj.get("client_secret"),
+        metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+        next_action=obj.get("next_action"),
+        latest_charge=_id_of(charge),
+        payment_method=_id_of(method),
+        decline_code=error.get("decline_code") or error.get("code"),
+        failure_message=error.get("message"),
+    )
+
+
+@dataclass(frozen=True)
+class StripeRefund:
+    id: str
+    amount: int
+    status: str
+    reason: str | None
+    metadata: dict[str, str]
+
+
+def _refund(resource: Any) -> StripeRefund:
+    obj = _plain(resource)
+    return StripeRefund(
+        id=obj["id"],
+        amount=int(obj["amount"]),
+        status=obj.get("status") or "succeeded",
+        reason=obj.get("reason"),
+        metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+    )
+
+
+def _plain(resource: Any) -> dict[str, Any]:
+    return resource.to_dict() if hasattr(resource, "to_dict") else dict(resource)
+
+
+def _id_of(value: Any) -> str | None:
+    """Stripe answers an ID, or the object itself when expanded (localstripe always expands)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value["id"])
