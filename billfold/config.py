@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     customer_link_lease_seconds: float = Field(default=60.0, gt=0)
 
     mail_outbox_dir: Path = Path("mail-outbox")
+    # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = 10
+    mail_from: str = "Billfold <billing@billfold.local>"
     log_json: bool = False
 
     @model_validator(mode="after")

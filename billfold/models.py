@@ -4,6 +4,7 @@ from billfold.audit import AuditEntry
 from billfold.auth.models import ApiKey, User
 from billfold.customers.models import Customer
 from billfold.jobs.models import Job
+from billfold.mail.models import OutboxMail
 from billfold.webhooks.models import StripeEvent
 
-__all__ = ["ApiKey", "AuditEntry", "Customer", "Job", "StripeEvent", "User"]
+__all__ = ["ApiKey", "AuditEntry", "Customer", "Job", "OutboxMail", "StripeEvent", "User"]

@@ -9,6 +9,7 @@ from billfold.customers import handlers as customer_events
 from billfold.customers import service as customers
 from billfold.customers import stripe_sync
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
+from billfold.mail import outbox
 from billfold.services import Services
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
@@ -27,6 +28,7 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     customers.PUSH_JOB: JobKind(stripe_sync.push_job),
     customers.REMOVE_JOB: JobKind(stripe_sync.remove_job),
     inbox.PROCESS_JOB: JobKind(_process_event, on_failure=inbox.record_failure),
+    outbox.SEND_JOB: JobKind(outbox.send_job, on_failure=outbox.record_failure),
 }
 
 
