@@ -25,7 +25,10 @@ from billfold.customers import api as customers_api
 from billfold.envelope import ErrorBody, ErrorEnvelope
 from billfold.errors import BillfoldError
 from billfold.jobs import queue
+from billfold.jobs.models import JobStatus
 from billfold.observability import JOB_QUEUE_DEPTH
+from billfold.payments import api as payments_api
+from billfold.payments import catalog_api
 from billfold.registry import build_worker
 from billfold.services import Services
 from billfold.webhooks import api as webhooks_api
@@ -63,7 +66,13 @@ def create_app(
     app.state.tokens = TokenIssuer(
         secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
     )
-    for router in (customers_api.router, auth_api.router, webhooks_api.router):
+    for router in (
+        customers_api.router,
+        auth_api.router,
+        payments_api.router,
+        catalog_api.router,
+        webhooks_api.router,
+    ):
         app.include_router(router)
     _add_operations_routes(app, services)
     _add_error_handlers(app)
@@ -88,8 +97,9 @@ def _add_operations_routes(app: FastAPI, services: Services) -> None:
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:
         with services.db.transaction() as session:
-            for status, count in queue.depth(session).items():
-                JOB_QUEUE_DEPTH.labels(status=status).set(count)
+            counts = queue.depth(session)
+        for status in JobStatus:
+            JOB_QUEUE_DEPTH.labels(status=str(status)).set(counts.get(str(status), 0))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

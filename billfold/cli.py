@@ -19,6 +19,7 @@ from billfold.auth.models import Role, User
 from billfold.config import MissingSettings, Settings
 from billfold.customers import service as customers
 from billfold.db import Database
+from billfold.errors import NotFound
 from billfold.observability import configure_logging
 from billfold.services import Services
 
@@ -156,8 +157,12 @@ def api_keys_list() -> None:
 def api_keys_revoke(key_id: str) -> None:
     """Revoke a service API key."""
     db = Database(_settings().database_url)
-    with db.transaction() as session:
-        auth.revoke_api_key(session, key_id, actor="cli")
+    try:
+        with db.transaction() as session:
+            auth.revoke_api_key(session, key_id, actor="cli")
+    except NotFound as exc:
+        console.print(f"[red]{exc.message}: {key_id}[/red]")
+        raise typer.Exit(1) from exc
     console.print(f"Revoked {key_id}")
 
 

@@ -19,6 +19,7 @@ from billfold.db import utcnow
 from billfold.errors import NotFound, Unauthorized
 
 API_KEY_PREFIX = "bf_sk_"
+LAST_USED_PRECISION = timedelta(minutes=1)
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended costs
 # Verified against when an e-mail is unknown, so a login takes as long either way.
 _DUMMY_HASH = _hasher.hash("billfold-no-such-user")
@@ -113,6 +114,9 @@ def resolve_caller(session: Session, credential: str, tokens: TokenIssuer) -> Ca
         )
         if key is None:
             raise Unauthorized("The API key is not valid or was revoked", code="invalid_api_key")
+        now = utcnow()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_PRECISION:
+            key.last_used_at = now  # at most a write a minute per key, not one per request
         return Caller(user=None, api_key_id=key.id)
     user = session.get(User, tokens.subject(credential))
     if user is None or user.deleted_at is not None:

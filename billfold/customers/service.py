@@ -72,6 +72,23 @@ def get_customer(session: Session, caller: Caller, user_id: str) -> Customer:
     return customer
 
 
+def acting_customer(session: Session, caller: Caller, customer_id: str | None = None) -> Customer:
+    """Whose money a call moves: a user's own customer; for admins and service keys, the
+    `customer_id` they name (a user naming anyone else's gets 404)."""
+    if caller.user is not None and customer_id is None:
+        return get_customer(session, caller, caller.user.id)
+    if customer_id is None:
+        raise InvalidInput("A service key must name the customer", code="customer_required")
+    customer = session.get(Customer, customer_id)
+    if (
+        customer is None
+        or customer.deleted_at is not None
+        or not caller.may_act_on(customer.user_id)
+    ):
+        raise NotFound("No such customer")
+    return customer
+
+
 @dataclass(frozen=True)
 class ProfileChanges:
     name: str | None = None
@@ -87,7 +104,8 @@ def update_user(
     customer = get_customer(session, caller, user_id)
     user = customer.user
     if changes.role is not None and changes.role != user.role:
-        if not caller.is_privileged:
+        # Not even a service key: an admin could mint service keys of their own.
+        if caller.user is None or not caller.user.is_admin:
             raise Forbidden("Only an admin may change a role")
         user.role = changes.role
     if changes.password is not None:
@@ -98,14 +116,13 @@ def update_user(
     if changes.name is not None and changes.name.strip() != user.name:
         user.name = changes.name.strip()
         pushed_fields_changed = True
-    if changes.email is not None and changes.email.strip().lower() != user.email_normalized:
-        _ensure_email_free(session, changes.email.strip().lower())
+    if changes.email is not None and changes.email.strip() != user.email:
+        if changes.email.strip().lower() != user.email_normalized:
+            _ensure_email_free(session, changes.email.strip().lower())
+            user.is_email_verified = False
         user.email = changes.email.strip()
         user.email_normalized = user.email.lower()
-        user.is_email_verified = False
         pushed_fields_changed = True
-    elif changes.email is not None:
-        user.email = changes.email.strip()
     if pushed_fields_changed:
         customer.profile_version += 1
         enqueue(session, PUSH_JOB, {"customer_id": customer.id})

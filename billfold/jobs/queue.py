@@ -92,8 +92,9 @@ def fail(
     permanent: bool,
     backoff_base: float,
     backoff_max: float,
-) -> JobStatus:
-    """Schedule a retry with exponential backoff and jitter, or mark the job dead."""
+) -> JobStatus | None:
+    """Schedule a retry with exponential backoff and jitter, or mark the job dead; None when
+    the lease was lost (another worker owns the job now, so this try's outcome is moot)."""
     dead = permanent or job.attempts >= job.max_attempts
     status = JobStatus.DEAD if dead else JobStatus.PENDING
     values: dict[str, Any] = {"status": status, "last_error": error[:4000], "locked_until": None}
@@ -101,8 +102,10 @@ def fail(
         values["finished_at"] = utcnow()
     else:
         values["run_at"] = utcnow() + backoff_delay(job.attempts, backoff_base, backoff_max)
-    session.execute(update(Job).where(Job.id == job.id, Job.locked_by == job.token).values(values))
-    return status
+    result = session.execute(
+        update(Job).where(Job.id == job.id, Job.locked_by == job.token).values(values)
+    )
+    return status if result.rowcount else None  # type: ignore[attr-defined]
 
 
 def defer(session: Session, job: ClaimedJob, until: datetime, reason: str) -> None:

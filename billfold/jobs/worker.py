@@ -113,6 +113,9 @@ class Worker(Generic[C]):
                 backoff_base=self._settings.backoff_base,
                 backoff_max=self._settings.backoff_max,
             )
+            if status is None:
+                bound.warning("job.lease_lost", error=error)
+                return
             if kind is not None and kind.on_failure is not None:
                 kind.on_failure(session, job.payload, error, status == JobStatus.DEAD)
         JOB_RESULTS.labels(kind=job.kind, result=str(status)).inc()

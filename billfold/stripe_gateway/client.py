@@ -184,7 +184,7 @@ class StripeGateway:
         )
 
     def attach_card(
-        self, payment_method_id: str, *, stripe_customer_id: str, customer_id: str
+        self, payment_method_id: str, *, stripe_customer_id: str, customer_id: str, attempt: int
     ) -> StripeCard:
         return self._call(
             "payment_method.attach",
@@ -194,7 +194,7 @@ class StripeGateway:
                     params={"customer": stripe_customer_id},
                     options={
                         "idempotency_key": idempotency_key(
-                            "payment_method.attach", customer_id, payment_method_id
+                            "payment_method.attach", customer_id, payment_method_id, attempt
                         )
                     },
                 )
@@ -326,6 +326,26 @@ class StripeGateway:
             payment_intent_id=payment_intent_id,
         )
 
+    def set_intent_payment_method(
+        self, payment_intent_id: str, payment_method_id: str, *, payment_id: str
+    ) -> StripePaymentIntent:
+        return self._call(
+            "payment_intent.update",
+            lambda: _intent(
+                self._client.v1.payment_intents.update(
+                    payment_intent_id,
+                    params={"payment_method": payment_method_id},
+                    options={
+                        "idempotency_key": idempotency_key(
+                            "payment_intent.payment_method", payment_id, payment_method_id
+                        )
+                    },
+                )
+            ),
+            payment_id=payment_id,
+            payment_intent_id=payment_intent_id,
+        )
+
     def retrieve_payment_intent(self, payment_intent_id: str) -> StripePaymentIntent:
         return self._call(
             "payment_intent.retrieve",
@@ -393,7 +413,12 @@ class StripeGateway:
             raise WebhookSignatureInvalid(
                 "Webhook body is not JSON", code="invalid_payload"
             ) from exc
-        if not isinstance(event, dict) or not {"id", "type", "created"} <= event.keys():
+        if not (
+            isinstance(event, dict)
+            and isinstance(event.get("id"), str)
+            and isinstance(event.get("type"), str)
+            and isinstance(event.get("created"), int)
+        ):
             raise WebhookSignatureInvalid(
                 "Webhook body is not a Stripe event", code="invalid_payload"
             )

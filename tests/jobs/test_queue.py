@@ -1,0 +1,395 @@
+"""The durable job queue: transactional enqueue, retries with backoff, the dead, take-over."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from billfold import audit
+from billfold.db import utcnow
+from billfold.jobs import queue
+from billfold.jobs.models import Job, JobStatus
+from billfold.jobs.worker import JobKind, PermanentJobError, Worker, WorkerSettings
+from billfold.services import Services
+
+# -- a worker with test kinds of its own -----------------------------------------------
+
+
+@dataclass
+class Context:
+    """What the test handlers share: the services, and a record of what ran."""
+
+    services: Services
+    ran: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, bool]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _record(ctx: Context, payload: dict[str, Any]) -> None:
+    with ctx.lock:
+        ctx.ran.append(payload)
+
+
+def _broken(_ctx: Context, _payload: dict[str, Any]) -> None:
+    raise RuntimeError("boom")
+
+
+def _refused(_ctx: Context, _payload: dict[str, Any]) -> None:
+    raise PermanentJobError("bad payload")
+
+
+def _audit(ctx: Context, payload: dict[str, Any]) -> None:
+    with ctx.services.db.transaction() as session:
+        audit.record(session, "test-worker", "test.job_ran", payload["job_id"])
+
+
+def _note_failure(
+    ctx: Context,
+) -> Callable[[Any, dict[str, Any], str, bool], None]:
+    def on_failure(_session: Any, _payload: dict[str, Any], error: str, dead: bool) -> None:
+        ctx.failures.append((error, dead))
+
+    return on_failure
+
+
+def kinds(ctx: Context) -> dict[str, JobKind[Context]]:
+    return {
+        "test.record": JobKind(_record),
+        "test.broken": JobKind(_broken, on_failure=_note_failure(ctx)),
+        "test.refused": JobKind(_refused, on_failure=_note_failure(ctx)),
+        "test.audit": JobKind(_audit),
+    }
+
+
+def settings(
+    *, lease: float = 30.0, backoff_base: float = 0.0, backoff_max: float = 0.0
+) -> WorkerSettings:
+    return WorkerSettings(
+        lease=timedelta(seconds=lease),
+        backoff_base=backoff_base,
+        backoff_max=backoff_max,
+        poll_seconds=0.01,
+    )
+
+
+def make_worker(
+    ctx: Context,
+    worker_settings: WorkerSettings | None = None,
+    *,
+    name: str = "test",
+    job_kinds: Mapping[str, JobKind[Context]] | None = None,
+) -> Worker[Context]:
+    return Worker(
+        ctx.services.db,
+        job_kinds if job_kinds is not None else kinds(ctx),
+        ctx,
+        worker_settings or settings(),
+        name=name,
+    )
+
+
+@pytest.fixture
+def ctx(services: Services) -> Context:
+    return Context(services)
+
+
+def add(
+    services: Services, kind: str, payload: dict[str, Any] | None = None, **options: Any
+) -> str:
+    with services.db.transaction() as session:
+        job = queue.enqueue(session, kind, payload or {}, **options)
+        session.flush()
+        return job.id
+
+
+def load(services: Services, job_id: str) -> Job:
+    with services.db.transaction() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def make_due(services: Services, job_id: str) -> None:
+    with services.db.transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(run_at=utcnow()))
+
+
+def seconds_from_now(moment: datetime) -> float:
+    return (moment - utcnow()).total_seconds()
+
+
+# -- enqueue is part of the caller's transaction ---------------------------------------
+
+
+def _enqueue_then_roll_back(services: Services) -> None:
+    with services.db.transaction() as session:
+        queue.enqueue(session, "test.record", {"n": 1})
+        session.flush()
+        raise RuntimeError("the change that caused the job failed")
+
+
+def test_job_of_a_rolled_back_transaction_never_runs(services: Services, ctx: Context) -> None:
+    with pytest.raises(RuntimeError, match="caused the job failed"):
+        _enqueue_then_roll_back(services)
+
+    assert make_worker(ctx).run_until_idle() == 0
+    assert ctx.ran == []
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_committed_job_runs_once_and_is_marked_done(services: Services, ctx: Context) -> None:
+    job_id = add(services, "test.record", {"n": 2})
+    worker = make_worker(ctx)
+
+    assert worker.run_until_idle() == 1
+    assert worker.run_until_idle() == 0
+
+    assert ctx.ran == [{"n": 2}]
+    job = load(services, job_id)
+    assert job.status == JobStatus.DONE
+    assert job.attempts == 1
+    assert job.finished_at is not None
+    assert job.locked_until is None
+    assert job.last_error is None
+
+
+def test_job_scheduled_for_later_waits_until_due(services: Services, ctx: Context) -> None:
+    job_id = add(services, "test.record", {"n": 3}, run_at=utcnow() + timedelta(hours=1))
+    worker = make_worker(ctx)
+
+    assert worker.run_until_idle() == 0
+    make_due(services, job_id)
+    assert worker.run_until_idle() == 1
+    assert ctx.ran == [{"n": 3}]
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def test_failing_job_is_retried_with_growing_backoff_then_dies(
+    services: Services, ctx: Context
+) -> None:
+    job_id = add(services, "test.broken", max_attempts=4)
+    worker = make_worker(ctx, settings(backoff_base=10.0, backoff_max=1000.0))
+
+    # Each try waits between half and all of base·2^(tries-1) seconds before the next.
+    for attempt, (low, high) in enumerate([(5, 10), (10, 20), (20, 40)], start=1):
+        assert worker.run_once() is True
+        job = load(services, job_id)
+        assert job.status == JobStatus.PENDING
+        assert job.attempts == attempt
+        assert job.last_error == "RuntimeError: boom"
+        assert job.locked_until is None
+        assert low - 1 <= seconds_from_now(job.run_at) <= high
+        assert worker.run_once() is False  # not due yet
+        make_due(services, job_id)
+
+    assert worker.run_once() is True
+    job = load(services, job_id)
+    assert job.status == JobStatus.DEAD
+    assert job.attempts == 4
+    assert job.finished_at is not None
+    assert job.last_error == "RuntimeError: boom"
+    assert worker.run_once() is False
+    assert ctx.failures == [("RuntimeError: boom", False)] * 3 + [("RuntimeError: boom", True)]
+
+
+def test_backoff_is_capped(services: Services, ctx: Context) -> None:
+    job_id = add(services, "test.broken", max_attempts=20)
+    worker = make_worker(ctx, settings(backoff_base=1.0, backoff_max=4.0))
+    for _ in range(8):
+        assert worker.run_once() is True
+        make_due(services, job_id)
+
+    assert worker.run_once() is True
+    job = load(services, job_id)
+    assert job.attempts == 9
+    assert seconds_from_now(job.run_at) <= 4.0
+
+
+def test_permanent_error_kills_the_job_at_once(services: Services, ctx: Context) -> None:
+    job_id = add(services, "test.refused")
+
+    assert make_worker(ctx).run_until_idle() == 1
+
+    job = load(services, job_id)
+    assert job.status == JobStatus.DEAD
+    assert job.attempts == 1
+    assert job.max_attempts == queue.DEFAULT_MAX_ATTEMPTS
+    assert job.last_error == "PermanentJobError: bad payload"
+    assert ctx.failures == [("PermanentJobError: bad payload", True)]
+
+
+def test_unknown_kind_dies_and_retry_dead_revives_it(services: Services, ctx: Context) -> None:
+    job_id = add(services, "test.added_later", {"n": 4})
+    assert make_worker(ctx).run_until_idle() == 1
+    job = load(services, job_id)
+    assert job.status == JobStatus.DEAD
+    assert job.last_error == "PermanentJobError: no handler for job kind 'test.added_later'"
+
+    with services.db.transaction() as session:
+        assert queue.retry_dead(session, job_id) is True
+    revived = load(services, job_id)
+    assert revived.status == JobStatus.PENDING
+    assert revived.attempts == 0
+    assert revived.finished_at is None
+
+    newer = make_worker(ctx, job_kinds={"test.added_later": JobKind(_record)})
+    assert newer.run_until_idle() == 1
+    assert ctx.ran == [{"n": 4}]
+    assert load(services, job_id).status == JobStatus.DONE
+
+
+def test_retry_dead_leaves_live_jobs_alone(services: Services) -> None:
+    pending = add(services, "test.record")
+    with services.db.transaction() as session:
+        assert queue.retry_dead(session, pending) is False
+        assert queue.retry_dead(session, "job_nonexistent") is False
+    assert load(services, pending).status == JobStatus.PENDING
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+def test_job_of_a_dead_worker_is_taken_over_after_its_lease(
+    services: Services, ctx: Context
+) -> None:
+    job_id = add(services, "test.record", {"n": 5})
+    with services.db.transaction() as session:
+        crashed = queue.claim(session, "crashed-worker", timedelta(seconds=1))
+    assert crashed is not None
+    assert crashed.id == job_id
+    survivor = make_worker(ctx, name="survivor")
+
+    assert survivor.run_once() is False  # the lease still holds
+    time.sleep(1.2)
+    assert survivor.run_once() is True
+
+    assert ctx.ran == [{"n": 5}]
+    job = load(services, job_id)
+    assert job.status == JobStatus.DONE
+    assert job.attempts == 2
+    assert job.locked_by is not None
+    assert job.locked_by.startswith("survivor:")
+    with services.db.transaction() as session:
+        assert queue.complete(session, crashed) is False
+    with services.db.transaction() as session:
+        queue.fail(session, crashed, "late", permanent=True, backoff_base=0, backoff_max=0)
+    job = load(services, job_id)
+    assert job.status == JobStatus.DONE
+    assert job.last_error is None
+
+
+def test_late_failure_of_a_worker_that_lost_its_lease_is_not_reported(
+    services: Services, ctx: Context
+) -> None:
+    calls: list[int] = []
+
+    def slow_then_broken(_ctx: Context, _payload: dict[str, Any]) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the first holder is slow and then fails
+            time.sleep(1.0)
+            raise RuntimeError("too late")
+
+    job_kinds = {"test.slow": JobKind(slow_then_broken, on_failure=_note_failure(ctx))}
+    job_id = add(services, "test.slow", max_attempts=1)
+    slow = make_worker(ctx, settings(lease=0.3), name="slow", job_kinds=job_kinds)
+    thread = threading.Thread(target=slow.run_once)
+    thread.start()
+    time.sleep(0.5)
+    assert make_worker(ctx, name="fast", job_kinds=job_kinds).run_once() is True
+    thread.join(timeout=10)
+
+    assert len(calls) == 2
+    assert load(services, job_id).status == JobStatus.DONE
+    assert ctx.failures == []
+
+
+# -- several workers -------------------------------------------------------------------
+
+
+def test_four_workers_drain_300_jobs_each_exactly_once(services: Services, ctx: Context) -> None:
+    with services.db.transaction() as session:
+        for _ in range(300):
+            job = queue.enqueue(session, "test.audit", {})
+            session.flush()
+            job.payload = {"job_id": job.id}
+    workers = [make_worker(ctx, name=f"w{i}") for i in range(4)]
+    ran: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def drain(worker: Worker[Context]) -> None:
+        try:
+            ran[worker.name] = worker.run_until_idle()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert sum(ran.values()) == 300
+    assert sum(1 for n in ran.values() if n > 0) >= 2, ran  # the work was shared
+    with services.db.transaction() as session:
+        assert queue.depth(session) == {"done": 300}
+        subjects = session.scalars(
+            select(audit.AuditEntry.subject_id).where(audit.AuditEntry.action == "test.job_ran")
+        ).all()
+        job_ids = set(session.scalars(select(Job.id)))
+    assert len(subjects) == 300
+    assert set(subjects) == job_ids
+
+
+# -- depth and metrics -----------------------------------------------------------------
+
+
+def _gauge(metrics: str, status: str) -> float | None:
+    found = re.search(rf'^billfold_job_queue_depth{{status="{status}"}} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else None
+
+
+def test_depth_counts_jobs_per_status_and_metrics_show_it(
+    services: Services, ctx: Context, client: TestClient
+) -> None:
+    for n in range(3):
+        add(services, "test.record", {"n": n})
+    add(services, "test.refused")
+    add(services, "test.record", run_at=utcnow() + timedelta(hours=1))
+    add(services, "test.record", run_at=utcnow() + timedelta(hours=1))
+    make_worker(ctx).run_until_idle()
+
+    with services.db.transaction() as session:
+        assert queue.depth(session) == {"done": 3, "dead": 1, "pending": 2}
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert _gauge(response.text, "done") == 3.0
+    assert _gauge(response.text, "dead") == 1.0
+    assert _gauge(response.text, "pending") == 2.0
+
+
+def test_metrics_drop_a_status_once_its_jobs_are_gone(
+    services: Services, ctx: Context, client: TestClient
+) -> None:
+    job_id = add(services, "test.refused")
+    make_worker(ctx).run_until_idle()
+    assert _gauge(client.get("/metrics").text, "dead") == 1.0
+
+    with services.db.transaction() as session:
+        assert queue.retry_dead(session, job_id) is True
+        assert "dead" not in queue.depth(session)
+
+    assert _gauge(client.get("/metrics").text, "dead") in (None, 0.0)
