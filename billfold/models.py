@@ -5,6 +5,21 @@ from billfold.auth.models import ApiKey, User
 from billfold.customers.models import Customer
 from billfold.jobs.models import Job
 from billfold.mail.models import OutboxMail
+from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
 from billfold.webhooks.models import StripeEvent
 
-__all__ = ["ApiKey", "AuditEntry", "Customer", "Job", "OutboxMail", "StripeEvent", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditEntry",
+    "Customer",
+    "Job",
+    "Order",
+    "OrderLine",
+    "OutboxMail",
+    "Payment",
+    "Product",
+    "Refund",
+    "SavedCard",
+    "StripeEvent",
+    "User",
+]

@@ -16,6 +16,15 @@ STRIPE_LATENCY = Histogram("billfold_stripe_call_seconds", "Stripe API call late
 CUSTOMER_LINKS = Counter(
     "billfold_customer_creations_total", "Stripe customer creations by outcome", ["outcome"]
 )
+PAYMENT_OUTCOMES = Counter(
+    "billfold_payment_outcomes_total",
+    "Payment outcomes recorded (succeeded, declined, requires_action, canceled)",
+    ["outcome"],
+)
+REFUNDS = Counter("billfold_refunds_total", "Refunds by final status", ["status"])
+REFUNDED_AMOUNT = Counter(
+    "billfold_refunded_minor_units_total", "Refunded money in minor units", ["currency"]
+)
 JOB_RESULTS = Counter(
     "billfold_job_results_total", "Job tries by kind and result", ["kind", "result"]
 )

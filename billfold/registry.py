@@ -10,12 +10,15 @@ from billfold.customers import service as customers
 from billfold.customers import stripe_sync
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
+from billfold.payments import handlers as payment_events
+from billfold.payments import refunds
 from billfold.services import Services
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
 
 EVENT_HANDLERS: dict[str, EventHandler] = {
     **customer_events.HANDLERS,
+    **payment_events.HANDLERS,
 }
 
 
@@ -29,6 +32,7 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     customers.REMOVE_JOB: JobKind(stripe_sync.remove_job),
     inbox.PROCESS_JOB: JobKind(_process_event, on_failure=inbox.record_failure),
     outbox.SEND_JOB: JobKind(outbox.send_job, on_failure=outbox.record_failure),
+    refunds.REFUND_JOB: JobKind(refunds.refund_job),
 }
 
 

@@ -9,7 +9,8 @@ launcher applies these patches to localstripe before serving (never to Billfold 
 - Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
   stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
   time with their `decline_code`, as in Stripe's testing docs.
-- A refund sends `charge.refunded`; attaching and detaching a PaymentMethod send `payment_method.attached|detached`.
+- A refund sends `charge.refunded`; attaching and detaching a PaymentMethod send
+  `payment_method.attached|detached`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 import stripe
+from factories import admin_token, auth, register
 from fastapi.testclient import TestClient
 from psycopg import sql
 from support.netfault import FaultyLink
@@ -155,6 +156,19 @@ def worker(services: Services) -> Worker[Services]:
 def client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services=services)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def admin(client: TestClient, services: Services) -> dict[str, str]:
+    """Auth headers of a freshly made admin."""
+    return auth(admin_token(client, services))
+
+
+@pytest.fixture
+def buyer(client: TestClient) -> dict[str, Any]:
+    """A registered user (with a Stripe customer): their user object plus `headers`."""
+    data = register(client)
+    return {**data["user"], "headers": auth(data["access_token"])}
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""HTTP routes for saved cards, one-off payments, their history and refunds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.customers.service import acting_customer
+from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.errors import NotFound
+from billfold.payments import intents, methods, refunds
+from billfold.payments.models import Payment, PaymentStatus
+from billfold.payments.schemas import (
+    CardOut,
+    ConfigOut,
+    ConfirmIn,
+    IntentIn,
+    IntentOut,
+    PaymentMethodIn,
+    PaymentOut,
+    RefundIn,
+    RefundOut,
+    SetupIntentOut,
+)
+from billfold.services import Services
+from billfold.stripe_gateway import PaymentDeclined
+
+router = APIRouter(responses=ERROR_RESPONSES)
+CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
+
+
+@router.get("/payments/config", tags=["payments"], summary="Stripe.js configuration")
+def config(services: ServicesDep) -> Envelope[ConfigOut]:
+    s = services.settings
+    return ok(ConfigOut(publishable_key=s.stripe_publishable_key, currency=s.stripe_currency))
+
+
+@router.get("/payments/customer/payment-methods", tags=["payment methods"])
+def list_cards(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[list[CardOut]]:
+    return ok([CardOut.of(v) for v in methods.list_cards(services, caller, customer_id)])
+
+
+@router.post("/payments/customer/payment-methods", tags=["payment methods"])
+def attach_card(
+    body: PaymentMethodIn,
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+) -> Envelope[CardOut]:
+    return ok(CardOut.of(methods.attach(services, caller, body.payment_method_id, customer_id)))
+
+
+@router.delete("/payments/customer/payment-methods/{payment_method_id}", tags=["payment methods"])
+def detach_card(
+    payment_method_id: str,
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+) -> Envelope[dict[str, str | bool]]:
+    methods.detach(services, caller, payment_method_id, customer_id)
+    return ok({"id": payment_method_id, "detached": True})
+
+
+@router.patch("/payments/customer/default-payment-method", tags=["payment methods"])
+def set_default_card(
+    body: PaymentMethodIn,
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+) -> Envelope[CardOut]:
+    return ok(
+        CardOut.of(methods.set_default(services, caller, body.payment_method_id, customer_id))
+    )
+
+
+@router.post("/payments/customer/setup-intent", tags=["payment methods"])
+def setup_intent(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[SetupIntentOut]:
+    intent_id, secret = methods.setup_intent(services, caller, customer_id)
+    return ok(SetupIntentOut(setup_intent_id=intent_id, client_secret=secret))
+
+
+@router.post("/payments/create-intent", tags=["payments"])
+def create_intent(body: IntentIn, caller: CallerDep, services: ServicesDep) -> Envelope[IntentOut]:
+    request = intents.IntentRequest(**body.model_dump())
+    return ok(_answer(services, intents.create_intent(services, caller, request)))
+
+
+@router.post("/payments/confirm", tags=["payments"])
+def confirm(body: ConfirmIn, caller: CallerDep, services: ServicesDep) -> Envelope[IntentOut]:
+    return ok(_answer(services, intents.confirm(services, caller, body.payment_intent_id)))
+
+
+def _answer(services: Services, outcome: intents.IntentOutcome) -> IntentOut:
+    payment, intent = outcome.payment, outcome.intent
+    if outcome.declined:
+        raise PaymentDeclined(
+            payment.failure_message or "The card was declined",
+            decline_code=payment.decline_code,
+            payment_id=payment.id,
+            payment_intent_id=intent.id,
+        )
+    waiting = payment.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED)
+    return IntentOut(
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        status=payment.status,
+        client_secret=intent.client_secret if waiting else None,
+        payment_intent_id=intent.id,
+        publishable_key=services.settings.stripe_publishable_key,
+        amount=payment.amount,
+        currency=payment.currency,
+        next_action=intent.next_action if payment.status == PaymentStatus.REQUIRES_ACTION else None,
+    )
+
+
+@router.get("/payments", tags=["payments"], summary="Payment history")
+def list_payments(
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+    status: PaymentStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Envelope[list[PaymentOut]]:
+    with services.db.transaction() as session:
+        query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
+        if not (caller.is_privileged and customer_id is None):
+            query = query.where(
+                Payment.customer_id == acting_customer(session, caller, customer_id).id
+            )
+        if status is not None:
+            query = query.where(Payment.status == status)
+        return ok([PaymentOut.model_validate(p) for p in session.scalars(query)])
+
+
+@router.get("/payments/{payment_id}", tags=["payments"])
+def get_payment(payment_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[PaymentOut]:
+    with services.db.transaction() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None or not (
+            caller.is_privileged or payment.customer_id == acting_customer(session, caller).id
+        ):
+            raise NotFound("No such payment")
+        return ok(PaymentOut.model_validate(payment))
+
+
+@router.post("/payments/{payment_id}/refund", status_code=201, tags=["payments"])
+def refund(
+    payment_id: str, body: RefundIn, caller: AdminDep, services: ServicesDep
+) -> Envelope[RefundOut]:
+    made = refunds.request_refund(
+        services,
+        payment_id,
+        amount=body.amount,
+        reason=body.reason,
+        notes=body.notes,
+        actor=caller.actor,
+    )
+    return ok(RefundOut.model_validate(made))

@@ -1,0 +1,277 @@
+"""One-off payments: create a PaymentIntent for an order, and record its outcome once.
+
+`apply_intent` is where every path meets: the confirm call, the page coming back after
+3-D Secure, and Stripe's webhooks all hand it the intent as Stripe has it now. A success is
+recorded by a conditional update, so whichever arrives first fulfils the order, takes the
+stock and queues the receipt, and every later arrival changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.auth.service import Caller
+from billfold.customers.models import Customer
+from billfold.customers.service import acting_customer
+from billfold.customers.stripe_sync import ensure_stripe_customer
+from billfold.db import utcnow
+from billfold.errors import Conflict, NotFound
+from billfold.observability import PAYMENT_OUTCOMES
+from billfold.payments import orders
+from billfold.payments.catalog import get_product
+from billfold.payments.methods import own_card
+from billfold.payments.models import TERMINAL, Order, Payment, PaymentStatus
+from billfold.payments.receipts import queue_receipt
+from billfold.services import Services
+from billfold.stripe_gateway import PaymentDeclined, StripePaymentIntent
+
+log = structlog.get_logger("billfold.payments")
+
+# How long a payment call waits for a Stripe customer being created by another try.
+LINK_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class IntentRequest:
+    product_id: str | None = None
+    quantity: int | None = None
+    order_id: str | None = None
+    payment_method_id: str | None = None
+    customer_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IntentOutcome:
+    payment: Payment
+    intent: StripePaymentIntent
+
+    @property
+    def declined(self) -> bool:
+        return (
+            self.payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD
+            and self.payment.decline_code is not None
+        )
+
+
+class _ClaimLost(Exception):
+    """A concurrent call opened this order's payment first; start over and reuse it."""
+
+
+def create_intent(services: Services, caller: Caller, request: IntentRequest) -> IntentOutcome:
+    """Open (or reuse) the order's payment and its PaymentIntent; pay now with a saved card."""
+    for _ in range(3):
+        try:
+            with services.db.transaction() as session:
+                customer, order, payment = _open_payment(session, caller, request)
+            break
+        except _ClaimLost:
+            continue
+    else:  # pragma: no cover - three lost races in a row
+        raise Conflict("This order is being paid by another request", code="payment_in_progress")
+
+    stripe_customer_id = ensure_stripe_customer(
+        services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
+    )
+    if request.payment_method_id:
+        own_card(services, stripe_customer_id, request.payment_method_id)
+
+    intent = _intent_for(services, payment, stripe_customer_id, customer, order)
+    method = request.payment_method_id
+    if method and intent.status in ("requires_payment_method", "requires_confirmation"):
+        if intent.payment_method != method:
+            intent = services.stripe.set_intent_payment_method(
+                intent.id, method, payment_id=payment.id
+            )
+        intent = _confirm(services, payment, intent)
+    return record(services, payment.id, intent)
+
+
+def _open_payment(
+    session: Session, caller: Caller, request: IntentRequest
+) -> tuple[Customer, Order, Payment]:
+    customer = acting_customer(session, caller, request.customer_id)
+    if request.order_id:
+        order = orders.get_order(session, customer, request.order_id)
+        orders.ensure_payable(order)
+        for line in order.lines:  # stock may have gone since the order was made
+            if get_product(session, line.product_id, include_inactive=True).stock < line.quantity:
+                raise orders.OutOfStock(f"{line.product_name!r} is out of stock")
+    else:
+        assert request.product_id is not None
+        assert request.quantity is not None
+        order = orders.create_order(session, customer, [(request.product_id, request.quantity)])
+    if order.payment_id:
+        current = session.get(Payment, order.payment_id)
+        if current is not None and current.status != PaymentStatus.CANCELED:
+            return customer, order, current
+    payment = Payment(
+        customer_id=customer.id,
+        order_id=order.id,
+        amount=order.amount_total,
+        currency=order.currency,
+    )
+    session.add(payment)
+    session.flush()
+    claimed = session.execute(
+        update(Order)
+        .where(Order.id == order.id, _same_payment(order.payment_id))
+        .values(payment_id=payment.id)
+    )
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        raise _ClaimLost
+    return customer, order, payment
+
+
+def _same_payment(payment_id: str | None):  # type: ignore[no-untyped-def]
+    return Order.payment_id.is_(None) if payment_id is None else Order.payment_id == payment_id
+
+
+def _intent_for(
+    services: Services, payment: Payment, stripe_customer_id: str, customer: Customer, order: Order
+) -> StripePaymentIntent:
+    """The payment's PaymentIntent: the one it has, or a new one (same key on every retry)."""
+    if payment.stripe_payment_intent_id:
+        return services.stripe.retrieve_payment_intent(payment.stripe_payment_intent_id)
+    intent = services.stripe.create_payment_intent(
+        payment_id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        stripe_customer_id=stripe_customer_id,
+        metadata={"customer_id": customer.id, "user_id": customer.user_id, "order_id": order.id},
+        receipt_email=customer.user.email,
+        description=f"Billfold order {order.id}",
+    )
+    with services.db.transaction() as session:
+        stored = session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id, Payment.stripe_payment_intent_id.is_(None))
+            .values(stripe_payment_intent_id=intent.id, status=intent.status)
+        )
+        if stored.rowcount:  # type: ignore[attr-defined]
+            return intent
+        kept = session.scalar(
+            select(Payment.stripe_payment_intent_id).where(Payment.id == payment.id)
+        )
+    # A concurrent call stored its intent first (Stripe's idempotency key makes them one).
+    assert kept is not None
+    return services.stripe.retrieve_payment_intent(kept)
+
+
+def _confirm(
+    services: Services, payment: Payment, intent: StripePaymentIntent
+) -> StripePaymentIntent:
+    with services.db.transaction() as session:
+        attempt = session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id)
+            .values(confirm_attempts=Payment.confirm_attempts + 1)
+            .returning(Payment.confirm_attempts)
+        ).scalar_one()
+    try:
+        return services.stripe.confirm_payment_intent(
+            intent.id, payment_id=payment.id, attempt=attempt
+        )
+    except PaymentDeclined:
+        # The decline is recorded on the intent; read it back so we record what Stripe has.
+        return services.stripe.retrieve_payment_intent(intent.id)
+
+
+def confirm(services: Services, caller: Caller, payment_intent_id: str) -> IntentOutcome:
+    """Re-read the intent from Stripe and record where it stands."""
+    with services.db.transaction() as session:
+        payment = _payment_by_intent(session, caller, payment_intent_id)
+    return record(services, payment.id, services.stripe.retrieve_payment_intent(payment_intent_id))
+
+
+def _payment_by_intent(session: Session, caller: Caller, payment_intent_id: str) -> Payment:
+    payment = session.scalar(
+        select(Payment).where(Payment.stripe_payment_intent_id == payment_intent_id)
+    )
+    if payment is None:
+        raise NotFound("No such payment")
+    customer = session.get(Customer, payment.customer_id)
+    if customer is None or not caller.may_act_on(customer.user_id):
+        raise NotFound("No such payment")
+    return payment
+
+
+def record(services: Services, payment_id: str, intent: StripePaymentIntent) -> IntentOutcome:
+    with services.db.transaction() as session:
+        apply_intent(session, payment_id, intent)
+        payment = session.get(Payment, payment_id)
+        assert payment is not None
+        session.refresh(payment)
+    return IntentOutcome(payment, intent)
+
+
+def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent) -> bool:
+    """Record the intent's state on our payment; True only for the call that records success."""
+    status = PaymentStatus(intent.status)
+    open_states = Payment.status.not_in([s.value for s in TERMINAL])
+    if status == PaymentStatus.SUCCEEDED:
+        won = session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, open_states)
+            .values(
+                status=status,
+                succeeded_at=utcnow(),
+                decline_code=None,
+                failure_message=None,
+                payment_method_id=intent.payment_method,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+        if won:
+            _on_success(session, payment_id)
+        return bool(won)
+    declined = status == PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.decline_code
+    values: dict[str, object] = {"status": status, "payment_method_id": intent.payment_method}
+    if declined:
+        values.update(decline_code=intent.decline_code, failure_message=intent.failure_message)
+    if status == PaymentStatus.REQUIRES_ACTION:
+        values["required_action"] = True
+    changed = session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, open_states, Payment.status != status)
+        .values(values)
+    ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        outcome = "declined" if declined else str(status)
+        PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
+        log.info(
+            "payment.status", payment_id=payment_id, status=str(status), decline=intent.decline_code
+        )
+    return False
+
+
+def _on_success(session: Session, payment_id: str) -> None:
+    payment = session.get(Payment, payment_id)
+    assert payment is not None
+    session.refresh(payment)
+    if payment.order_id:
+        orders.fulfil(session, payment.order_id)
+    queue_receipt(session, payment)
+    audit.record(
+        session,
+        "stripe",
+        "payment.succeeded",
+        payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
+    PAYMENT_OUTCOMES.labels(outcome="succeeded").inc()
+    log.info("payment.succeeded", payment_id=payment.id, amount=payment.amount)
+
+
+def payment_for_intent(session: Session, intent: StripePaymentIntent) -> Payment | None:
+    """Ours for a Stripe intent: by its ID, else by the payment_id in its metadata."""
+    payment = session.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent.id))
+    if payment is None and intent.metadata.get("payment_id"):
+        payment = session.get(Payment, intent.metadata["payment_id"])
+        if payment is not None and payment.stripe_payment_intent_id not in (None, intent.id):
+            return None
+    return payment

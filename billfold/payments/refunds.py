@@ -1,0 +1,236 @@
+"""Refunds: full or partial, never more than what is left, each recorded and audited.
+
+The amount is reserved on the payment before Stripe is asked, so concurrent refunds can
+never together exceed it; a refund Stripe refuses gives its reservation back. Refunds made
+in Stripe's dashboard arrive by `charge.refunded` and are recorded the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.db import utcnow
+from billfold.errors import Conflict, NotFound
+from billfold.jobs.queue import enqueue
+from billfold.observability import REFUNDED_AMOUNT, REFUNDS
+from billfold.payments import orders
+from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
+from billfold.services import Services
+from billfold.stripe_gateway import StripeFailure, StripeRefund
+
+log = structlog.get_logger("billfold.payments")
+
+REFUND_JOB = "payments.refund"
+# The reasons Stripe itself knows; anything else stays in our notes only.
+STRIPE_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+_SETTLED = {RefundStatus.FAILED, RefundStatus.CANCELED}
+
+
+class RefundTooLarge(Conflict):
+    code = "refund_exceeds_remaining"
+
+
+class NotRefundable(Conflict):
+    code = "payment_not_refundable"
+
+
+def request_refund(
+    services: Services,
+    payment_id: str,
+    *,
+    amount: int | None,
+    reason: str | None,
+    notes: str | None,
+    actor: str,
+) -> Refund:
+    """Reserve and record a refund, then ask Stripe (the job retries if Stripe is away)."""
+    with services.db.transaction() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None:
+            raise NotFound("No such payment")
+        if payment.status != PaymentStatus.SUCCEEDED:
+            raise NotRefundable(f"A {payment.status} payment cannot be refunded")
+        remaining = payment.amount - payment.amount_refunded
+        if remaining <= 0:
+            raise NotRefundable("This payment is already fully refunded", code="already_refunded")
+        amount = remaining if amount is None else amount
+        reserved = session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.amount - Payment.amount_refunded >= amount)
+            .values(amount_refunded=Payment.amount_refunded + amount)
+        ).rowcount  # type: ignore[attr-defined]
+        if not reserved:
+            raise RefundTooLarge(f"At most {remaining} can still be refunded", remaining=remaining)
+        refund = Refund(
+            payment_id=payment_id, amount=amount, reason=reason, notes=notes, created_by=actor
+        )
+        session.add(refund)
+        session.flush()
+        delay = timedelta(seconds=2 * services.settings.stripe_inline_timeout_seconds)
+        enqueue(session, REFUND_JOB, {"refund_id": refund.id}, run_at=utcnow() + delay)
+        audit.record(
+            session,
+            actor,
+            "refund.request",
+            refund.id,
+            payment_id=payment_id,
+            amount=amount,
+            currency=payment.currency,
+            reason=reason,
+        )
+        refund_id = refund.id
+    try:
+        execute_refund(services, refund_id, inline=True)
+    except StripeFailure as exc:
+        if not exc.retryable:
+            raise
+        log.info("refund.deferred", refund_id=refund_id, reason=exc.code)
+    with services.db.transaction() as session:
+        fresh = session.get(Refund, refund_id)
+        assert fresh is not None
+        return fresh
+
+
+def execute_refund(services: Services, refund_id: str, *, inline: bool = False) -> None:
+    """Create the refund in Stripe once (looking first for one a lost try made)."""
+    with services.db.transaction() as session:
+        refund = session.get(Refund, refund_id)
+        if refund is None or refund.status != RefundStatus.PENDING or refund.stripe_refund_id:
+            return
+        payment = refund.payment
+        intent_id, amount, payment_id = payment.stripe_payment_intent_id, refund.amount, payment.id
+        reason = refund.reason if refund.reason in STRIPE_REASONS else None
+    assert intent_id is not None
+    gateway = services.stripe_inline if inline else services.stripe
+    made = [r for r in gateway.list_refunds(intent_id) if r.metadata.get("refund_id") == refund_id]
+    try:
+        stripe_refund = (
+            made[0]
+            if made
+            else gateway.create_refund(
+                refund_id=refund_id,
+                payment_id=payment_id,
+                payment_intent_id=intent_id,
+                amount=amount,
+                reason=reason,
+            )
+        )
+    except StripeFailure as exc:
+        if not exc.retryable:
+            with services.db.transaction() as session:
+                _transition(session, refund_id, RefundStatus.FAILED, failure=exc.message)
+        raise
+    with services.db.transaction() as session:
+        settle(session, refund_id, stripe_refund)
+
+
+def refund_job(services: Services, payload: dict[str, Any]) -> None:
+    try:
+        execute_refund(services, payload["refund_id"])
+    except StripeFailure as exc:
+        if exc.retryable:
+            raise
+        log.warning("refund.refused", refund_id=payload["refund_id"], error=exc.code)
+
+
+def settle(session: Session, refund_id: str, stripe_refund: StripeRefund) -> None:
+    """Record Stripe's view of one of our refunds."""
+    session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.stripe_refund_id.is_(None))
+        .values(stripe_refund_id=stripe_refund.id)
+    )
+    _transition(session, refund_id, _status(stripe_refund.status))
+
+
+def sync_refunds(session: Session, payment: Payment, stripe_refunds: list[StripeRefund]) -> None:
+    """Bring every refund Stripe has for this payment into our records (charge.refunded)."""
+    for stripe_refund in stripe_refunds:
+        ours = session.scalar(
+            select(Refund).where(Refund.stripe_refund_id == stripe_refund.id)
+        ) or session.get(Refund, stripe_refund.metadata.get("refund_id", ""))
+        if ours is None:
+            _record_external(session, payment, stripe_refund)
+        else:
+            settle(session, ours.id, stripe_refund)
+
+
+def _record_external(session: Session, payment: Payment, stripe_refund: StripeRefund) -> None:
+    """A refund made outside Billfold (e.g. in Stripe's dashboard)."""
+    status = _status(stripe_refund.status)
+    refund = Refund(
+        payment_id=payment.id,
+        stripe_refund_id=stripe_refund.id,
+        amount=stripe_refund.amount,
+        reason=stripe_refund.reason,
+        status=RefundStatus.PENDING,
+        created_by="stripe",
+    )
+    session.add(refund)
+    session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id)
+        .values(amount_refunded=Payment.amount_refunded + stripe_refund.amount)
+    )
+    session.flush()
+    audit.record(
+        session, "stripe", "refund.external", refund.id, payment_id=payment.id, amount=refund.amount
+    )
+    _transition(session, refund.id, status)
+
+
+def _transition(
+    session: Session, refund_id: str, status: RefundStatus, *, failure: str | None = None
+) -> None:
+    refund = session.get(Refund, refund_id)
+    assert refund is not None
+    old = refund.status
+    if old == status or old in _SETTLED:
+        return
+    moved = session.execute(
+        update(Refund)
+        .where(Refund.id == refund_id, Refund.status == old)
+        .values(status=status, failure=failure)
+    ).rowcount  # type: ignore[attr-defined]
+    if not moved:
+        return  # another path recorded it first
+    payment = refund.payment
+    if status in _SETTLED:
+        # Give the reservation back: this money was not refunded after all.
+        session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id)
+            .values(amount_refunded=Payment.amount_refunded - refund.amount)
+        )
+    if status == RefundStatus.SUCCEEDED:
+        REFUNDED_AMOUNT.labels(currency=payment.currency).inc(refund.amount)
+    REFUNDS.labels(status=str(status)).inc()
+    session.expire_all()
+    if payment.order_id:
+        orders.record_refund(
+            session, payment.order_id, amount_refunded=_refunded(session, payment.id)
+        )
+    log.info("refund.status", refund_id=refund_id, status=str(status))
+
+
+def _refunded(session: Session, payment_id: str) -> int:
+    amounts = session.scalars(
+        select(Refund.amount).where(
+            Refund.payment_id == payment_id, Refund.status == RefundStatus.SUCCEEDED
+        )
+    )
+    return sum(amounts)
+
+
+def _status(stripe_status: str) -> RefundStatus:
+    return {
+        "succeeded": RefundStatus.SUCCEEDED,
+        "failed": RefundStatus.FAILED,
+        "canceled": RefundStatus.CANCELED,
+    }.get(stripe_status, RefundStatus.PENDING)
