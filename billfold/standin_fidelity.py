@@ -5,7 +5,8 @@ cards at charge time. `billfold dev` and the tests want Stripe's behaviour, so t
 launcher applies these patches to localstripe before serving (never to Billfold itself):
 
 - PaymentIntents accept `receipt_email`, `description`, `automatic_payment_methods` and
-  `setup_future_usage`; Refunds accept `reason`.
+  `setup_future_usage`, and take a new payment method after a decline; Refunds accept
+  `reason`.
 - Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
   stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
   time with their `decline_code`, as in Stripe's testing docs.
@@ -44,6 +45,18 @@ def apply() -> None:
         self.setup_future_usage = extra.get("setup_future_usage")
 
     r.PaymentIntent.__init__ = payment_intent_init
+    pi_update = r.PaymentIntent._api_update.__func__
+
+    def payment_intent_update(cls: Any, id: str, /, **data: Any) -> Any:
+        # A new payment method after a decline starts a new attempt, as in Stripe.
+        if "payment_method" in data:
+            intent = r.PaymentIntent._api_retrieve(id)
+            failed = intent.latest_charge is not None and intent.latest_charge.status == "failed"
+            if failed:
+                intent.latest_charge = None
+        return pi_update(cls, id, **data)
+
+    r.PaymentIntent._api_update = classmethod(payment_intent_update)
 
     def charging_is_declined(self: Any) -> bool:
         return self.type == "card" and self._card_number in DECLINE_CODES

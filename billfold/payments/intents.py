@@ -49,11 +49,14 @@ class IntentRequest:
 class IntentOutcome:
     payment: Payment
     intent: StripePaymentIntent
+    # A card was tried in this call (not just an intent opened for the page to use).
+    attempted: bool = True
 
     @property
     def declined(self) -> bool:
         return (
-            self.payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD
+            self.attempted
+            and self.payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD
             and self.payment.decline_code is not None
         )
 
@@ -88,7 +91,7 @@ def create_intent(services: Services, caller: Caller, request: IntentRequest) ->
                 intent.id, method, payment_id=payment.id
             )
         intent = _confirm(services, payment, intent)
-    return record(services, payment.id, intent)
+    return record(services, payment.id, intent, attempted=method is not None)
 
 
 def _open_payment(
@@ -200,13 +203,15 @@ def _payment_by_intent(session: Session, caller: Caller, payment_intent_id: str)
     return payment
 
 
-def record(services: Services, payment_id: str, intent: StripePaymentIntent) -> IntentOutcome:
+def record(
+    services: Services, payment_id: str, intent: StripePaymentIntent, *, attempted: bool = True
+) -> IntentOutcome:
     with services.db.transaction() as session:
         apply_intent(session, payment_id, intent)
         payment = session.get(Payment, payment_id)
         assert payment is not None
         session.refresh(payment)
-    return IntentOutcome(payment, intent)
+    return IntentOutcome(payment, intent, attempted)
 
 
 def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent) -> bool:
@@ -228,22 +233,26 @@ def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent)
         if won:
             _on_success(session, payment_id)
         return bool(won)
-    declined = status == PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.decline_code
-    values: dict[str, object] = {"status": status, "payment_method_id": intent.payment_method}
-    if declined:
-        values.update(decline_code=intent.decline_code, failure_message=intent.failure_message)
+    declined = status == PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.decline_code is not None
+    before = session.execute(
+        select(Payment.status, Payment.decline_code).where(Payment.id == payment_id)
+    ).one()
+    values: dict[str, object] = {
+        "status": status,
+        "payment_method_id": intent.payment_method,
+        "decline_code": intent.decline_code if declined else None,
+        "failure_message": intent.failure_message if declined else None,
+    }
     if status == PaymentStatus.REQUIRES_ACTION:
         values["required_action"] = True
     changed = session.execute(
-        update(Payment)
-        .where(Payment.id == payment_id, open_states, Payment.status != status)
-        .values(values)
+        update(Payment).where(Payment.id == payment_id, open_states).values(values)
     ).rowcount  # type: ignore[attr-defined]
-    if changed:
+    if changed and (before.status, before.decline_code) != (status, values["decline_code"]):
         outcome = "declined" if declined else str(status)
         PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
         log.info(
-            "payment.status", payment_id=payment_id, status=str(status), decline=intent.decline_code
+            "payment.status", payment_id=payment_id, status=outcome, decline=intent.decline_code
         )
     return False
 
