@@ -9,78 +9,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
-import uvicorn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from support.postgres import ThrowawayPostgres
+from harness import database, report, served, settings_for
 
 from billfold import migrations
-from billfold.app import create_app
-from billfold.config import Settings
 from billfold.customers import service
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.observability import configure_logging
 from billfold.registry import build_worker
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe, free_port
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-@contextmanager
-def database(kind: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as tmp:
-            yield f"sqlite:///{tmp}/bench.db"
-        return
-    with ThrowawayPostgres.start() as pg:
-        yield pg.create_database("bench")
-
-
-def settings_for(url: str, stripe_base: str, **overrides: Any) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=url,
-        stripe_api_base=stripe_base,
-        stripe_secret_key="sk_test_bench",  # noqa: S106
-        stripe_webhook_secret="whsec_bench",  # noqa: S106
-        jwt_secret="bench-secret-" + "x" * 32,
-        **overrides,
-    )
-
-
-@contextmanager
-def served(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from billfold.stripe_standin import LocalStripe
 
 
 def registration_latency(base: str, n: int, label: str) -> list[float]:
@@ -97,14 +40,6 @@ def registration_latency(base: str, n: int, label: str) -> list[float]:
             samples.append(time.perf_counter() - started)
             assert response.status_code == 201, response.text
     return samples
-
-
-def report(label: str, samples: list[float]) -> None:
-    ms = [s * 1000 for s in samples]
-    print(
-        f"  {label:<44} n={len(ms):<5} p50={percentile(ms, 50):7.1f} ms  "
-        f"p99={percentile(ms, 99):7.1f} ms  mean={statistics.fmean(ms):7.1f} ms"
-    )
 
 
 def job_throughput(services: Services, n: int, workers: int) -> float:
@@ -141,7 +76,7 @@ def link_throughput(services: Services, n: int) -> float:
                 session,
                 name="Linked",
                 email=f"link-{i}-{time.time_ns()}@example.com",
-                password="bench-password-1",  # noqa: S106
+                password="bench-password-1",
             )
     worker = build_worker(services)
     started = time.perf_counter()
