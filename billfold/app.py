@@ -24,6 +24,7 @@ from billfold.config import Settings, secret
 from billfold.customers import api as customers_api
 from billfold.envelope import ErrorBody, ErrorEnvelope
 from billfold.errors import BillfoldError
+from billfold.idempotency import IdempotencyMiddleware
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
 from billfold.observability import JOB_QUEUE_DEPTH
@@ -76,6 +77,7 @@ def create_app(
         app.include_router(router)
     _add_operations_routes(app, services)
     _add_error_handlers(app)
+    app.add_middleware(IdempotencyMiddleware, db=services.db)
     app.middleware("http")(_request_context)
     return app
 

@@ -3,6 +3,7 @@
 from billfold.audit import AuditEntry
 from billfold.auth.models import ApiKey, User
 from billfold.customers.models import Customer
+from billfold.idempotency import IdempotencyRecord
 from billfold.jobs.models import Job
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
@@ -12,6 +13,7 @@ __all__ = [
     "ApiKey",
     "AuditEntry",
     "Customer",
+    "IdempotencyRecord",
     "Job",
     "Order",
     "OrderLine",

@@ -5,8 +5,9 @@ cards at charge time. `billfold dev` and the tests want Stripe's behaviour, so t
 launcher applies these patches to localstripe before serving (never to Billfold itself):
 
 - PaymentIntents accept `receipt_email`, `description`, `automatic_payment_methods` and
-  `setup_future_usage`, and take a new payment method after a decline; Refunds accept
-  `reason`.
+  `setup_future_usage`, and take a new payment method after a decline; they can be listed
+  by `customer`; off-session, a card that needs 3-D Secure fails `authentication_required`.
+  Refunds accept `reason`.
 - Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
   stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
   time with their `decline_code`, as in Stripe's testing docs.
@@ -57,6 +58,47 @@ def apply() -> None:
         return pi_update(cls, id, **data)
 
     r.PaymentIntent._api_update = classmethod(payment_intent_update)
+    pi_create = r.PaymentIntent._api_create.__func__
+
+    def payment_intent_create(cls: Any, /, **data: Any) -> Any:
+        # Off-session, a card that needs 3-D Secure fails with `authentication_required`.
+        off_session = str(data.get("off_session", "")).lower() == "true"
+        confirm = str(data.get("confirm", "")).lower() == "true"
+        method = data.get("payment_method")
+        needs_auth = bool(
+            off_session
+            and confirm
+            and method
+            and r.PaymentMethod._api_retrieve(method)._requires_authentication()
+        )
+        if needs_auth:
+            unconfirmed = {k: v for k, v in data.items() if k not in ("confirm", "off_session")}
+            intent = pi_create(cls, **unconfirmed)
+            intent._offsession_error = {
+                "type": "card_error",
+                "code": "authentication_required",
+                "decline_code": "authentication_required",
+                "message": "This payment requires authentication by the customer.",
+            }
+            intent.payment_method = None
+            r.schedule_webhook(r.Event("payment_intent.payment_failed", intent))
+            raise UserError(
+                402,
+                intent._offsession_error["message"],
+                {**intent._offsession_error, "payment_intent": {"id": intent.id}},
+            )
+        return pi_create(cls, **data)
+
+    r.PaymentIntent._api_create = classmethod(payment_intent_create)
+    pi_list = r.PaymentIntent._api_list_all.__func__
+
+    def payment_intent_list(cls: Any, url: str, /, customer: str | None = None, **data: Any) -> Any:
+        listed = pi_list(cls, url, **data)
+        if customer is not None:
+            listed._list = [pi for pi in listed._list if pi.customer == customer]
+        return listed
+
+    r.PaymentIntent._api_list_all = classmethod(payment_intent_list)
 
     def charging_is_declined(self: Any) -> bool:
         return self.type == "card" and self._card_number in DECLINE_CODES
@@ -94,6 +136,8 @@ def apply() -> None:
     last_error = r.PaymentIntent.last_payment_error
 
     def last_payment_error(self: Any) -> Any:
+        if getattr(self, "_offsession_error", None):
+            return self._offsession_error
         error = last_error.fget(self)
         if error and self.latest_charge is not None and self.latest_charge.status == "failed":
             error = {**error, "type": "card_error"}

@@ -121,7 +121,6 @@ def make_settings(database_url: str, stripe_base: str, **overrides: Any) -> Sett
         "job_backoff_base_seconds": 0.01,
         "job_backoff_max_seconds": 0.05,
         "job_poll_seconds": 0.05,
-        "mail_outbox_dir": Path(database_url.rsplit("/", 1)[-1] + "-mail"),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -135,9 +134,16 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def settings(
-    database_url: str, stripe_link: FaultyLink, settings_overrides: dict[str, Any]
+    database_url: str,
+    stripe_link: FaultyLink,
+    settings_overrides: dict[str, Any],
+    tmp_path: Path,
 ) -> Settings:
-    return make_settings(database_url, stripe_link.url, **settings_overrides)
+    return make_settings(
+        database_url,
+        stripe_link.url,
+        **{"mail_outbox_dir": tmp_path / "mail", **settings_overrides},
+    )
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from billfold.errors import Conflict, NotFound
 from billfold.observability import PAYMENT_OUTCOMES
 from billfold.payments import orders
 from billfold.payments.catalog import get_product
+from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.methods import own_card
 from billfold.payments.models import TERMINAL, Order, Payment, PaymentStatus
-from billfold.payments.receipts import queue_receipt
 from billfold.services import Services
 from billfold.stripe_gateway import PaymentDeclined, StripePaymentIntent
 
@@ -249,6 +249,11 @@ def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent)
         update(Payment).where(Payment.id == payment_id, open_states).values(values)
     ).rowcount  # type: ignore[attr-defined]
     if changed and (before.status, before.decline_code) != (status, values["decline_code"]):
+        if declined:
+            payment = session.get(Payment, payment_id)
+            assert payment is not None
+            session.refresh(payment)
+            purpose_of(payment).declined(session, payment)
         outcome = "declined" if declined else str(status)
         PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
         log.info(
@@ -261,9 +266,11 @@ def _on_success(session: Session, payment_id: str) -> None:
     payment = session.get(Payment, payment_id)
     assert payment is not None
     session.refresh(payment)
-    if payment.order_id:
-        orders.fulfil(session, payment.order_id)
-    queue_receipt(session, payment)
+    purpose = purpose_of(payment)
+    purpose.paid(session, payment)
+    # A charge.refunded may have been recorded before the success itself.
+    if already_refunded := refunded_total(session, payment.id):
+        purpose.refunded(session, payment, already_refunded)
     audit.record(
         session,
         "stripe",

@@ -117,7 +117,10 @@ def set_default(
 ) -> CardView:
     customer, stripe_id = _customer_and_stripe_id(services, caller, customer_id)
     card = own_card(services, stripe_id, payment_method_id)
-    services.stripe.set_default_card(stripe_id, card.id, customer_id=customer.id)
+    # A per-request key: A → B → A must set A again, not replay the first answer.
+    services.stripe.set_default_card(
+        stripe_id, card.id, customer_id=customer.id, request_id=uuid.uuid4().hex
+    )
     return CardView(card, True)
 
 
@@ -132,14 +135,21 @@ def remember(
     """Keep the display fields of a card (from an API answer or a webhook)."""
     saved = session.scalar(select(SavedCard).where(SavedCard.stripe_payment_method_id == card.id))
     if saved is None:
-        saved = SavedCard(customer_id=customer_id, stripe_payment_method_id=card.id)
+        saved = SavedCard(
+            customer_id=customer_id,
+            stripe_payment_method_id=card.id,
+            attached=False,
+            attach_count=0,
+        )
         session.add(saved)
     saved.customer_id = customer_id
     saved.brand, saved.last4 = card.brand, card.last4
     saved.exp_month, saved.exp_year = card.exp_month, card.exp_year
-    saved.attached = attached
     if attach_count is not None:
         saved.attach_count = attach_count
+    elif attached and not saved.attached:
+        saved.attach_count += 1  # attached outside our API: keep detach keys distinct
+    saved.attached = attached
     session.flush()
 
 

@@ -91,6 +91,8 @@ class Payment(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("pay"))
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"))
     order_id: Mapped[str | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    # What it pays for ("order", "credits"): decides what success and refunds do.
+    purpose: Mapped[str] = mapped_column(String(16), default="order", server_default="order")
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

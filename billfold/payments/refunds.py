@@ -19,7 +19,7 @@ from billfold.db import utcnow
 from billfold.errors import Conflict, NotFound
 from billfold.jobs.queue import enqueue
 from billfold.observability import REFUNDED_AMOUNT, REFUNDS
-from billfold.payments import orders
+from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure, StripeRefund
@@ -212,20 +212,9 @@ def _transition(
         REFUNDED_AMOUNT.labels(currency=payment.currency).inc(refund.amount)
     REFUNDS.labels(status=str(status)).inc()
     session.expire_all()
-    if payment.order_id:
-        orders.record_refund(
-            session, payment.order_id, amount_refunded=_refunded(session, payment.id)
-        )
+    if status == RefundStatus.SUCCEEDED:
+        purpose_of(payment).refunded(session, payment, refunded_total(session, payment.id))
     log.info("refund.status", refund_id=refund_id, status=str(status))
-
-
-def _refunded(session: Session, payment_id: str) -> int:
-    amounts = session.scalars(
-        select(Refund.amount).where(
-            Refund.payment_id == payment_id, Refund.status == RefundStatus.SUCCEEDED
-        )
-    )
-    return sum(amounts)
 
 
 def _status(stripe_status: str) -> RefundStatus:

@@ -41,6 +41,17 @@ class ProductPatch(InputModel):
     stock: int | None = Field(default=None, strict=True, ge=0, le=1_000_000_000)
     active: bool | None = None
 
+    @model_validator(mode="after")
+    def _required_fields_stay_set(self) -> Self:
+        cleared = [
+            f
+            for f in ("name", "unit_amount", "stock", "active")
+            if f in self.model_fields_set and getattr(self, f) is None
+        ]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
+
 
 class ProductOut(ApiModel):
     id: str

@@ -229,7 +229,7 @@ class StripeGateway:
         return self._call("customer.default_card", default, stripe_customer_id=stripe_customer_id)
 
     def set_default_card(
-        self, stripe_customer_id: str, payment_method_id: str, *, customer_id: str
+        self, stripe_customer_id: str, payment_method_id: str, *, customer_id: str, request_id: str
     ) -> None:
         self._call(
             "customer.set_default_card",
@@ -238,7 +238,7 @@ class StripeGateway:
                 params={"invoice_settings": {"default_payment_method": payment_method_id}},
                 options={
                     "idempotency_key": idempotency_key(
-                        "customer.default_card", customer_id, payment_method_id
+                        "customer.default_card", customer_id, payment_method_id, request_id
                     )
                 },
             ),

@@ -102,6 +102,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("customer_id", sa.String(length=40), nullable=False),
         sa.Column("order_id", sa.String(length=40), nullable=True),
+        sa.Column("purpose", sa.String(length=16), server_default="order", nullable=False),
         sa.Column("stripe_payment_intent_id", sa.String(length=255), nullable=True),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),

@@ -1,0 +1,59 @@
+"""What a payment is for decides what its success, decline and refunds do.
+
+Orders are fulfilled here; other domains (prepaid credits) add their purpose in
+`billfold/registry.py`, so payments never import the domains that build on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billfold.payments import orders
+from billfold.payments.models import Payment, Refund, RefundStatus
+from billfold.payments.receipts import queue_receipt
+
+
+def _nothing(_session: Session, _payment: Payment) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Purpose:
+    # Each runs in the transaction that records the change, exactly once per change.
+    paid: Callable[[Session, Payment], None]
+    declined: Callable[[Session, Payment], None] = _nothing
+    # Called with the total successfully refunded so far.
+    refunded: Callable[[Session, Payment, int], None] = lambda _s, _p, _a: None
+
+
+def refunded_total(session: Session, payment_id: str) -> int:
+    """What Stripe has refunded of a payment (succeeded refunds only)."""
+    amounts = session.scalars(
+        select(Refund.amount).where(
+            Refund.payment_id == payment_id, Refund.status == RefundStatus.SUCCEEDED
+        )
+    )
+    return sum(amounts)
+
+
+def _order_paid(session: Session, payment: Payment) -> None:
+    if payment.order_id:
+        orders.fulfil(session, payment.order_id)
+    queue_receipt(session, payment)
+
+
+def _order_refunded(session: Session, payment: Payment, amount_refunded: int) -> None:
+    if payment.order_id:
+        orders.record_refund(session, payment.order_id, amount_refunded=amount_refunded)
+
+
+ORDER = "order"
+PURPOSES: dict[str, Purpose] = {ORDER: Purpose(paid=_order_paid, refunded=_order_refunded)}
+
+
+def purpose_of(payment: Payment) -> Purpose:
+    return PURPOSES[payment.purpose]
