@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from billfold.auth import api as auth_api
 from billfold.auth.service import TokenIssuer
 from billfold.config import Settings, secret
+from billfold.credits import api as credits_api
 from billfold.customers import api as customers_api
 from billfold.envelope import ErrorBody, ErrorEnvelope
 from billfold.errors import BillfoldError
@@ -72,6 +73,7 @@ def create_app(
         auth_api.router,
         payments_api.router,
         catalog_api.router,
+        credits_api.router,
         webhooks_api.router,
     ):
         app.include_router(router)

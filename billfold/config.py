@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     # How long a Stripe customer creation may stay claimed before another try may take over.
     customer_link_lease_seconds: float = Field(default=60.0, gt=0)
 
+    # Prepaid credits: the price of one credit for custom amounts, the custom bounds, and
+    # the daily caps that stop a runaway auto-recharge loop.
+    credits_unit_price: int = Field(default=1, ge=1, le=1_000_000)
+    credits_custom_min: int = Field(default=100, ge=1)
+    credits_custom_max: int = Field(default=1_000_000, ge=1)
+    credits_max_recharges_per_day: int = Field(default=5, ge=0, le=1000)
+    credits_max_recharge_spend_per_day: int = Field(default=100_000, ge=0)
+
     mail_outbox_dir: Path = Path("mail-outbox")
     # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.
     smtp_host: str | None = None

@@ -2,6 +2,12 @@
 
 from billfold.audit import AuditEntry
 from billfold.auth.models import ApiKey, User
+from billfold.credits.models import (
+    CreditAccount,
+    CreditPackage,
+    CreditPurchase,
+    LedgerEntry,
+)
 from billfold.customers.models import Customer
 from billfold.idempotency import IdempotencyRecord
 from billfold.jobs.models import Job
@@ -12,9 +18,13 @@ from billfold.webhooks.models import StripeEvent
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "CreditAccount",
+    "CreditPackage",
+    "CreditPurchase",
     "Customer",
     "IdempotencyRecord",
     "Job",
+    "LedgerEntry",
     "Order",
     "OrderLine",
     "OutboxMail",

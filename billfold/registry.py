@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from billfold.credits import outcomes as credit_outcomes
+from billfold.credits import purchase as credit_purchase
+from billfold.credits import recharge
 from billfold.customers import handlers as customer_events
 from billfold.customers import service as customers
 from billfold.customers import stripe_sync
@@ -12,6 +15,7 @@ from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
 from billfold.payments import handlers as payment_events
 from billfold.payments import refunds
+from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
@@ -33,7 +37,14 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     inbox.PROCESS_JOB: JobKind(_process_event, on_failure=inbox.record_failure),
     outbox.SEND_JOB: JobKind(outbox.send_job, on_failure=outbox.record_failure),
     refunds.REFUND_JOB: JobKind(refunds.refund_job),
+    recharge.RECHARGE_JOB: JobKind(recharge.recharge_job),
 }
+
+PURPOSES[credit_purchase.PURPOSE] = Purpose(
+    paid=credit_outcomes.on_paid,
+    declined=credit_outcomes.on_declined,
+    refunded=credit_outcomes.on_refunded,
+)
 
 
 def build_worker(services: Services, name: str | None = None) -> Worker[Services]:

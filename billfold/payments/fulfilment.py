@@ -12,22 +12,23 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billfold.config import Settings
 from billfold.payments import orders
 from billfold.payments.models import Payment, Refund, RefundStatus
 from billfold.payments.receipts import queue_receipt
 
 
-def _nothing(_session: Session, _payment: Payment) -> None:
+def _nothing(_session: Session, _payment: Payment, _settings: Settings) -> None:
     return None
 
 
 @dataclass(frozen=True)
 class Purpose:
     # Each runs in the transaction that records the change, exactly once per change.
-    paid: Callable[[Session, Payment], None]
-    declined: Callable[[Session, Payment], None] = _nothing
+    paid: Callable[[Session, Payment, Settings], None]
+    declined: Callable[[Session, Payment, Settings], None] = _nothing
     # Called with the total successfully refunded so far.
-    refunded: Callable[[Session, Payment, int], None] = lambda _s, _p, _a: None
+    refunded: Callable[[Session, Payment, int, Settings], None] = lambda _s, _p, _a, _c: None
 
 
 def refunded_total(session: Session, payment_id: str) -> int:
@@ -40,13 +41,15 @@ def refunded_total(session: Session, payment_id: str) -> int:
     return sum(amounts)
 
 
-def _order_paid(session: Session, payment: Payment) -> None:
+def _order_paid(session: Session, payment: Payment, _settings: Settings) -> None:
     if payment.order_id:
         orders.fulfil(session, payment.order_id)
     queue_receipt(session, payment)
 
 
-def _order_refunded(session: Session, payment: Payment, amount_refunded: int) -> None:
+def _order_refunded(
+    session: Session, payment: Payment, amount_refunded: int, _settings: Settings
+) -> None:
     if payment.order_id:
         orders.record_refund(session, payment.order_id, amount_refunded=amount_refunded)
 

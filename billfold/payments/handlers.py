@@ -24,7 +24,7 @@ def on_payment_intent(services: Services, event: dict[str, Any]) -> Outcome:
         payment = payment_for_intent(session, intent)
         if payment is None:
             return Outcome(EventStatus.IGNORED, note=f"no payment of ours for {intent.id}")
-        apply_intent(session, payment.id, intent)
+        apply_intent(session, payment.id, intent, services.settings)
         return Outcome(EventStatus.PROCESSED, payment.customer_id)
 
 
@@ -40,7 +40,7 @@ def on_charge_refunded(services: Services, event: dict[str, Any]) -> Outcome:
         payment = payment_for_intent(session, intent)
         if payment is None:
             return Outcome(EventStatus.IGNORED, note=f"no payment of ours for {intent_id}")
-        sync_refunds(session, payment, refunds)
+        sync_refunds(session, payment, refunds, services.settings)
         return Outcome(EventStatus.PROCESSED, payment.customer_id)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from billfold import audit
 from billfold.auth.service import Caller
+from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
@@ -207,14 +208,16 @@ def record(
     services: Services, payment_id: str, intent: StripePaymentIntent, *, attempted: bool = True
 ) -> IntentOutcome:
     with services.db.transaction() as session:
-        apply_intent(session, payment_id, intent)
+        apply_intent(session, payment_id, intent, services.settings)
         payment = session.get(Payment, payment_id)
         assert payment is not None
         session.refresh(payment)
     return IntentOutcome(payment, intent, attempted)
 
 
-def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent) -> bool:
+def apply_intent(
+    session: Session, payment_id: str, intent: StripePaymentIntent, settings: Settings
+) -> bool:
     """Record the intent's state on our payment; True only for the call that records success."""
     status = PaymentStatus(intent.status)
     open_states = Payment.status.not_in([s.value for s in TERMINAL])
@@ -231,7 +234,7 @@ def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent)
             )
         ).rowcount  # type: ignore[attr-defined]
         if won:
-            _on_success(session, payment_id)
+            _on_success(session, payment_id, settings)
         return bool(won)
     declined = status == PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.decline_code is not None
     before = session.execute(
@@ -253,7 +256,7 @@ def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent)
             payment = session.get(Payment, payment_id)
             assert payment is not None
             session.refresh(payment)
-            purpose_of(payment).declined(session, payment)
+            purpose_of(payment).declined(session, payment, settings)
         outcome = "declined" if declined else str(status)
         PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
         log.info(
@@ -262,15 +265,15 @@ def apply_intent(session: Session, payment_id: str, intent: StripePaymentIntent)
     return False
 
 
-def _on_success(session: Session, payment_id: str) -> None:
+def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
     payment = session.get(Payment, payment_id)
     assert payment is not None
     session.refresh(payment)
     purpose = purpose_of(payment)
-    purpose.paid(session, payment)
+    purpose.paid(session, payment, settings)
     # A charge.refunded may have been recorded before the success itself.
     if already_refunded := refunded_total(session, payment.id):
-        purpose.refunded(session, payment, already_refunded)
+        purpose.refunded(session, payment, already_refunded, settings)
     audit.record(
         session,
         "stripe",

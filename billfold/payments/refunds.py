@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billfold import audit
+from billfold.config import Settings
 from billfold.db import utcnow
 from billfold.errors import Conflict, NotFound
 from billfold.jobs.queue import enqueue
@@ -124,10 +125,12 @@ def execute_refund(services: Services, refund_id: str, *, inline: bool = False) 
     except StripeFailure as exc:
         if not exc.retryable:
             with services.db.transaction() as session:
-                _transition(session, refund_id, RefundStatus.FAILED, failure=exc.message)
+                _transition(
+                    session, refund_id, RefundStatus.FAILED, services.settings, failure=exc.message
+                )
         raise
     with services.db.transaction() as session:
-        settle(session, refund_id, stripe_refund)
+        settle(session, refund_id, stripe_refund, services.settings)
 
 
 def refund_job(services: Services, payload: dict[str, Any]) -> None:
@@ -139,29 +142,35 @@ def refund_job(services: Services, payload: dict[str, Any]) -> None:
         log.warning("refund.refused", refund_id=payload["refund_id"], error=exc.code)
 
 
-def settle(session: Session, refund_id: str, stripe_refund: StripeRefund) -> None:
+def settle(
+    session: Session, refund_id: str, stripe_refund: StripeRefund, settings: Settings
+) -> None:
     """Record Stripe's view of one of our refunds."""
     session.execute(
         update(Refund)
         .where(Refund.id == refund_id, Refund.stripe_refund_id.is_(None))
         .values(stripe_refund_id=stripe_refund.id)
     )
-    _transition(session, refund_id, _status(stripe_refund.status))
+    _transition(session, refund_id, _status(stripe_refund.status), settings)
 
 
-def sync_refunds(session: Session, payment: Payment, stripe_refunds: list[StripeRefund]) -> None:
+def sync_refunds(
+    session: Session, payment: Payment, stripe_refunds: list[StripeRefund], settings: Settings
+) -> None:
     """Bring every refund Stripe has for this payment into our records (charge.refunded)."""
     for stripe_refund in stripe_refunds:
         ours = session.scalar(
             select(Refund).where(Refund.stripe_refund_id == stripe_refund.id)
         ) or session.get(Refund, stripe_refund.metadata.get("refund_id", ""))
         if ours is None:
-            _record_external(session, payment, stripe_refund)
+            _record_external(session, payment, stripe_refund, settings)
         else:
-            settle(session, ours.id, stripe_refund)
+            settle(session, ours.id, stripe_refund, settings)
 
 
-def _record_external(session: Session, payment: Payment, stripe_refund: StripeRefund) -> None:
+def _record_external(
+    session: Session, payment: Payment, stripe_refund: StripeRefund, settings: Settings
+) -> None:
     """A refund made outside Billfold (e.g. in Stripe's dashboard)."""
     status = _status(stripe_refund.status)
     refund = Refund(
@@ -182,11 +191,16 @@ def _record_external(session: Session, payment: Payment, stripe_refund: StripeRe
     audit.record(
         session, "stripe", "refund.external", refund.id, payment_id=payment.id, amount=refund.amount
     )
-    _transition(session, refund.id, status)
+    _transition(session, refund.id, status, settings)
 
 
 def _transition(
-    session: Session, refund_id: str, status: RefundStatus, *, failure: str | None = None
+    session: Session,
+    refund_id: str,
+    status: RefundStatus,
+    settings: Settings,
+    *,
+    failure: str | None = None,
 ) -> None:
     refund = session.get(Refund, refund_id)
     assert refund is not None
@@ -213,7 +227,9 @@ def _transition(
     REFUNDS.labels(status=str(status)).inc()
     session.expire_all()
     if status == RefundStatus.SUCCEEDED:
-        purpose_of(payment).refunded(session, payment, refunded_total(session, payment.id))
+        purpose_of(payment).refunded(
+            session, payment, refunded_total(session, payment.id), settings
+        )
     log.info("refund.status", refund_id=refund_id, status=str(status))
 
 

@@ -281,7 +281,11 @@ class StripeGateway:
         receipt_email: str | None,
         description: str,
         payment_method_id: str | None = None,
+        off_session: bool = False,
+        save_card: bool = False,
     ) -> StripePaymentIntent:
+        """Create an intent; with `off_session`, confirm it at once against the saved card
+        (the customer is not there: a card that needs authentication fails)."""
         params: dict[str, Any] = {
             "amount": amount,
             "currency": currency,
@@ -294,6 +298,11 @@ class StripeGateway:
             params["receipt_email"] = receipt_email
         if payment_method_id:
             params["payment_method"] = payment_method_id
+        if off_session:
+            params.update(confirm=True, off_session=True)
+            del params["automatic_payment_methods"]
+        if save_card:
+            params["setup_future_usage"] = "off_session"
         return self._call(
             "payment_intent.create",
             lambda: _intent(
@@ -345,6 +354,23 @@ class StripeGateway:
             payment_id=payment_id,
             payment_intent_id=payment_intent_id,
         )
+
+    def find_payment_intent(
+        self, stripe_customer_id: str, payment_id: str
+    ) -> StripePaymentIntent | None:
+        """The customer's intent made for our payment, if a lost try already made one."""
+
+        def find() -> StripePaymentIntent | None:
+            page = self._client.v1.payment_intents.list(
+                params={"customer": stripe_customer_id, "limit": 100}
+            )
+            for obj in page.auto_paging_iter():
+                intent = _intent(obj)
+                if intent.metadata.get("payment_id") == payment_id:
+                    return intent
+            return None
+
+        return self._call("payment_intent.find", find, payment_id=payment_id)
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> StripePaymentIntent:
         return self._call(

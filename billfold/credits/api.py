@@ -1,0 +1,238 @@
+"""HTTP routes of the credits wallet: packages, purchase, balance, ledger, consume, grants,
+auto-recharge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.credits import consume as spending
+from billfold.credits import ledger, packages, purchase, recharge
+from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
+from billfold.credits.schemas import (
+    AutoRechargeIn,
+    AutoRechargeOut,
+    BalanceOut,
+    ConsumeIn,
+    ConsumeOut,
+    GrantIn,
+    PackageIn,
+    PackageOut,
+    PackagePatch,
+    PurchaseIn,
+    PurchaseOut,
+    TransactionOut,
+    TransactionsPage,
+)
+from billfold.customers.service import acting_customer
+from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.payments.models import Payment, PaymentStatus
+from billfold.stripe_gateway import PaymentDeclined
+
+router = APIRouter(prefix="/credits", tags=["credits"], responses=ERROR_RESPONSES)
+CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
+
+
+@router.get("/packages")
+def list_packages(
+    caller: CallerDep,
+    services: ServicesDep,
+    include_inactive: Annotated[bool, Query(alias="includeInactive")] = False,
+) -> Envelope[list[PackageOut]]:
+    with services.db.transaction() as session:
+        found = packages.list_packages(
+            session, include_inactive=include_inactive and caller.is_privileged
+        )
+        return ok([PackageOut.model_validate(p) for p in found])
+
+
+@router.post("/packages", status_code=201)
+def create_package(
+    body: PackageIn, caller: AdminDep, services: ServicesDep
+) -> Envelope[PackageOut]:
+    with services.db.transaction() as session:
+        made = packages.create_package(session, **body.model_dump(), actor=caller.actor)
+        return ok(PackageOut.model_validate(made))
+
+
+@router.patch("/packages/{package_id}")
+def update_package(
+    package_id: str, body: PackagePatch, caller: AdminDep, services: ServicesDep
+) -> Envelope[PackageOut]:
+    with services.db.transaction() as session:
+        changed = packages.update_package(
+            session, package_id, body.model_dump(exclude_unset=True), actor=caller.actor
+        )
+        return ok(PackageOut.model_validate(changed))
+
+
+@router.post("/purchase")
+def buy(body: PurchaseIn, caller: CallerDep, services: ServicesDep) -> Envelope[PurchaseOut]:
+    outcome = purchase.purchase_credits(
+        services,
+        caller,
+        purchase.PurchaseRequest(
+            package_id=body.package_id,
+            custom_credits=body.custom_amount,
+            payment_method_id=body.payment_method_id,
+            save_payment_method=body.save_payment_method,
+            customer_id=body.customer_id,
+        ),
+    )
+    payment, intent = outcome.payment, outcome.intent
+    if outcome.attempted and payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD:
+        raise PaymentDeclined(
+            payment.failure_message or "The card was declined",
+            decline_code=payment.decline_code,
+            payment_id=payment.id,
+            payment_intent_id=intent.id,
+        )
+    waiting = payment.status != PaymentStatus.SUCCEEDED
+    return ok(
+        PurchaseOut(
+            purchase_id=outcome.purchase.id,
+            payment_id=payment.id,
+            kind=outcome.purchase.kind,
+            status=outcome.purchase.status,
+            credits=outcome.purchase.credits,
+            amount=payment.amount,
+            currency=payment.currency,
+            balance=outcome.balance,
+            client_secret=intent.client_secret if waiting else None,
+            payment_intent_id=intent.id,
+            publishable_key=services.settings.stripe_publishable_key,
+            next_action=intent.next_action
+            if payment.status == PaymentStatus.REQUIRES_ACTION
+            else None,
+        )
+    )
+
+
+@router.get("/balance")
+def balance(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[BalanceOut]:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        return ok(BalanceOut(customer_id=customer.id, balance=ledger.balance(session, customer.id)))
+
+
+@router.get("/transactions")
+def transactions(
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+    cursor: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Envelope[TransactionsPage]:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        page = ledger.entries(session, customer.id, before=cursor, limit=limit)
+        next_cursor = page[-1].entry_no if len(page) == limit and page[-1].entry_no > 1 else None
+        return ok(
+            TransactionsPage(
+                transactions=[TransactionOut.model_validate(e) for e in page],
+                next_cursor=next_cursor,
+            )
+        )
+
+
+@router.post("/consume")
+def consume(body: ConsumeIn, caller: CallerDep, services: ServicesDep) -> Envelope[ConsumeOut]:
+    posted = spending.consume(
+        services,
+        caller,
+        spending.Debit(body.customer_id, body.amount, body.idempotency_key, body.reason),
+    )
+    return ok(
+        ConsumeOut(
+            transaction_id=posted.id,
+            amount=-posted.amount,
+            balance=posted.balance_after,
+            idempotency_key=body.idempotency_key,
+            replayed=posted.replayed,
+        )
+    )
+
+
+@router.post("/grants", status_code=201)
+def grant(body: GrantIn, caller: AdminDep, services: ServicesDep) -> Envelope[TransactionOut]:
+    posted = spending.grant(
+        services,
+        caller,
+        customer_id=body.customer_id,
+        amount=body.amount,
+        kind=EntryKind(body.kind),
+        reason=body.reason,
+        idempotency_key=body.idempotency_key,
+    )
+    with services.db.transaction() as session:
+        entry = session.get(LedgerEntry, posted.id)
+        return ok(TransactionOut.model_validate(entry))
+
+
+def _auto_recharge(account: CreditAccount) -> AutoRechargeOut:
+    return AutoRechargeOut(
+        enabled=account.auto_recharge_enabled,
+        threshold_credits=account.threshold_credits,
+        recharge_package_id=account.recharge_package_id,
+        recharge_credits=account.recharge_credits,
+        payment_method_id=account.recharge_payment_method_id,
+        recharge_in_flight_id=account.recharge_in_flight_id,
+        disabled_reason=account.auto_recharge_disabled_reason,
+        disabled_at=account.auto_recharge_disabled_at,
+        paused_until=account.recharge_paused_until,
+    )
+
+
+@router.get("/auto-recharge")
+def get_auto_recharge(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[AutoRechargeOut]:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        return ok(_auto_recharge(recharge.account_of(session, customer.id)))
+
+
+@router.put("/auto-recharge")
+def put_auto_recharge(
+    body: AutoRechargeIn,
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+) -> Envelope[AutoRechargeOut]:
+    wanted = recharge.RechargeSettings(
+        enabled=body.enabled,
+        threshold_credits=body.threshold_credits,
+        recharge_package_id=body.recharge_package_id,
+        recharge_credits=body.recharge_credits,
+        payment_method_id=body.payment_method_id,
+    )
+    return ok(_auto_recharge(recharge.configure(services, caller, wanted, customer_id)))
+
+
+@router.post("/auto-recharge/trigger")
+def trigger_auto_recharge(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[PurchaseOut]:
+    made = recharge.trigger(services, caller, customer_id)
+    with services.db.transaction() as session:
+        payment = session.get(Payment, made.payment_id)
+        assert payment is not None
+        return ok(
+            PurchaseOut(
+                purchase_id=made.id,
+                payment_id=payment.id,
+                kind=made.kind,
+                status=made.status,
+                credits=made.credits,
+                amount=payment.amount,
+                currency=payment.currency,
+                balance=ledger.balance(session, made.customer_id),
+                client_secret=None,
+                payment_intent_id=payment.stripe_payment_intent_id or "",
+                publishable_key=services.settings.stripe_publishable_key,
+            )
+        )
