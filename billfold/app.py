@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -16,19 +16,22 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.auth import api as auth_api
 from billfold.auth.service import TokenIssuer
 from billfold.config import Settings, secret
 from billfold.credits import api as credits_api
+from billfold.credits.batching import ConsumeBatcher
 from billfold.customers import api as customers_api
 from billfold.envelope import ErrorBody, ErrorEnvelope
 from billfold.errors import BillfoldError
 from billfold.idempotency import IdempotencyMiddleware
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
-from billfold.observability import JOB_QUEUE_DEPTH
+from billfold.observability import JOB_QUEUE_DEPTH, configure_logging
 from billfold.payments import api as payments_api
 from billfold.payments import catalog_api
 from billfold.registry import build_worker
@@ -49,11 +52,17 @@ def create_app(
     settings.require("stripe_secret_key", "jwt_secret")
     services = services or Services.build(settings)
     stop = threading.Event()
+    tokens = TokenIssuer(
+        secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
+    )
+    batcher = ConsumeBatcher(services, tokens, threads=settings.credits_consume_batch_threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         thread = build_worker(services).start_in_thread(stop) if run_worker else None
+        batcher.start()
         yield
+        batcher.stop()
         stop.set()
         if thread is not None:
             thread.join(timeout=10)
@@ -65,9 +74,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.tokens = TokenIssuer(
-        secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
-    )
+    app.state.consume_batcher = batcher
+    app.state.tokens = tokens
     for router in (
         customers_api.router,
         auth_api.router,
@@ -80,8 +88,15 @@ def create_app(
     _add_operations_routes(app, services)
     _add_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=services.db)
-    app.middleware("http")(_request_context)
+    app.add_middleware(_RequestContext)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as `billfold serve --workers N` builds it in each server process."""
+    settings = Settings()
+    configure_logging(settings.log_json)
+    return create_app(settings, run_worker=settings.serve_job_worker)
 
 
 def _add_operations_routes(app: FastAPI, services: Services) -> None:
@@ -144,14 +159,26 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(500, "internal_error", "Something went wrong on our side")
 
 
-async def _request_context(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        response = await call_next(request)
-    finally:
-        structlog.contextvars.clear_contextvars()
-    response.headers["X-Request-ID"] = request_id
-    return response
+class _RequestContext:
+    """Binds a request ID to every log line of the request and echoes it in X-Request-ID."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.clear_contextvars()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from pathlib import Path
@@ -59,11 +60,26 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     worker: Annotated[bool, typer.Option(help="Run a job worker in this process")] = True,
+    processes: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="HTTP server processes")
+    ] = 1,
 ) -> None:
-    """Serve the HTTP API (and, unless --no-worker, the job worker)."""
+    """Serve the HTTP API (and, unless --no-worker, a job worker in each process)."""
     settings = _settings()
     configure_logging(settings.log_json)
-    _serve(settings, host, port, run_worker=worker)
+    if processes == 1:
+        _serve(settings, host, port, run_worker=worker)
+        return
+    # Several processes: each builds its own app from the environment.
+    os.environ["SERVE_JOB_WORKER"] = "true" if worker else "false"
+    uvicorn.run(
+        "billfold.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level="info",
+    )
 
 
 def _serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> None:

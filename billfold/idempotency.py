@@ -17,9 +17,9 @@ from sqlalchemy import String, Text, UniqueConstraint, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.db import Base, Database, UTCDateTime, new_id, utcnow
 from billfold.envelope import ErrorBody, ErrorEnvelope
@@ -103,48 +103,79 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(envelope.model_dump(mode="json", exclude_none=True), status_code=status)
 
 
-class IdempotencyMiddleware(BaseHTTPMiddleware):
-    def __init__(self, app: object, db: Database) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+class IdempotencyMiddleware:
+    """Pure ASGI, so requests without the header pass straight through at no cost."""
+
+    def __init__(self, app: ASGIApp, db: Database) -> None:
+        self._app = app
         self._db = db
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        key = request.headers.get(HEADER)
-        if key is None or request.method not in MUTATING or request.url.path in EXEMPT_PATHS:
-            return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in MUTATING
+            or scope["path"] in EXEMPT_PATHS
+        ):
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        key = headers.get(HEADER)
+        if key is None:
+            await self._app(scope, receive, send)
+            return
         if not 1 <= len(key) <= 255:
-            return _error(400, "invalid_idempotency_key", f"{HEADER} must be 1 to 255 characters")
-        body = await request.body()
-        credential = request.headers.get("Authorization", "anonymous")
-        scope = hashlib.sha256(credential.encode()).hexdigest()
-        request_line = f"{request.method} {request.url.path}?{request.url.query}\n".encode()
+            await _error(400, "invalid_idempotency_key", f"{HEADER} must be 1 to 255 characters")(
+                scope, receive, send
+            )
+            return
+        body = await _read_body(receive)
+        scope_hash = hashlib.sha256(headers.get("authorization", "anonymous").encode()).hexdigest()
+        query = scope.get("query_string", b"").decode()
+        request_line = f"{scope['method']} {scope['path']}?{query}\n".encode()
         fingerprint = hashlib.sha256(request_line + body).hexdigest()
-        decision = await run_in_threadpool(_begin, self._db, scope, key, fingerprint)
-        if decision.kind == "mismatch":
-            return _error(
-                422, "idempotency_key_reused", f"This {HEADER} was used for another request"
-            )
-        if decision.kind == "in_progress":
-            return _error(
-                409, "request_in_progress", f"A request with this {HEADER} is still running"
-            )
-        if decision.kind == "replay":
-            assert decision.status is not None
-            return Response(
-                decision.body,
-                status_code=decision.status,
-                media_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
-            )
+        decision = await run_in_threadpool(_begin, self._db, scope_hash, key, fingerprint)
+        if decision.kind != "proceed":
+            await _answer(decision)(scope, receive, send)
+            return
         assert decision.record_id is not None
+        status, chunks = 500, []
+
+        async def replay_body() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
         try:
-            response = await call_next(request)
-        except Exception:
-            await run_in_threadpool(_finish, self._db, decision.record_id, 500, None)
-            raise
-        chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
-        content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
-        kept = content.decode() if response.status_code < 500 else None
-        await run_in_threadpool(_finish, self._db, decision.record_id, response.status_code, kept)
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return Response(content, status_code=response.status_code, headers=headers)
+            await self._app(scope, replay_body, capture)
+        finally:
+            kept = b"".join(chunks).decode() if status < 500 else None
+            await run_in_threadpool(_finish, self._db, decision.record_id, status, kept)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    parts = []
+    while True:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _answer(decision: _Decision) -> Response:
+    if decision.kind == "mismatch":
+        return _error(422, "idempotency_key_reused", f"This {HEADER} was used for another request")
+    if decision.kind == "in_progress":
+        return _error(409, "request_in_progress", f"A request with this {HEADER} is still running")
+    assert decision.status is not None
+    return Response(
+        decision.body,
+        status_code=decision.status,
+        media_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )

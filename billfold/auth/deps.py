@@ -28,15 +28,21 @@ ServicesDep = Annotated[Services, Depends(_services)]
 TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
 
 
-def _caller(
-    services: ServicesDep,
-    tokens: TokensDep,
+def _credential(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Caller:
+) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send 'Authorization: Bearer <token or API key>'")
+    return credentials.credentials
+
+
+# The raw bearer credential, for routes that resolve the caller themselves (in bulk).
+CredentialDep = Annotated[str, Depends(_credential)]
+
+
+def _caller(services: ServicesDep, tokens: TokensDep, credential: CredentialDep) -> Caller:
     with services.db.transaction() as session:
-        return resolve_caller(session, credentials.credentials, tokens)
+        return resolve_caller(session, credential, tokens)
 
 
 def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:

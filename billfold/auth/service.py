@@ -106,22 +106,66 @@ def authenticate(session: Session, email: str, password: str) -> User:
 
 def resolve_caller(session: Session, credential: str, tokens: TokenIssuer) -> Caller:
     """The caller behind a bearer credential: a service API key or a user's JWT."""
-    if credential.startswith(API_KEY_PREFIX):
-        key = session.scalar(
-            select(ApiKey).where(
-                ApiKey.secret_hash == _digest(credential), ApiKey.revoked_at.is_(None)
+    found = resolve_callers(session, [credential], tokens)[0]
+    if isinstance(found, Unauthorized):
+        raise found
+    return found
+
+
+def resolve_callers(
+    session: Session, credentials: list[str], tokens: TokenIssuer
+) -> list[Caller | Unauthorized]:
+    """`resolve_caller` for many credentials at once: two queries, whatever their number."""
+    digests = {c: _digest(c) for c in credentials if c.startswith(API_KEY_PREFIX)}
+    keys = (
+        {
+            k.secret_hash: k
+            for k in session.scalars(
+                select(ApiKey).where(
+                    ApiKey.secret_hash.in_(set(digests.values())), ApiKey.revoked_at.is_(None)
+                )
             )
-        )
-        if key is None:
-            raise Unauthorized("The API key is not valid or was revoked", code="invalid_api_key")
-        now = utcnow()
-        if key.last_used_at is None or now - key.last_used_at > LAST_USED_PRECISION:
-            key.last_used_at = now  # at most a write a minute per key, not one per request
-        return Caller(user=None, api_key_id=key.id)
-    user = session.get(User, tokens.subject(credential))
-    if user is None or user.deleted_at is not None:
-        raise Unauthorized("The account no longer exists", code="invalid_token")
-    return Caller(user=user)
+        }
+        if digests
+        else {}
+    )
+    subjects: dict[str, str | Unauthorized] = {}
+    for credential in credentials:
+        if credential not in digests:
+            try:
+                subjects[credential] = tokens.subject(credential)
+            except Unauthorized as exc:
+                subjects[credential] = exc
+    user_ids = {s for s in subjects.values() if isinstance(s, str)}
+    users = (
+        {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))}
+        if user_ids
+        else {}
+    )
+    now = utcnow()
+    callers: list[Caller | Unauthorized] = []
+    for credential in credentials:
+        if credential in digests:
+            key = keys.get(digests[credential])
+            if key is None:
+                callers.append(
+                    Unauthorized("The API key is not valid or was revoked", code="invalid_api_key")
+                )
+                continue
+            if key.last_used_at is None or now - key.last_used_at > LAST_USED_PRECISION:
+                key.last_used_at = now  # at most a write a minute per key, not one per request
+            callers.append(Caller(user=None, api_key_id=key.id))
+            continue
+        subject = subjects[credential]
+        if isinstance(subject, Unauthorized):
+            callers.append(subject)
+            continue
+        user = users.get(subject)
+        if user is None or user.deleted_at is not None:
+            callers.append(Unauthorized("The account no longer exists", code="invalid_token"))
+        else:
+            callers.append(Caller(user=user))
+    return callers
 
 
 def create_api_key(session: Session, name: str, *, actor: str) -> tuple[ApiKey, str]:

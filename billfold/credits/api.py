@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.auth.deps import AdminDep, CallerDep, CredentialDep, ServicesDep
 from billfold.credits import consume as spending
 from billfold.credits import ledger, packages, purchase, recharge
+from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.schemas import (
     AutoRechargeIn,
@@ -140,11 +141,14 @@ def transactions(
 
 
 @router.post("/consume")
-def consume(body: ConsumeIn, caller: CallerDep, services: ServicesDep) -> Envelope[ConsumeOut]:
-    posted = spending.consume(
-        services,
-        caller,
-        spending.Debit(body.customer_id, body.amount, body.idempotency_key, body.reason),
+async def consume(
+    body: ConsumeIn, credential: CredentialDep, request: Request
+) -> Envelope[ConsumeOut]:
+    # Debits arriving together are applied in one transaction, callers resolved with them
+    # (see credits/batching.py): the hot path costs no transaction of its own.
+    batcher: ConsumeBatcher = request.app.state.consume_batcher
+    posted = await batcher.submit(
+        credential, spending.Debit(body.customer_id, body.amount, body.idempotency_key, body.reason)
     )
     return ok(
         ConsumeOut(

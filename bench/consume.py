@@ -1,0 +1,284 @@
+"""Consume benchmark: POST /credits/consume over HTTP on PostgreSQL with N concurrent clients,
+on many accounts and on one hot account, against what pgbench reaches for the same bare SQL
+(update the balance + insert the ledger row) on the same server, in the same run.
+
+    .venv/bin/python bench/consume.py [--clients 32] [--seconds 10] [--accounts 200]
+
+Billfold runs as `billfold serve --no-worker --workers N`; the load comes from separate
+processes (keep-alive connections). On a 2-core machine the load generator, the server and
+PostgreSQL share the cores. Prints figures; asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import httpx
+from harness import percentile
+from sqlalchemy import insert
+from support.postgres import ThrowawayPostgres, find_pg_bin
+
+from billfold import migrations
+from billfold.auth.models import User
+from billfold.auth.service import create_api_key
+from billfold.credits.models import CreditAccount
+from billfold.customers.models import Customer
+from billfold.db import Database
+from billfold.observability import configure_logging
+from billfold.stripe_standin import LocalStripe, free_port
+
+START_BALANCE = 10**12
+
+PGBENCH_SCRIPT = """\\set aid random(1, :naccounts)
+BEGIN;
+UPDATE credit_accounts SET balance = balance - 1, entries = entries + 1
+  WHERE customer_id = 'cust_' || lpad(:aid::text, 32, '0') AND balance >= 1
+  RETURNING balance, entries \\gset
+INSERT INTO credit_transactions
+  (id, customer_id, entry_no, amount, balance_after, kind, idempotency_key, created_at)
+  VALUES ('ctx_' || md5(random()::text), 'cust_' || lpad(:aid::text, 32, '0'), :entries, -1,
+          :balance, 'consume', 'consume:' || md5(random()::text), now());
+END;
+"""
+
+
+def customer_id(i: int) -> str:
+    return f"cust_{i:032d}"
+
+
+def seed(db: Database, accounts: int) -> str:
+    """`accounts` customers with a large balance; answers a service API key."""
+    users = [
+        {
+            "id": f"usr_{i:032d}",
+            "email": f"bench{i}@example.com",
+            "email_normalized": f"bench{i}@example.com",
+            "name": f"Bench {i}",
+            "role": "user",
+            "is_email_verified": False,
+        }
+        for i in range(1, accounts + 1)
+    ]
+    with db.transaction() as session:
+        session.execute(insert(User), users)
+        session.execute(
+            insert(Customer),
+            [
+                {
+                    "id": customer_id(i),
+                    "user_id": f"usr_{i:032d}",
+                    "profile_version": 1,
+                    "stripe_synced_version": 0,
+                }
+                for i in range(1, accounts + 1)
+            ],
+        )
+        session.execute(
+            insert(CreditAccount),
+            [
+                {
+                    "customer_id": customer_id(i),
+                    "balance": START_BALANCE,
+                    "entries": 0,
+                    "auto_recharge_enabled": False,
+                }
+                for i in range(1, accounts + 1)
+            ],
+        )
+        _key, plaintext = create_api_key(session, "bench", actor="bench")
+    return plaintext
+
+
+def _load(
+    port: int, key: str, threads: int, seconds: float, accounts: list[int], offset: int
+) -> tuple[int, list[float], int]:
+    """One load process: `threads` keep-alive connections posting debits until the deadline."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def loop(n: int) -> None:
+        nonlocal errors
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = offset + n
+        mine: list[float] = []
+        failed = 0
+        while time.perf_counter() < deadline:
+            body = json.dumps(
+                {
+                    "amount": 1,
+                    "idempotencyKey": uuid.uuid4().hex,
+                    "customerId": customer_id(accounts[i % len(accounts)]),
+                }
+            )
+            started = time.perf_counter()
+            connection.request("POST", "/credits/consume", body, headers)
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            failed += response.status != 200
+            i += threads
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+
+    pool = [threading.Thread(target=loop, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return len(latencies) - errors, latencies, errors
+
+
+def drive(
+    port: int, key: str, clients: int, seconds: float, accounts: list[int], processes: int
+) -> tuple[int, list[float], int]:
+    """(successful requests, latencies, errors) of `clients` connections over `processes`."""
+    per = max(1, clients // processes)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        parts = pool.starmap(
+            _load, [(port, key, per, seconds, accounts, p * per) for p in range(processes)]
+        )
+    return (
+        sum(p[0] for p in parts),
+        [lat for p in parts for lat in p[1]],
+        sum(p[2] for p in parts),
+    )
+
+
+def pgbench(
+    pg: ThrowawayPostgres, database: str, clients: int, seconds: int, accounts: int
+) -> float:
+    bin_dir = find_pg_bin()
+    assert bin_dir is not None
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(PGBENCH_SCRIPT)
+    out = subprocess.run(
+        [
+            str(bin_dir / "pgbench"),
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-D",
+            f"naccounts={accounts}",
+            "-f",
+            script.name,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(pg.port),
+            "-U",
+            "postgres",
+            database,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script.name)
+    found = re.search(r"tps = ([0-9.]+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+def start_server(url: str, stripe_base: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "STRIPE_API_BASE": stripe_base,
+        "STRIPE_SECRET_KEY": "sk_test_bench",
+        "JWT_SECRET": "bench-secret-" + "x" * 32,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "billfold",
+            "serve",
+            "--no-worker",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        cwd=tempfile.gettempdir(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("billfold serve did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--accounts", type=int, default=200)
+    parser.add_argument("--server-workers", type=int, default=2, help="billfold serve processes")
+    parser.add_argument("--load-processes", type=int, default=2, help="processes sending load")
+    args = parser.parse_args()
+    configure_logging(level=logging.WARNING)
+
+    with LocalStripe.start() as standin, ThrowawayPostgres.start() as pg:
+        url = pg.create_database("bench")
+        migrations.upgrade(url)
+        db = Database(url)
+        key = seed(db, args.accounts)
+        db.dispose()
+        port = free_port()
+        server = start_server(url, standin.url, port, args.server_workers)
+        try:
+            print(
+                f"Billfold consume benchmark: PostgreSQL, {args.clients} clients "
+                f"({args.load_processes} load processes), {args.server_workers} server processes, "
+                f"{args.seconds} s per scenario, {args.accounts} accounts"
+            )
+            for label, accounts in (
+                ("many accounts", list(range(1, args.accounts + 1))),
+                ("one hot account", [1]),
+            ):
+                drive(port, key, args.clients, 2, accounts, args.load_processes)  # warm up
+                done, latencies, errors = drive(
+                    port, key, args.clients, args.seconds, accounts, args.load_processes
+                )
+                rps = done / args.seconds
+                tps = pgbench(pg, "bench", args.clients, args.seconds, len(accounts))
+                ms = [s * 1000 for s in latencies]
+                print(
+                    f"  {label:<16} HTTP {rps:8.0f} req/s  p50={percentile(ms, 50):6.1f} ms  "
+                    f"p99={percentile(ms, 99):6.1f} ms  errors={errors}  |  pgbench {tps:8.0f} tps"
+                    f"  |  ratio {rps / tps:5.2f}"
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Group commit for debits: the consumes that arrive together are applied in one transaction.
+
+The host application calls `consume` on every billable action, often many at once on the
+same account. Applied one by one, each debit pays for its own transaction and waits for the
+account's row lock in turn. The batcher hands every waiting debit to a few threads, each of
+which locks the accounts involved (in a fixed order, so two batches cannot deadlock),
+applies the debits in arrival order with exactly the rules of `ledger.post` — the same
+idempotency keys, the same refusal when the balance is short — writes all ledger entries
+and balances at once, and commits once. If a batch fails as a whole, each debit is retried
+alone through the plain path, so a bad neighbour never fails a good debit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import insert, or_, select
+from sqlalchemy.orm import Session
+
+from billfold.auth.service import Caller, TokenIssuer, resolve_caller, resolve_callers
+from billfold.credits import ledger, recharge
+from billfold.credits.consume import Debit, consume
+from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
+from billfold.credits.rules import RechargePolicy, recharge_due
+from billfold.customers.models import Customer
+from billfold.db import new_id, utcnow
+from billfold.errors import InvalidInput, NotFound
+from billfold.services import Services
+
+log = structlog.get_logger("billfold.credits")
+
+
+@dataclass
+class _Pending:
+    credential: str  # resolved to a caller inside the batch: no transaction per request
+    debit: Debit
+    future: concurrent.futures.Future[ledger.Posted]
+
+
+class ConsumeBatcher:
+    def __init__(
+        self, services: Services, tokens: TokenIssuer, *, threads: int = 2, max_batch: int = 500
+    ) -> None:
+        self._services = services
+        self._tokens = tokens
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"consume-batcher-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self._max_batch = max_batch
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+
+    def stop(self) -> None:
+        if self._started:
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join(timeout=10)
+            self._started = False
+
+    async def submit(self, credential: str, debit: Debit) -> ledger.Posted:
+        """Apply a debit for the caller behind `credential` (a JWT or a service API key)."""
+        future: concurrent.futures.Future[ledger.Posted] = concurrent.futures.Future()
+        self._queue.put(_Pending(credential, debit, future))
+        return await asyncio.wrap_future(future)
+
+    def _settle_alone(self, pending: _Pending) -> None:
+        try:
+            with self._services.db.transaction() as session:
+                caller = resolve_caller(session, pending.credential, self._tokens)
+            pending.future.set_result(consume(self._services, caller, pending.debit))
+        except Exception as exc:
+            pending.future.set_exception(exc)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # leave the stop signal for this thread's next turn
+                    break
+                batch.append(more)
+            self._apply(batch)
+
+    def _apply(self, batch: list[_Pending]) -> None:
+        try:
+            with self._services.db.transaction() as session:
+                callers = resolve_callers(session, [p.credential for p in batch], self._tokens)
+                allowed = [
+                    (c, p.debit)
+                    for c, p in zip(callers, batch, strict=True)
+                    if isinstance(c, Caller)
+                ]
+                applied = iter(apply_batch(session, allowed, self._services))
+                outcomes = [next(applied) if isinstance(c, Caller) else c for c in callers]
+        except Exception:
+            log.warning("credits.batch_failed", size=len(batch), exc_info=True)
+            for pending in batch:
+                self._settle_alone(pending)
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+
+def apply_batch(
+    session: Session, debits: list[tuple[Caller, Debit]], services: Services
+) -> list[ledger.Posted | Exception]:
+    """Apply debits in order in the caller's transaction; one outcome (or error) each."""
+    owners = _owners(session, debits)
+    customer_ids = sorted({cid for cid in owners if isinstance(cid, str)})
+    accounts = _lock_accounts(session, customer_ids)
+    if missing := [cid for cid in customer_ids if cid not in accounts]:
+        for customer_id in missing:  # a first debit ever: it will be refused, but recorded right
+            ledger.ensure_account(session, customer_id)
+        accounts.update(_lock_accounts(session, missing))
+    keys = {
+        (owner, f"consume:{debit.idempotency_key}")
+        for owner, (_, debit) in zip(owners, debits, strict=True)
+        if isinstance(owner, str)
+    }
+    seen = _existing(session, keys)
+    now = utcnow()
+    outcomes: list[ledger.Posted | Exception] = []
+    new_entries: list[dict[str, object]] = []
+    crossed: set[str] = set()
+    for owner, (caller, debit) in zip(owners, debits, strict=True):
+        if isinstance(owner, Exception):
+            outcomes.append(owner)
+            continue
+        key = f"consume:{debit.idempotency_key}"
+        if (owner, key) in seen:
+            earlier = seen[(owner, key)]
+            outcomes.append(
+                ledger.KeyReused(
+                    "This idempotency key was used for a different amount",
+                    original_amount=earlier.amount,
+                )
+                if earlier.amount != -debit.amount
+                else ledger.Posted(
+                    earlier.id,
+                    earlier.amount,
+                    earlier.balance_after,
+                    earlier.kind,
+                    earlier.idempotency_key,
+                    earlier.created_at,
+                    True,
+                )
+            )
+            continue
+        account = accounts[owner]
+        if account.balance < debit.amount:
+            outcomes.append(
+                ledger.InsufficientCredits(
+                    f"Not enough credits: {account.balance} available, {debit.amount} needed",
+                    balance=account.balance,
+                    required=debit.amount,
+                )
+            )
+            continue
+        account.balance -= debit.amount
+        account.entries += 1
+        posted = ledger.Posted(
+            new_id("ctx"), -debit.amount, account.balance, EntryKind.CONSUME, key, now, False
+        )
+        seen[(owner, key)] = posted
+        new_entries.append(
+            {
+                "id": posted.id,
+                "customer_id": owner,
+                "entry_no": account.entries,
+                "amount": posted.amount,
+                "balance_after": posted.balance_after,
+                "kind": EntryKind.CONSUME,
+                "reason": debit.reason,
+                "reference_id": None,
+                "idempotency_key": key,
+                "actor": caller.actor,
+                "created_at": now,
+            }
+        )
+        policy = RechargePolicy(
+            account.auto_recharge_enabled,
+            account.threshold_credits,
+            account.recharge_in_flight_id is not None,
+            account.recharge_paused_until,
+        )
+        if recharge_due(account.balance, policy, now):
+            crossed.add(owner)
+        outcomes.append(posted)
+    if new_entries:
+        session.flush()  # the accounts' new balances and entry counts
+        session.execute(insert(LedgerEntry), new_entries)
+    for customer_id in sorted(crossed):
+        recharge.start(session, customer_id, services.settings)
+    return outcomes
+
+
+def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, CreditAccount]:
+    # Always in customer ID order, so two batches wait for each other instead of deadlocking.
+    return {
+        a.customer_id: a
+        for a in session.scalars(
+            select(CreditAccount)
+            .where(CreditAccount.customer_id.in_(customer_ids))
+            .order_by(CreditAccount.customer_id)
+            .with_for_update()
+        )
+    }
+
+
+def _owners(session: Session, debits: list[tuple[Caller, Debit]]) -> list[str | Exception]:
+    """Whose account each debit draws on, or why it may not (as `acting_customer` decides)."""
+    named = {d.customer_id for _, d in debits if d.customer_id}
+    users = {c.user.id for c, d in debits if not d.customer_id and c.user is not None}
+    rows = session.execute(
+        select(Customer.id, Customer.user_id, Customer.deleted_at).where(
+            or_(Customer.id.in_(named), Customer.user_id.in_(users))
+        )
+    ).all()
+    by_id = {r.id: r for r in rows}
+    by_user = {r.user_id: r for r in rows}
+    owners: list[str | Exception] = []
+    for caller, debit in debits:
+        if debit.customer_id is None:
+            if caller.user is None:
+                owners.append(
+                    InvalidInput("A service key must name the customer", code="customer_required")
+                )
+                continue
+            row = by_user.get(caller.user.id)
+        else:
+            row = by_id.get(debit.customer_id)
+            if row is not None and not caller.may_act_on(row.user_id):
+                row = None
+        if row is None or row.deleted_at is not None:
+            owners.append(NotFound("No such customer"))
+        else:
+            owners.append(row.id)
+    return owners
+
+
+def _existing(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ledger.Posted]:
+    if not keys:
+        return {}
+    rows = session.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.customer_id.in_({c for c, _ in keys}),
+            LedgerEntry.idempotency_key.in_({k for _, k in keys}),
+        )
+    )
+    return {
+        (e.customer_id, e.idempotency_key): ledger.Posted(
+            e.id, e.amount, e.balance_after, e.kind, e.idempotency_key, e.created_at, True
+        )
+        for e in rows
+        if (e.customer_id, e.idempotency_key) in keys
+    }
