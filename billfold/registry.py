@@ -11,18 +11,22 @@ from billfold.credits import recharge
 from billfold.customers import handlers as customer_events
 from billfold.customers import service as customers
 from billfold.customers import stripe_sync
+from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
 from billfold.payments import handlers as payment_events
 from billfold.payments import refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
+from billfold.subscriptions import handlers as subscription_events
+from billfold.subscriptions import lifecycle
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
 
 EVENT_HANDLERS: dict[str, EventHandler] = {
     **customer_events.HANDLERS,
     **payment_events.HANDLERS,
+    **subscription_events.HANDLERS,
 }
 
 
@@ -37,7 +41,7 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     inbox.PROCESS_JOB: JobKind(_process_event, on_failure=inbox.record_failure),
     outbox.SEND_JOB: JobKind(outbox.send_job, on_failure=outbox.record_failure),
     refunds.REFUND_JOB: JobKind(refunds.refund_job),
-    recharge.RECHARGE_JOB: JobKind(recharge.recharge_job),
+    recharge.RECHARGE_JOB: JobKind(recharge.recharge_job, on_failure=recharge.recharge_gave_up),
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(
@@ -61,3 +65,10 @@ def build_worker(services: Services, name: str | None = None) -> Worker[Services
         ),
         name=name,
     )
+
+
+ON_SIGN_UP.append(
+    lambda session, customer, services: lifecycle.start_trial(
+        session, customer, services.settings, services.licenses
+    )
+)

@@ -26,6 +26,7 @@ from billfold.errors import InvalidInput
 from billfold.payments.intents import record
 from billfold.payments.methods import own_card
 from billfold.payments.models import Payment
+from billfold.payments.orders import MAX_AMOUNT
 from billfold.services import Services
 from billfold.stripe_gateway import PaymentDeclined, StripePaymentIntent
 
@@ -64,12 +65,12 @@ def price_of(
         raise InvalidInput(
             f"A custom amount must be between {low} and {high} credits", code="amount_out_of_range"
         )
-    return (
-        custom_credits,
-        custom_credits * settings.credits_unit_price,
-        settings.stripe_currency,
-        None,
-    )
+    price = custom_credits * settings.credits_unit_price
+    if price > MAX_AMOUNT:
+        raise InvalidInput(
+            f"One payment may be at most {MAX_AMOUNT} minor units", code="amount_too_large"
+        )
+    return custom_credits, price, settings.stripe_currency, None
 
 
 def new_purchase(
@@ -113,6 +114,13 @@ def purchase_credits(
             package_id=request.package_id,
             custom_credits=request.custom_credits,
         )
+    stripe_customer_id = ensure_stripe_customer(
+        services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
+    )
+    method = request.payment_method_id
+    if method:  # refuse someone else's card before anything is recorded
+        own_card(services, stripe_customer_id, method)
+    with services.db.transaction() as session:
         purchase = new_purchase(
             session,
             customer,
@@ -125,12 +133,7 @@ def purchase_credits(
         )
         payment = session.get(Payment, purchase.payment_id)
         assert payment is not None
-    stripe_customer_id = ensure_stripe_customer(
-        services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
-    )
-    method = request.payment_method_id
     if method:
-        own_card(services, stripe_customer_id, method)
         intent = charge(services, payment, purchase, stripe_customer_id, method, customer)
     else:
         intent = services.stripe.create_payment_intent(

@@ -290,3 +290,24 @@ def disable_after_failure(
         kind="auto_recharge_failed",
         dedupe_key=f"auto-recharge-failed:{purchase.id}",
     )
+
+
+def recharge_gave_up(
+    services: Services, session: Session, payload: dict[str, Any], error: str, dead: bool
+) -> None:
+    """When the recharge job has spent its tries (Stripe away for hours), free the slot and
+    turn auto-recharge off with the reason, rather than hold the slot for ever. A success
+    that still arrives by webhook grants the credits as usual."""
+    if not dead:
+        return
+    purchase = session.get(CreditPurchase, payload["purchase_id"])
+    if purchase is None or purchase.status != PurchaseStatus.PENDING:
+        return
+    payment = session.get(Payment, purchase.payment_id)
+    if payment is not None and payment.status in TERMINAL:
+        return
+    purchase.status = PurchaseStatus.FAILED
+    purchase.failure = error[:500]
+    disable_after_failure(
+        session, purchase, payment, services.settings, reason="could not reach Stripe"
+    )

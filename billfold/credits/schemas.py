@@ -32,6 +32,8 @@ class PackageIn(InputModel):
 
 class PackagePatch(InputModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    credits: Credits | None = None
+    price: int | None = Field(default=None, strict=True, ge=1, le=MAX_AMOUNT)
     active: bool | None = None
 
     @model_validator(mode="after")

@@ -42,7 +42,7 @@ class JobKind(Generic[C]):
 
     handler: Callable[[C, dict[str, Any]], None]
     # Called in its own transaction after a failed try, e.g. to record the error on a record.
-    on_failure: Callable[[Session, dict[str, Any], str, bool], None] | None = None
+    on_failure: Callable[[C, Session, dict[str, Any], str, bool], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,9 @@ class Worker(Generic[C]):
                 bound.warning("job.lease_lost", error=error)
                 return
             if kind is not None and kind.on_failure is not None:
-                kind.on_failure(session, job.payload, error, status == JobStatus.DEAD)
+                kind.on_failure(
+                    self._context, session, job.payload, error, status == JobStatus.DEAD
+                )
         JOB_RESULTS.labels(kind=job.kind, result=str(status)).inc()
         bound.warning("job.failed", error=error, status=str(status))
 

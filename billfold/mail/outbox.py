@@ -97,7 +97,9 @@ def _message(mail: OutboxMail, sender: str) -> EmailMessage:
     return message
 
 
-def record_failure(session: Session, payload: dict[str, Any], error: str, dead: bool) -> None:
+def record_failure(
+    _services: Services, session: Session, payload: dict[str, Any], error: str, dead: bool
+) -> None:
     """After a failed try: the mail shows its error, and `failed` once retries are spent."""
     mail = session.get(OutboxMail, payload["mail_id"])
     if mail is None or mail.status == MailStatus.SENT:

@@ -221,6 +221,12 @@ def apply_intent(
     """Record the intent's state on our payment; True only for the call that records success."""
     status = PaymentStatus(intent.status)
     open_states = Payment.status.not_in([s.value for s in TERMINAL])
+    # A webhook may be the first to tell us which intent a payment got (a lost answer).
+    session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.stripe_payment_intent_id.is_(None))
+        .values(stripe_payment_intent_id=intent.id)
+    )
     if status == PaymentStatus.SUCCEEDED:
         won = session.execute(
             update(Payment)

@@ -79,7 +79,9 @@ def process(services: Services, handlers: Mapping[str, EventHandler], event_id: 
     log.info("webhook.processed", event_id=event_id, type=event_type, status=str(outcome.status))
 
 
-def record_failure(session: Session, payload: dict[str, Any], error: str, dead: bool) -> None:
+def record_failure(
+    _services: Services, session: Session, payload: dict[str, Any], error: str, dead: bool
+) -> None:
     """After a failed try: the event shows its error, and `failed` once retries are spent."""
     stored = session.get(StripeEvent, payload["event_id"])
     if stored is None:

@@ -54,8 +54,10 @@ def _audit(ctx: Context, payload: dict[str, Any]) -> None:
 
 def _note_failure(
     ctx: Context,
-) -> Callable[[Any, dict[str, Any], str, bool], None]:
-    def on_failure(_session: Any, _payload: dict[str, Any], error: str, dead: bool) -> None:
+) -> Callable[[Any, Any, dict[str, Any], str, bool], None]:
+    def on_failure(
+        _context: Any, _session: Any, _payload: dict[str, Any], error: str, dead: bool
+    ) -> None:
         ctx.failures.append((error, dead))
 
     return on_failure
