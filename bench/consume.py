@@ -26,7 +26,7 @@ import time
 import uuid
 
 import httpx
-from harness import percentile
+from harness import BENCH_LICENSE_KEY, percentile
 from sqlalchemy import insert
 from support.postgres import ThrowawayPostgres, find_pg_bin
 
@@ -206,6 +206,7 @@ def start_server(url: str, stripe_base: str, port: int, workers: int) -> subproc
         "STRIPE_API_BASE": stripe_base,
         "STRIPE_SECRET_KEY": "sk_test_bench",
         "JWT_SECRET": "bench-secret-" + "x" * 32,
+        "LICENSE_PRIVATE_KEY": BENCH_LICENSE_KEY,
     }
     process = subprocess.Popen(
         [

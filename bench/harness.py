@@ -22,6 +22,9 @@ from support.postgres import ThrowawayPostgres
 from billfold.app import create_app
 from billfold.config import Settings
 from billfold.stripe_standin import free_port
+from billfold.subscriptions.keys import new_private_key_text
+
+BENCH_LICENSE_KEY = new_private_key_text()
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -47,6 +50,7 @@ def settings_for(url: str, stripe_base: str, **overrides: Any) -> Settings:
         stripe_secret_key="sk_test_bench",
         stripe_webhook_secret="whsec_bench",
         jwt_secret="bench-secret-" + "x" * 32,
+        license_private_key=BENCH_LICENSE_KEY,
         **overrides,
     )
 

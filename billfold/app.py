@@ -36,6 +36,7 @@ from billfold.payments import api as payments_api
 from billfold.payments import catalog_api
 from billfold.registry import build_worker
 from billfold.services import Services
+from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
 
 log = structlog.get_logger("billfold.http")
@@ -49,7 +50,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app; with `run_worker`, a job worker runs in a thread for its lifetime."""
     settings = settings or (services.settings if services else Settings())
-    settings.require("stripe_secret_key", "jwt_secret")
+    settings.require("stripe_secret_key", "jwt_secret", "license_private_key")
     services = services or Services.build(settings)
     stop = threading.Event()
     tokens = TokenIssuer(
@@ -82,6 +83,7 @@ def create_app(
         payments_api.router,
         catalog_api.router,
         credits_api.router,
+        subscriptions_api.router,
         webhooks_api.router,
     ):
         app.include_router(router)

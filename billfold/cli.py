@@ -23,10 +23,13 @@ from billfold.db import Database
 from billfold.errors import NotFound
 from billfold.observability import configure_logging
 from billfold.services import Services
+from billfold.subscriptions.keys import new_private_key_text
 
 app = typer.Typer(help="Billfold: billing beside your SaaS backend.", no_args_is_help=True)
 api_keys = typer.Typer(help="Service API keys for the host application's backend.")
 app.add_typer(api_keys, name="api-keys")
+license_cli = typer.Typer(help="License tokens: verify one offline, make a signing key.")
+app.add_typer(license_cli, name="license")
 console = Console()
 DEV_DATABASE = "billfold-dev.db"
 
@@ -207,8 +210,10 @@ def dev(
             jwt_secret=secrets.token_urlsafe(32),
             backend_url=f"http://{host}:{port}",
             database_url=f"sqlite:///{DEV_DATABASE}",
+            license_private_key=new_private_key_text(),
         )
         migrations.upgrade(settings.database_url)
+        _seed_demo_plans(settings)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
         _create_admin(Database(settings.database_url), admin_email, admin_password, "Admin")
         standin.register_webhook(
@@ -224,6 +229,58 @@ def dev(
         _serve(settings, host, port, run_worker=True)
     finally:
         standin.stop()
+
+
+def _seed_demo_plans(settings: Settings) -> None:
+    """trial, starter and professional, with their prices made in the Stripe stand-in."""
+    from billfold.stripe_gateway import StripeGateway
+    from billfold.subscriptions.plans import DEFAULT_PLANS, seed_default_plans
+
+    gateway = StripeGateway.from_settings(settings)
+    prices = {
+        spec["code"]: gateway.ensure_recurring_price(
+            f"price_billfold_{spec['code']}",
+            name=spec["name"],
+            amount=spec["price"],
+            currency=settings.stripe_currency,
+            interval=spec["interval"],
+        )
+        for spec in DEFAULT_PLANS
+        if "price" in spec
+    }
+    with Database(settings.database_url).transaction() as session:
+        seed_default_plans(session, price_ids=prices, actor="dev")
+
+
+@license_cli.command("verify")
+def license_verify(
+    token: str,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="A PEM public key file (default: the key of LICENSE_PRIVATE_KEY)"),
+    ] = None,
+) -> None:
+    """Verify a license token offline and print its claims."""
+    from billfold.subscriptions.keys import SigningKeys, key_id, load_public_key
+    from billfold.subscriptions.licenses import InvalidLicense, verify
+
+    if public_key is not None:
+        key = load_public_key(public_key.read_text())
+        known = {key_id(key): key}
+    else:
+        known = SigningKeys.from_settings(_settings()).public_keys()
+    try:
+        claims = verify(token, known)
+    except InvalidLicense as exc:
+        console.print(f"[red]Invalid license ({exc.code}): {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    console.print_json(data=claims)
+
+
+@license_cli.command("keygen")
+def license_keygen() -> None:
+    """Print a new Ed25519 signing key for LICENSE_PRIVATE_KEY (keep it secret)."""
+    print(new_private_key_text())
 
 
 def _safe_url(url: str) -> str:

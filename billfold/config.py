@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     # Whether each `billfold serve` process also runs a job worker (`--no-worker` clears it).
     serve_job_worker: bool = True
 
+    # Licenses: the Ed25519 signing key (PEM, or base64 of the raw seed), public keys of
+    # earlier keys that must still verify (comma-separated base64, or PEM blocks), and how
+    # long past the paid period a license stays valid.
+    license_private_key: SecretStr | None = None
+    license_previous_public_keys: str = ""
+    license_grace_days: int = Field(default=3, ge=0, le=60)
+    license_trial_days: int = Field(default=14, ge=1, le=365)
+
     mail_outbox_dir: Path = Path("mail-outbox")
     # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.
     smtp_host: str | None = None

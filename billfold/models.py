@@ -13,6 +13,7 @@ from billfold.idempotency import IdempotencyRecord
 from billfold.jobs.models import Job
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
+from billfold.subscriptions.models import License, Plan, Subscription
 from billfold.webhooks.models import StripeEvent
 
 __all__ = [
@@ -25,13 +26,16 @@ __all__ = [
     "IdempotencyRecord",
     "Job",
     "LedgerEntry",
+    "License",
     "Order",
     "OrderLine",
     "OutboxMail",
     "Payment",
+    "Plan",
     "Product",
     "Refund",
     "SavedCard",
     "StripeEvent",
+    "Subscription",
     "User",
 ]

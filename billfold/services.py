@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from billfold.config import Settings
 from billfold.db import Database
 from billfold.stripe_gateway import StripeGateway
+from billfold.subscriptions.keys import SigningKeys
 
 
 @dataclass(frozen=True)
@@ -17,16 +20,27 @@ class Services:
     # Stripe inline (registration) uses `stripe_inline`, which gives up fast.
     stripe: StripeGateway
     stripe_inline: StripeGateway
+    # The keys that sign (and verify) license tokens.
+    licenses: SigningKeys
 
     @classmethod
-    def build(cls, settings: Settings, db: Database | None = None) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        db: Database | None = None,
+        *,
+        stripe_http: Callable[[float], Any] | None = None,
+    ) -> Services:
+        """`stripe_http(timeout)` makes the SDK's HTTP client (tests fake a few endpoints)."""
         return cls(
             settings=settings,
             db=db or Database(settings.database_url),
-            stripe=StripeGateway.from_settings(settings),
+            stripe=StripeGateway.from_settings(settings, http_factory=stripe_http),
             stripe_inline=StripeGateway.from_settings(
                 settings,
                 timeout=settings.stripe_inline_timeout_seconds,
                 max_network_retries=0,
+                http_factory=stripe_http,
             ),
+            licenses=SigningKeys.from_settings(settings),
         )

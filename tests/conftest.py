@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from support.netfault import FaultyLink
 from support.postgres import ThrowawayPostgres
+from support.stripe_fakes import StandInWithFixtures
 
 from billfold import migrations
 from billfold.app import create_app
@@ -31,6 +32,10 @@ from billfold.services import Services
 from billfold.stripe_standin import LocalStripe
 
 WEBHOOK_SECRET = "whsec_test_billfold"
+# A fixed Ed25519 test key (base64 of the raw seed) that signs licenses; subprocesses the
+# tests start (workers) inherit it through the environment.
+LICENSE_KEY = "bGljZW5zZS1zaWduaW5nLWtleS1mb3ItdGVzdHMtMDE="
+os.environ.setdefault("LICENSE_PRIVATE_KEY", LICENSE_KEY)
 STRIPE_KEY = "sk_test_billfold"
 DATABASES = [
     d.strip() for d in os.environ.get("BILLFOLD_TEST_DATABASES", "sqlite").split(",") if d.strip()
@@ -113,6 +118,7 @@ def make_settings(database_url: str, stripe_base: str, **overrides: Any) -> Sett
         "stripe_publishable_key": "pk_test_billfold",
         "stripe_webhook_secret": WEBHOOK_SECRET,
         "jwt_secret": "test-jwt-secret-" + "x" * 32,
+        "license_private_key": LICENSE_KEY,
         "stripe_timeout_seconds": 3.0,
         "stripe_max_network_retries": 0,
         "stripe_inline_timeout_seconds": 2.0,
@@ -147,8 +153,19 @@ def settings(
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    built = Services.build(settings)
+def stripe_fakes() -> list[StandInWithFixtures]:
+    """The HTTP clients the app's Stripe gateways use: each records its faked calls."""
+    return []
+
+
+@pytest.fixture
+def services(settings: Settings, stripe_fakes: list[StandInWithFixtures]) -> Iterator[Services]:
+    def http(timeout: float) -> StandInWithFixtures:
+        client = StandInWithFixtures(timeout)
+        stripe_fakes.append(client)
+        return client
+
+    built = Services.build(settings, stripe_http=http)
     yield built
     built.db.dispose()
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.orm import Session
 
 from billfold.auth.models import Role
 from billfold.config import CustomerCreation
@@ -15,6 +17,10 @@ from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure
 
 log = structlog.get_logger("billfold.customers")
+
+# What other domains do with a new customer in the sign-up transaction (the free trial and
+# its license): filled in by billfold/registry.py, so customers import none of them.
+ON_SIGN_UP: list[Callable[[Session, Customer, Services], None]] = []
 
 
 def sign_up(
@@ -42,6 +48,8 @@ def sign_up(
             creation=settings.stripe_customer_creation,
             link_delay=timedelta(seconds=2 * settings.stripe_inline_timeout_seconds),
         )
+        for hook in ON_SIGN_UP:
+            hook(session, customer, services)
         customer_id = customer.id
     if settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION:
         try:

@@ -17,6 +17,7 @@ from billfold.stripe_gateway.objects import (
     StripeCustomer,
     StripePaymentIntent,
     StripeRefund,
+    StripeSubscription,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "StripePaymentIntent",
     "StripeRefund",
     "StripeRejected",
+    "StripeSubscription",
     "StripeUnavailable",
     "WebhookSignatureInvalid",
     "idempotency_key",

@@ -120,3 +120,38 @@ def _id_of(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return str(value["id"])
+
+
+@dataclass(frozen=True)
+class StripeSubscription:
+    id: str
+    customer: str | None
+    status: str
+    price_id: str | None
+    item_id: str | None
+    current_period_end: int | None
+    cancel_at_period_end: bool
+    trial_end: int | None
+    canceled_at: int | None
+    metadata: dict[str, str]
+
+
+def parse_subscription(resource: Any) -> StripeSubscription:
+    obj = _plain(resource)
+    items = (obj.get("items") or {}).get("data") or [{}]
+    item = items[0]
+    price = item.get("price") or item.get("plan") or obj.get("plan") or {}
+    # Newer API versions keep the period on the item rather than the subscription.
+    period_end = obj.get("current_period_end") or item.get("current_period_end")
+    return StripeSubscription(
+        id=obj["id"],
+        customer=_id_of(obj.get("customer")),
+        status=obj["status"],
+        price_id=price.get("id") if isinstance(price, dict) else price,
+        item_id=item.get("id"),
+        current_period_end=period_end,
+        cancel_at_period_end=bool(obj.get("cancel_at_period_end")),
+        trial_end=obj.get("trial_end"),
+        canceled_at=obj.get("canceled_at"),
+        metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+    )

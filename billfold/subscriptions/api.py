@@ -1,0 +1,153 @@
+"""HTTP routes for plans, the caller's subscription, and licenses (with the public key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.customers.service import acting_customer
+from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.errors import NotFound
+from billfold.subscriptions import licenses, lifecycle, plans
+from billfold.subscriptions.keys import public_pem
+from billfold.subscriptions.schemas import (
+    CancelIn,
+    ChangePlanIn,
+    CheckoutIn,
+    CheckoutOut,
+    LicenseOut,
+    PlanIn,
+    PlanOut,
+    PlanPatch,
+    PortalIn,
+    PortalOut,
+    PublicKeyOut,
+    SubscriptionOut,
+    VerifyIn,
+    VerifyOut,
+)
+
+router = APIRouter(responses=ERROR_RESPONSES)
+CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
+
+
+@router.get("/plans", tags=["plans"])
+def list_plans(caller: CallerDep, services: ServicesDep) -> Envelope[list[PlanOut]]:
+    with services.db.transaction() as session:
+        found = plans.list_plans(session, include_inactive=caller.is_privileged)
+        return ok([PlanOut.model_validate(p) for p in found])
+
+
+@router.post("/plans", status_code=201, tags=["plans"])
+def create_plan(body: PlanIn, caller: AdminDep, services: ServicesDep) -> Envelope[PlanOut]:
+    with services.db.transaction() as session:
+        return ok(
+            PlanOut.model_validate(
+                plans.create_plan(session, body.model_dump(), actor=caller.actor)
+            )
+        )
+
+
+@router.patch("/plans/{code}", tags=["plans"])
+def update_plan(
+    code: str, body: PlanPatch, caller: AdminDep, services: ServicesDep
+) -> Envelope[PlanOut]:
+    changes = {
+        k: v
+        for k, v in body.model_dump(exclude_unset=True).items()
+        if v is not None or k == "stripe_price_id"
+    }
+    with services.db.transaction() as session:
+        return ok(
+            PlanOut.model_validate(plans.update_plan(session, code, changes, actor=caller.actor))
+        )
+
+
+@router.get("/subscriptions/me", tags=["subscriptions"])
+def my_subscription(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[SubscriptionOut]:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        return ok(SubscriptionOut.of(lifecycle.subscription_of(session, customer.id)))
+
+
+@router.post("/subscriptions/checkout", tags=["subscriptions"])
+def checkout(body: CheckoutIn, caller: CallerDep, services: ServicesDep) -> Envelope[CheckoutOut]:
+    url = lifecycle.checkout(
+        services,
+        caller,
+        plan_code=body.plan,
+        success_url=str(body.success_url),
+        cancel_url=str(body.cancel_url),
+        customer_id=body.customer_id,
+    )
+    return ok(CheckoutOut(checkout_url=url))
+
+
+@router.post("/subscriptions/cancel", tags=["subscriptions"])
+def cancel(body: CancelIn, caller: CallerDep, services: ServicesDep) -> Envelope[SubscriptionOut]:
+    done = lifecycle.cancel(
+        services, caller, at_period_end=body.at_period_end, customer_id=body.customer_id
+    )
+    return ok(SubscriptionOut.of(done))
+
+
+@router.post("/subscriptions/change-plan", tags=["subscriptions"])
+def change_plan(
+    body: ChangePlanIn, caller: CallerDep, services: ServicesDep
+) -> Envelope[SubscriptionOut]:
+    changed = lifecycle.change_plan(
+        services, caller, plan_code=body.plan, customer_id=body.customer_id
+    )
+    return ok(SubscriptionOut.of(changed))
+
+
+@router.post("/subscriptions/portal", tags=["subscriptions"])
+def portal(body: PortalIn, caller: CallerDep, services: ServicesDep) -> Envelope[PortalOut]:
+    url = lifecycle.portal(
+        services, caller, return_url=str(body.return_url), customer_id=body.customer_id
+    )
+    return ok(PortalOut(url=url))
+
+
+@router.get("/licenses/me", tags=["licenses"])
+def my_license(
+    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+) -> Envelope[LicenseOut]:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        found = licenses.current(session, customer.id)
+        if found is None:
+            raise NotFound("No license yet", code="no_license")
+        return ok(
+            LicenseOut(
+                id=found.id,
+                token=found.token,
+                plan=found.plan_code,
+                status=found.status,
+                key_id=found.key_id,
+                issued_at=found.issued_at,
+                expires_at=found.expires_at,
+            )
+        )
+
+
+@router.get("/licenses/public-key", tags=["licenses"], summary="Verify licenses offline")
+def public_key(services: ServicesDep) -> Envelope[PublicKeyOut]:
+    keys = services.licenses
+    return ok(PublicKeyOut(key_id=keys.kid, public_key_pem=public_pem(keys.private.public_key())))
+
+
+@router.get("/.well-known/jwks.json", tags=["licenses"], summary="License keys as a JWKS")
+def jwks(services: ServicesDep) -> dict[str, Any]:
+    return services.licenses.jwks()
+
+
+@router.post("/licenses/verify", tags=["licenses"])
+def verify(body: VerifyIn, services: ServicesDep) -> Envelope[VerifyOut]:
+    return ok(
+        VerifyOut(valid=True, claims=licenses.verify(body.token, services.licenses.public_keys()))
+    )

@@ -1,0 +1,274 @@
+"""A subscription's life: the free trial at sign-up, checkout, cancel, change of plan, the
+billing portal, and bringing Stripe's view of it into ours (with a new license each time)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.auth.service import Caller
+from billfold.config import Settings
+from billfold.customers.models import Customer
+from billfold.customers.service import acting_customer
+from billfold.customers.stripe_sync import ensure_stripe_customer
+from billfold.db import utcnow
+from billfold.errors import Conflict, NotFound
+from billfold.services import Services
+from billfold.stripe_gateway import StripeSubscription, idempotency_key
+from billfold.subscriptions import licenses
+from billfold.subscriptions.keys import SigningKeys
+from billfold.subscriptions.models import Plan, Subscription, SubscriptionStatus
+from billfold.subscriptions.plans import TRIAL, get_plan, plan_for_price
+
+log = structlog.get_logger("billfold.subscriptions")
+LINK_WAIT_SECONDS = 10.0
+
+
+def start_trial(
+    session: Session, customer: Customer, settings: Settings, keys: SigningKeys
+) -> None:
+    """A new customer starts on the trial plan, with no Stripe customer, licensed at once."""
+    plan = session.scalar(select(Plan).where(Plan.code == TRIAL))
+    if plan is None or not plan.active:
+        return
+    days = plan.trial_days or settings.license_trial_days
+    subscription = Subscription(
+        customer_id=customer.id,
+        plan_id=plan.id,
+        status=SubscriptionStatus.TRIALING,
+        trial_ends_at=utcnow() + timedelta(days=days),
+    )
+    session.add(subscription)
+    session.flush()
+    licenses.issue(session, subscription, settings, keys)
+
+
+def subscription_of(session: Session, customer_id: str) -> Subscription:
+    found = session.scalar(select(Subscription).where(Subscription.customer_id == customer_id))
+    if found is None:
+        raise NotFound("No subscription", code="no_subscription")
+    return found
+
+
+def checkout(
+    services: Services,
+    caller: Caller,
+    *,
+    plan_code: str,
+    success_url: str,
+    cancel_url: str,
+    customer_id: str | None = None,
+) -> str:
+    """A Stripe Checkout Session for a paid plan; answers its URL."""
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        plan = get_plan(session, plan_code)
+        if plan.stripe_price_id is None:
+            raise Conflict(f"Plan {plan.code!r} cannot be bought", code="plan_not_purchasable")
+        current = session.scalar(
+            select(Subscription).where(Subscription.customer_id == customer.id)
+        )
+        if (
+            current is not None
+            and current.stripe_subscription_id
+            and current.status
+            not in (
+                SubscriptionStatus.CANCELED,
+                SubscriptionStatus.INCOMPLETE_EXPIRED,
+            )
+        ):
+            raise Conflict("Already subscribed: change the plan instead", code="already_subscribed")
+        price_id, user_id = plan.stripe_price_id, customer.user_id
+    stripe_customer_id = ensure_stripe_customer(
+        services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
+    )
+    return services.stripe.create_checkout_session(
+        request_id=uuid.uuid4().hex,
+        stripe_customer_id=stripe_customer_id,
+        price_id=price_id,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        metadata={"customer_id": customer.id, "user_id": user_id, "plan": plan_code},
+    )
+
+
+def apply_stripe_subscription(
+    session: Session,
+    remote: StripeSubscription,
+    *,
+    event_at: datetime,
+    settings: Settings,
+    keys: SigningKeys,
+    customer_id: str | None = None,
+) -> Subscription | None:
+    """Bring Stripe's subscription into ours; None if no customer of ours owns it. A new
+    license is issued when anything a license says (plan, status, period) changed."""
+    subscription = _local_for(session, remote, customer_id)
+    if subscription is None:
+        return None
+    if subscription.stripe_event_at is not None and event_at < subscription.stripe_event_at:
+        return subscription  # older than what we hold
+    plan = plan_for_price(session, remote.price_id) or subscription.plan
+    status = SubscriptionStatus(remote.status)
+    period_end = _time(remote.current_period_end)
+    before = _license_facts(subscription)
+    subscription.stripe_subscription_id = remote.id
+    subscription.plan_id, subscription.plan = plan.id, plan
+    subscription.status = status
+    subscription.current_period_ends_at = period_end
+    subscription.cancel_at_period_end = remote.cancel_at_period_end
+    subscription.trial_ends_at = (
+        _time(remote.trial_end) if status == SubscriptionStatus.TRIALING else None
+    )
+    subscription.canceled_at = (
+        _time(remote.canceled_at) if status == SubscriptionStatus.CANCELED else None
+    )
+    subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
+    session.flush()
+    if _license_facts(subscription) != before:
+        licenses.issue(session, subscription, settings, keys)
+        log.info(
+            "subscription.changed",
+            customer_id=subscription.customer_id,
+            status=str(status),
+            plan=plan.code,
+        )
+    return subscription
+
+
+def _local_for(
+    session: Session, remote: StripeSubscription, customer_id: str | None
+) -> Subscription | None:
+    found = session.scalar(
+        select(Subscription).where(Subscription.stripe_subscription_id == remote.id)
+    )
+    if found is not None:
+        return found
+    ours = customer_id or remote.metadata.get("customer_id")
+    customer = session.scalar(
+        select(Customer).where(
+            or_(Customer.id == ours, Customer.stripe_customer_id == remote.customer)
+        )
+    )
+    if customer is None:
+        return None
+    found = session.scalar(select(Subscription).where(Subscription.customer_id == customer.id))
+    if found is None:
+        plan = plan_for_price(session, remote.price_id)
+        if plan is None:
+            return None
+        found = Subscription(
+            customer_id=customer.id, plan_id=plan.id, plan=plan, status=remote.status
+        )
+        session.add(found)
+        session.flush()
+    return found
+
+
+def _license_facts(subscription: Subscription) -> tuple[object, ...]:
+    return (
+        subscription.plan_id,
+        str(subscription.status),
+        subscription.current_period_ends_at,
+        subscription.trial_ends_at,
+        subscription.cancel_at_period_end,
+    )
+
+
+def _time(epoch: int | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+
+def cancel(
+    services: Services, caller: Caller, *, at_period_end: bool, customer_id: str | None = None
+) -> Subscription:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        subscription = subscription_of(session, customer.id)
+        if subscription.status == SubscriptionStatus.CANCELED:
+            raise Conflict("Already canceled", code="already_canceled")
+        stripe_id, subscription_id = subscription.stripe_subscription_id, subscription.id
+        if stripe_id is None:  # a trial that never touched Stripe ends here
+            subscription.status = SubscriptionStatus.CANCELED
+            subscription.canceled_at = utcnow()
+            licenses.issue(session, subscription, services.settings, services.licenses)
+            audit.record(session, caller.actor, "subscription.cancel", subscription.id)
+            return subscription
+    request = uuid.uuid4().hex
+    if at_period_end:
+        remote = services.stripe.update_subscription(
+            stripe_id,
+            key=idempotency_key("subscription.cancel_at_period_end", subscription_id, request),
+            params={"cancel_at_period_end": True},
+        )
+    else:
+        remote = services.stripe.cancel_subscription(
+            stripe_id, key=idempotency_key("subscription.cancel", subscription_id)
+        )
+    return _record(services, remote, caller, "subscription.cancel")
+
+
+def change_plan(
+    services: Services, caller: Caller, *, plan_code: str, customer_id: str | None = None
+) -> Subscription:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        subscription = subscription_of(session, customer.id)
+        plan = get_plan(session, plan_code)
+        if (
+            subscription.stripe_subscription_id is None
+            or subscription.status == SubscriptionStatus.CANCELED
+        ):
+            raise Conflict(
+                "No paid subscription to change: use checkout", code="no_paid_subscription"
+            )
+        if plan.stripe_price_id is None:
+            raise Conflict(f"Plan {plan.code!r} cannot be bought", code="plan_not_purchasable")
+        if plan.id == subscription.plan_id:
+            return subscription
+        stripe_id, subscription_id, price_id = (
+            subscription.stripe_subscription_id,
+            subscription.id,
+            plan.stripe_price_id,
+        )
+    current = services.stripe.retrieve_subscription(stripe_id)
+    remote = services.stripe.update_subscription(
+        stripe_id,
+        key=idempotency_key(
+            "subscription.change_plan", subscription_id, price_id, uuid.uuid4().hex
+        ),
+        params={
+            "items": [{"id": current.item_id, "price": price_id}],
+            "cancel_at_period_end": False,
+            "metadata": {"plan": plan_code},
+        },
+    )
+    return _record(services, remote, caller, "subscription.change_plan")
+
+
+def _record(
+    services: Services, remote: StripeSubscription, caller: Caller, action: str
+) -> Subscription:
+    with services.db.transaction() as session:
+        subscription = apply_stripe_subscription(
+            session, remote, event_at=utcnow(), settings=services.settings, keys=services.licenses
+        )
+        assert subscription is not None
+        audit.record(session, caller.actor, action, subscription.id, status=remote.status)
+        return subscription
+
+
+def portal(
+    services: Services, caller: Caller, *, return_url: str, customer_id: str | None = None
+) -> str:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+    stripe_customer_id = ensure_stripe_customer(
+        services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
+    )
+    return services.stripe.create_portal_session(stripe_customer_id, return_url=return_url)

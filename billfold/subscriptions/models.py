@@ -1,0 +1,75 @@
+"""Tables of plans, each customer's subscription, and the licenses issued for it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from billfold.db import Base, UTCDateTime, new_id, utcnow
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("plan"))
+    code: Mapped[str] = mapped_column(String(50), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    interval: Mapped[str] = mapped_column(String(10), default="month")
+    trial_days: Mapped[int] = mapped_column(default=0)
+    # {"limits": {"projects": 3}, "flags": {"sso": false}}
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SubscriptionStatus(StrEnum):
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+    INCOMPLETE = "incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired"
+    CANCELED = "canceled"
+    PAUSED = "paused"
+
+
+class Subscription(Base):
+    """One per customer: the free trial first, then the Stripe subscription it became."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("subs"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), unique=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    status: Mapped[SubscriptionStatus] = mapped_column(String(24))
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_period_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Creation time of the newest Stripe event applied: an older one never wins.
+    stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    plan: Mapped[Plan] = relationship(lazy="joined", innerjoin=True)
+
+
+class License(Base):
+    """A signed license token, issued on sign-up and on every subscription change."""
+
+    __tablename__ = "licenses"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("lic"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    plan_code: Mapped[str] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(24))
+    key_id: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

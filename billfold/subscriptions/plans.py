@@ -1,0 +1,93 @@
+"""Plans: admin-managed codes, Stripe prices, trial days and feature sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.errors import Conflict, NotFound
+from billfold.subscriptions.models import Plan
+
+TRIAL = "trial"
+
+# What `billfold dev` seeds: the three plans of the subscription guide.
+DEFAULT_PLANS: list[dict[str, Any]] = [
+    {
+        "code": TRIAL,
+        "name": "Free trial",
+        "interval": "month",
+        "trial_days": 14,
+        "features": {"limits": {"projects": 1, "seats": 1}, "flags": {"api": False}},
+    },
+    {
+        "code": "starter",
+        "name": "Starter",
+        "interval": "month",
+        "price": 900,
+        "features": {"limits": {"projects": 5, "seats": 3}, "flags": {"api": True}},
+    },
+    {
+        "code": "professional",
+        "name": "Professional",
+        "interval": "month",
+        "price": 2900,
+        "features": {"limits": {"projects": 50, "seats": 20}, "flags": {"api": True, "sso": True}},
+    },
+]
+
+
+def create_plan(session: Session, fields: dict[str, Any], *, actor: str) -> Plan:
+    if session.scalar(select(Plan.id).where(Plan.code == fields["code"])):
+        raise Conflict(f"A plan with code {fields['code']!r} exists", code="plan_exists")
+    plan = Plan(**fields)
+    session.add(plan)
+    session.flush()
+    audit.record(session, actor, "plan.create", plan.id, code=plan.code)
+    return plan
+
+
+def update_plan(session: Session, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
+    plan = get_plan(session, code, include_inactive=True)
+    for field, value in changes.items():
+        setattr(plan, field, value)
+    session.flush()
+    audit.record(session, actor, "plan.update", plan.id, **{k: str(v) for k, v in changes.items()})
+    return plan
+
+
+def get_plan(session: Session, code: str, *, include_inactive: bool = False) -> Plan:
+    plan = session.scalar(select(Plan).where(Plan.code == code))
+    if plan is None or (not plan.active and not include_inactive):
+        raise NotFound(f"No plan {code!r}", code="plan_not_found")
+    return plan
+
+
+def plan_for_price(session: Session, stripe_price_id: str | None) -> Plan | None:
+    if stripe_price_id is None:
+        return None
+    return session.scalar(select(Plan).where(Plan.stripe_price_id == stripe_price_id))
+
+
+def list_plans(session: Session, *, include_inactive: bool = False) -> list[Plan]:
+    query = select(Plan).order_by(Plan.created_at)
+    if not include_inactive:
+        query = query.where(Plan.active.is_(True))
+    return list(session.scalars(query))
+
+
+def seed_default_plans(session: Session, *, price_ids: dict[str, str], actor: str) -> list[Plan]:
+    """Create the default plans that are missing, with the given Stripe price per code."""
+    made = []
+    for spec in DEFAULT_PLANS:
+        if session.scalar(select(Plan.id).where(Plan.code == spec["code"])):
+            continue
+        fields = {k: v for k, v in spec.items() if k != "price"}
+        made.append(
+            create_plan(
+                session, {**fields, "stripe_price_id": price_ids.get(spec["code"])}, actor=actor
+            )
+        )
+    return made

@@ -1,0 +1,124 @@
+"""The JSON shapes of plans, subscriptions and licenses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, HttpUrl
+
+from billfold.envelope import ApiModel, InputModel
+from billfold.subscriptions.models import Subscription
+
+Code = Field(min_length=1, max_length=50, pattern=r"^[a-z0-9_-]+$")
+
+
+class PlanIn(InputModel):
+    code: str = Code
+    name: str = Field(min_length=1, max_length=200)
+    stripe_price_id: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
+    interval: str = Field(default="month", pattern=r"^(day|week|month|year)$")
+    trial_days: int = Field(default=0, strict=True, ge=0, le=365)
+    features: dict[str, Any] = Field(default_factory=dict)
+    active: bool = True
+
+
+class PlanPatch(InputModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    stripe_price_id: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
+    trial_days: int | None = Field(default=None, strict=True, ge=0, le=365)
+    features: dict[str, Any] | None = None
+    active: bool | None = None
+
+
+class PlanOut(ApiModel):
+    id: str
+    code: str
+    name: str
+    stripe_price_id: str | None
+    interval: str
+    trial_days: int
+    features: dict[str, Any]
+    active: bool
+
+
+class SubscriptionOut(ApiModel):
+    id: str
+    customer_id: str
+    plan: str
+    status: str
+    trial_ends_at: datetime | None
+    current_period_ends_at: datetime | None = Field(serialization_alias="current_period_ends_at")
+    cancel_at_period_end: bool = Field(serialization_alias="cancel_at_period_end")
+    canceled_at: datetime | None
+    features: dict[str, Any]
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> SubscriptionOut:
+        return cls(
+            id=subscription.id,
+            customer_id=subscription.customer_id,
+            plan=subscription.plan.code,
+            status=str(subscription.status),
+            trial_ends_at=subscription.trial_ends_at,
+            current_period_ends_at=subscription.current_period_ends_at,
+            cancel_at_period_end=subscription.cancel_at_period_end,
+            canceled_at=subscription.canceled_at,
+            features=subscription.plan.features,
+        )
+
+
+class CheckoutIn(InputModel):
+    plan: str = Code
+    success_url: HttpUrl
+    cancel_url: HttpUrl
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class CheckoutOut(ApiModel):
+    checkout_url: str = Field(serialization_alias="checkout_url")
+
+
+class CancelIn(InputModel):
+    at_period_end: bool = True
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class ChangePlanIn(InputModel):
+    plan: str = Code
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class PortalIn(InputModel):
+    return_url: HttpUrl
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class PortalOut(ApiModel):
+    url: str
+
+
+class LicenseOut(ApiModel):
+    id: str
+    token: str
+    plan: str
+    status: str
+    key_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class PublicKeyOut(ApiModel):
+    key_id: str
+    algorithm: str = "EdDSA"
+    public_key_pem: str
+    jwks_url: str = "/.well-known/jwks.json"
+
+
+class VerifyIn(InputModel):
+    token: str = Field(min_length=10, max_length=10_000)
+
+
+class VerifyOut(ApiModel):
+    valid: bool
+    claims: dict[str, Any]
