@@ -1,0 +1,114 @@
+"""Stripe calls about subscriptions: Checkout, the billing portal, prices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billfold.stripe_gateway.base import GatewayBase, idempotency_key
+from billfold.stripe_gateway.errors import StripeNotFound
+from billfold.stripe_gateway.objects import StripeSubscription, parse_subscription
+
+
+class BillingCalls(GatewayBase):
+    def create_checkout_session(
+        self,
+        *,
+        request_id: str,
+        stripe_customer_id: str,
+        price_id: str,
+        success_url: str,
+        cancel_url: str,
+        metadata: dict[str, str],
+        trial_days: int | None = None,
+    ) -> str:
+        """A Checkout Session in subscription mode; answers the URL to send the customer to."""
+        subscription_data: dict[str, Any] = {"metadata": metadata}
+        if trial_days:
+            subscription_data["trial_period_days"] = trial_days
+        params: dict[str, Any] = {
+            "mode": "subscription",
+            "customer": stripe_customer_id,
+            "line_items": [{"price": price_id, "quantity": 1}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": metadata["customer_id"],
+            "metadata": metadata,
+            "subscription_data": subscription_data,
+        }
+        session = self._call(
+            "checkout_session.create",
+            lambda: self._client.v1.checkout.sessions.create(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key("checkout.create", request_id)},
+            ),
+            customer_id=metadata["customer_id"],
+        )
+        return str(session.url)
+
+    def create_portal_session(self, stripe_customer_id: str, *, return_url: str) -> str:
+        session = self._call(
+            "billing_portal_session.create",
+            lambda: self._client.v1.billing_portal.sessions.create(
+                params={"customer": stripe_customer_id, "return_url": return_url}
+            ),
+            stripe_customer_id=stripe_customer_id,
+        )
+        return str(session.url)
+
+    def retrieve_subscription(self, subscription_id: str) -> StripeSubscription:
+        return self._call(
+            "subscription.retrieve",
+            lambda: parse_subscription(self._client.v1.subscriptions.retrieve(subscription_id)),
+            subscription_id=subscription_id,
+        )
+
+    def update_subscription(
+        self, subscription_id: str, *, key: str, params: dict[str, Any]
+    ) -> StripeSubscription:
+        return self._call(
+            "subscription.update",
+            lambda: parse_subscription(
+                self._client.v1.subscriptions.update(
+                    subscription_id,
+                    params=params,  # type: ignore[arg-type]
+                    options={"idempotency_key": key},
+                )
+            ),
+            subscription_id=subscription_id,
+        )
+
+    def cancel_subscription(self, subscription_id: str, *, key: str) -> StripeSubscription:
+        return self._call(
+            "subscription.cancel",
+            lambda: parse_subscription(
+                self._client.v1.subscriptions.cancel(
+                    subscription_id, options={"idempotency_key": key}
+                )
+            ),
+            subscription_id=subscription_id,
+        )
+
+    def ensure_recurring_price(
+        self, price_id: str, *, name: str, amount: int, currency: str, interval: str
+    ) -> str:
+        """A recurring price with a chosen ID (created as a legacy Plan, which Stripe and the
+        stand-in both treat as a price); for seeding a demo catalog."""
+        try:
+            return self._call("plan.retrieve", lambda: self._client.v1.plans.retrieve(price_id).id)
+        except StripeNotFound:
+            pass
+        return self._call(
+            "plan.create",
+            lambda: (
+                self._client.v1.plans.create(
+                    params={
+                        "id": price_id,
+                        "amount": amount,
+                        "currency": currency,
+                        "interval": interval,
+                        "product": {"name": name},
+                    },
+                    options={"idempotency_key": idempotency_key("plan.create", price_id)},
+                ).id
+            ),
+        )
