@@ -136,14 +136,12 @@ def purchase_credits(
     if method:
         intent = charge(services, payment, purchase, stripe_customer_id, method, customer)
     else:
-        intent = services.stripe.create_payment_intent(
-            payment_id=payment.id,
-            amount=payment.amount,
-            currency=payment.currency,
-            stripe_customer_id=stripe_customer_id,
-            metadata=_metadata(customer, purchase),
-            receipt_email=customer.user.email,
-            description=f"{purchase.credits} credits",
+        intent = _create_intent(
+            services,
+            payment,
+            purchase,
+            stripe_customer_id,
+            customer,
             save_card=request.save_payment_method,
         )
         _store_intent(services, payment.id, intent.id)
@@ -170,16 +168,13 @@ def charge(
     intent = services.stripe.find_payment_intent(stripe_customer_id, payment.id)
     if intent is None:
         try:
-            intent = services.stripe.create_payment_intent(
-                payment_id=payment.id,
-                amount=payment.amount,
-                currency=payment.currency,
-                stripe_customer_id=stripe_customer_id,
-                metadata=_metadata(customer, purchase),
-                receipt_email=customer.user.email,
-                description=f"{purchase.credits} credits",
+            intent = _create_intent(
+                services,
+                payment,
+                purchase,
+                stripe_customer_id,
+                customer,
                 payment_method_id=payment_method_id,
-                off_session=True,
             )
         except PaymentDeclined as exc:
             declined_id = exc.details.get("payment_intent_id")
@@ -204,10 +199,31 @@ def _store_intent(services: Services, payment_id: str, intent_id: str) -> None:
         )
 
 
-def _metadata(customer: Customer, purchase: CreditPurchase) -> dict[str, str]:
-    return {
-        "customer_id": customer.id,
-        "user_id": customer.user_id,
-        "credit_purchase_id": purchase.id,
-        "kind": str(purchase.kind),
-    }
+def _create_intent(
+    services: Services,
+    payment: Payment,
+    purchase: CreditPurchase,
+    stripe_customer_id: str,
+    customer: Customer,
+    *,
+    payment_method_id: str | None = None,
+    save_card: bool = False,
+) -> StripePaymentIntent:
+    """The purchase's intent: charged off-session at once when a saved card is given."""
+    return services.stripe.create_payment_intent(
+        payment_id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        stripe_customer_id=stripe_customer_id,
+        metadata={
+            "customer_id": customer.id,
+            "user_id": customer.user_id,
+            "credit_purchase_id": purchase.id,
+            "kind": str(purchase.kind),
+        },
+        receipt_email=customer.user.email,
+        description=f"{purchase.credits} credits",
+        payment_method_id=payment_method_id,
+        off_session=payment_method_id is not None,
+        save_card=save_card,
+    )
