@@ -83,7 +83,7 @@ def checkout(
             )
         ):
             raise Conflict("Already subscribed: change the plan instead", code="already_subscribed")
-        price_id, user_id = plan.stripe_price_id, customer.user_id
+        price_id, user_id, trial_days = plan.stripe_price_id, customer.user_id, plan.trial_days
     stripe_customer_id = ensure_stripe_customer(
         services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
     )
@@ -94,6 +94,7 @@ def checkout(
         success_url=success_url,
         cancel_url=cancel_url,
         metadata={"customer_id": customer.id, "user_id": user_id, "plan": plan_code},
+        trial_days=trial_days or None,
     )
 
 
@@ -101,18 +102,36 @@ def apply_stripe_subscription(
     session: Session,
     remote: StripeSubscription,
     *,
-    event_at: datetime,
+    event_at: datetime | None,
     settings: Settings,
     keys: SigningKeys,
     customer_id: str | None = None,
 ) -> Subscription | None:
     """Bring Stripe's subscription into ours; None if no customer of ours owns it. A new
-    license is issued when anything a license says (plan, status, period) changed."""
+    license is issued when anything a license says (plan, status, period) changed.
+
+    `event_at` is the creation time of the Stripe event that told us (an event older than
+    one already applied changes nothing); None for Stripe's own answer to our call, which
+    is current and leaves the event clock alone.
+    """
     subscription = _local_for(session, remote, customer_id)
     if subscription is None:
         return None
-    if subscription.stripe_event_at is not None and event_at < subscription.stripe_event_at:
+    if event_at and subscription.stripe_event_at and event_at < subscription.stripe_event_at:
         return subscription  # older than what we hold
+    if _second_live_subscription(subscription, remote):
+        # Two checkouts both paid: keep the one we track, and flag the other for a person.
+        log.warning(
+            "subscription.second_live", customer_id=subscription.customer_id, other=remote.id
+        )
+        audit.record(
+            session,
+            "stripe",
+            "subscription.second_live_ignored",
+            subscription.id,
+            stripe_subscription_id=remote.id,
+        )
+        return subscription
     plan = plan_for_price(session, remote.price_id) or subscription.plan
     status = SubscriptionStatus(remote.status)
     period_end = _time(remote.current_period_end)
@@ -128,7 +147,8 @@ def apply_stripe_subscription(
     subscription.canceled_at = (
         _time(remote.canceled_at) if status == SubscriptionStatus.CANCELED else None
     )
-    subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
+    if event_at is not None:
+        subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
     session.flush()
     if _license_facts(subscription) != before:
         licenses.issue(session, subscription, settings, keys)
@@ -168,6 +188,15 @@ def _local_for(
         session.add(found)
         session.flush()
     return found
+
+
+def _second_live_subscription(subscription: Subscription, remote: StripeSubscription) -> bool:
+    ended = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+    return bool(
+        subscription.stripe_subscription_id
+        and subscription.stripe_subscription_id != remote.id
+        and subscription.status not in ended
+    )
 
 
 def _license_facts(subscription: Subscription) -> tuple[object, ...]:
@@ -256,7 +285,7 @@ def _record(
 ) -> Subscription:
     with services.db.transaction() as session:
         subscription = apply_stripe_subscription(
-            session, remote, event_at=utcnow(), settings=services.settings, keys=services.licenses
+            session, remote, event_at=None, settings=services.settings, keys=services.licenses
         )
         assert subscription is not None
         audit.record(session, caller.actor, action, subscription.id, status=remote.status)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, HttpUrl
 
 from billfold.envelope import ApiModel, InputModel
+from billfold.subscriptions.licenses import ENTITLED
 from billfold.subscriptions.models import Subscription
 
 Code = Field(min_length=1, max_length=50, pattern=r"^[a-z0-9_-]+$")
@@ -64,7 +65,8 @@ class SubscriptionOut(ApiModel):
             current_period_ends_at=subscription.current_period_ends_at,
             cancel_at_period_end=subscription.cancel_at_period_end,
             canceled_at=subscription.canceled_at,
-            features=subscription.plan.features,
+            # What the plan allows only while the subscription entitles to it.
+            features=subscription.plan.features if subscription.status in ENTITLED else {},
         )
 
 

@@ -1,62 +1,54 @@
-"""Trial → checkout → active → renewal → failed payment → cancel, end to end."""
+"""Trial → checkout → active → renewal → failed payment → cancel, end to end, against a real
+localstripe (only Checkout and the Billing Portal answer from Stripe's fixtures)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
 import stripe
-from conftest import WEBHOOK_SECRET
-from factories import auth, register
 from fastapi.testclient import TestClient
-from support.payments import saved_card
-from support.stripe_events import delivery, event
+from subscription_steps import (
+    DECLINED_AT_CHARGE,
+    ON_FIRST_PAYMENT,
+    PRICE,
+    STARTER_FEATURES,
+    TRIAL_FEATURES,
+    as_dict,
+    at,
+    checkout,
+    checkout_requests,
+    complete_checkout,
+    current_claims,
+    current_license,
+    deliver,
+    deliver_paid_checkout,
+    license_mails,
+    licenses_of,
+    me,
+    now_epoch,
+    parse_time,
+    seed_plans,
+    sign_up,
+    stripe_customer_of,
+    unverified_claims,
+    use_card,
+)
+from support.payments import VISA
 from support.stripe_fakes import StandInWithFixtures
 
 from billfold.jobs.worker import Worker
+from billfold.mail.models import MailStatus
 from billfold.services import Services
-from billfold.subscriptions.licenses import verify
+from billfold.subscriptions.licenses import InvalidLicense, verify
+
+GRACE = timedelta(days=3)  # the default LICENSE_GRACE_DAYS
 
 
-def seed_plans(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> None:
-    for code, price in (("starter", 900), ("professional", 2900)):
-        price_id = f"price_test_{code}"
-        try:
-            stripe_api.v1.plans.retrieve(price_id)
-        except stripe.InvalidRequestError:
-            stripe_api.v1.plans.create(
-                params={
-                    "id": price_id,
-                    "amount": price,
-                    "currency": "usd",
-                    "interval": "month",
-                    "product": {"name": code},
-                }
-            )
-        client.post(
-            "/plans",
-            json={
-                "code": code,
-                "name": code.title(),
-                "stripePriceId": price_id,
-                "features": {"limits": {"projects": 5 if code == "starter" else 50}},
-            },
-            headers=admin,
-        ).raise_for_status()
-    client.post(
-        "/plans",
-        json={
-            "code": "trial",
-            "name": "Trial",
-            "trialDays": 14,
-            "features": {"limits": {"projects": 1}},
-        },
-        headers=admin,
-    ).raise_for_status()
-
-
-def deliver(client: TestClient, kind: str, obj: dict[str, Any], created: int | None = None) -> None:
-    body, headers = delivery(event(kind, obj, created=created), WEBHOOK_SECRET)
-    assert client.post("/webhooks/stripe", content=body, headers=headers).status_code == 200
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return dict(ON_FIRST_PAYMENT)
 
 
 def test_trial_checkout_active_renewal_failed_payment_cancel(
@@ -68,69 +60,145 @@ def test_trial_checkout_active_renewal_failed_payment_cancel(
     stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     seed_plans(client, admin, stripe_api)
-    data = register(client)
-    headers = auth(data["access_token"])
-    me = client.get("/subscriptions/me", headers=headers).json()["data"]
-    assert (me["plan"], me["status"]) == ("trial", "trialing")
-    assert data["user"]["stripeCustomerId"]  # on_registration by default
-    lic = client.get("/licenses/me", headers=headers).json()["data"]
-    claims = verify(lic["token"], services.licenses.public_keys())
-    assert claims["plan"] == "trial"
-    assert claims["customer_id"] == data["user"]["customerId"]
-    assert "cus_" not in lic["token"]
+    member = sign_up(client)
 
-    answer = client.post(
-        "/subscriptions/checkout",
-        json={
-            "plan": "starter",
-            "success_url": "https://app.example/ok",
-            "cancel_url": "https://app.example/no",
-        },
-        headers=headers,
+    # Trial: no Stripe customer yet, and a license at once.
+    trial = me(client, member)
+    assert (trial["plan"], trial["status"], trial["features"]) == (
+        "trial",
+        "trialing",
+        TRIAL_FEATURES,
     )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["data"]["checkout_url"].startswith("https://checkout.stripe.com/")
-    faked = [p for c in stripe_fakes for p in c.faked]
-    assert faked[0][1]["mode"] == "subscription"
-    assert faked[0][1]["metadata"]["customer_id"] == data["user"]["customerId"]
+    assert stripe_customer_of(services, member.customer_id) is None
+    claims = current_claims(client, services, member)
+    assert (claims["plan"], claims["status"], claims["features"]) == (
+        "trial",
+        "trialing",
+        TRIAL_FEATURES,
+    )
+    assert claims["exp"] == int(parse_time(trial["trialEndsAt"]).timestamp())
 
-    # The customer pays on Stripe's page: Stripe makes the subscription, then tells us.
-    pm = saved_card(client, stripe_api, headers)
-    stripe_api.v1.customers.update(
-        data["user"]["stripeCustomerId"],
-        params={"invoice_settings": {"default_payment_method": pm}},
-    )
-    sub = stripe_api.v1.subscriptions.create(
-        params={
-            "customer": data["user"]["stripeCustomerId"],
-            "items": [{"plan": "price_test_starter"}],
-            "metadata": {"customer_id": data["user"]["customerId"]},
-        }
-    )
-    session = {
-        **faked[0][1],
-        "id": "cs_test_x",
-        "object": "checkout.session",
-        "subscription": sub.id,
-        "client_reference_id": data["user"]["customerId"],
-        "status": "complete",
-    }
-    deliver(client, "checkout.session.completed", session)
+    # Checkout: the Stripe customer is made now, and the session is for it.
+    assert checkout(client, member)["checkout_url"].startswith("https://checkout.stripe.com/")
+    stripe_customer = stripe_customer_of(services, member.customer_id)
+    [request] = checkout_requests(stripe_fakes)
+    assert stripe_customer is not None
+    assert request["customer"] == stripe_customer
+
+    # The customer pays on Stripe's page; Stripe tells us.
+    paid = complete_checkout(stripe_api, request)
+    subscription_id = paid.subscription["id"]
+    deliver_paid_checkout(client, paid)
     worker.run_until_idle()
-    me = client.get("/subscriptions/me", headers=headers).json()["data"]
-    assert (me["plan"], me["status"]) == ("starter", "active")
-    assert me["current_period_ends_at"] is not None
-    claims = verify(
-        client.get("/licenses/me", headers=headers).json()["data"]["token"],
-        services.licenses.public_keys(),
+    period_end = at(paid.subscription["current_period_end"])
+    active = me(client, member)
+    assert (active["plan"], active["status"], active["cancel_at_period_end"]) == (
+        "starter",
+        "active",
+        False,
     )
-    assert (claims["plan"], claims["status"]) == ("starter", "active")
+    assert parse_time(active["current_period_ends_at"]) == period_end
+    claims = current_claims(client, services, member)
+    assert (claims["plan"], claims["status"], claims["features"]) == (
+        "starter",
+        "active",
+        STARTER_FEATURES,
+    )
+    assert claims["exp"] == int((period_end + GRACE).timestamp())
+    issued = len(licenses_of(services, member.customer_id))
 
-    canceled = client.post("/subscriptions/cancel", json={"atPeriodEnd": True}, headers=headers)
-    assert canceled.json()["data"]["cancel_at_period_end"] is True
-    now_canceled = client.post(
-        "/subscriptions/cancel", json={"atPeriodEnd": False}, headers=headers
+    # Renewal: the next invoice is paid. localstripe cannot move time on, so Stripe still
+    # reports the same period; an event claiming a later one changes nothing, since the
+    # handler re-reads the subscription from Stripe.
+    renewal = stripe_api.v1.invoices.create(
+        params={"customer": stripe_customer, "subscription": subscription_id}
     )
-    assert now_canceled.json()["data"]["status"] == "canceled"
-    lic = client.get("/licenses/me", headers=headers).json()["data"]
-    assert lic["status"] == "canceled"
+    renewal = stripe_api.v1.invoices.pay(renewal.id)
+    assert renewal.status == "paid"
+    claimed = {
+        **paid.subscription,
+        "current_period_end": paid.subscription["current_period_end"] + 30 * 86400,
+    }
+    deliver(client, "invoice.paid", as_dict(renewal))
+    deliver(client, "customer.subscription.updated", claimed)
+    worker.run_until_idle()
+    assert me(client, member) == active
+    assert len(licenses_of(services, member.customer_id)) == issued
+
+    # Failed payment: the card on file now declines; the customer switches to annual billing
+    # in the portal, Stripe charges the difference at once and the subscription is past due.
+    use_card(stripe_api, stripe_customer, DECLINED_AT_CHARGE)
+    item = paid.subscription["items"]["data"][0]["id"]
+    switched = stripe_api.v1.subscriptions.update(
+        subscription_id, params={"items": [{"id": item, "plan": PRICE["starter_annual"]}]}
+    )
+    assert switched.status == "past_due"
+    failed = stripe_api.v1.invoices.retrieve(str(switched.latest_invoice))
+    deliver(client, "invoice.payment_failed", as_dict(failed))  # this event alone
+    worker.run_until_idle()
+    annual_end = at(as_dict(switched)["current_period_end"])
+    past_due = me(client, member)
+    assert (past_due["plan"], past_due["status"]) == ("starter_annual", "past_due")
+    assert parse_time(past_due["current_period_ends_at"]) == annual_end
+    claims = current_claims(client, services, member)
+    assert (claims["plan"], claims["status"]) == ("starter_annual", "past_due")
+    assert claims["exp"] == int(annual_end.timestamp())  # the paid period only: no grace
+
+    # The customer fixes the card; Stripe retries the invoice and it is paid.
+    use_card(stripe_api, stripe_customer, VISA)
+    retried = stripe_api.v1.invoices.pay(failed.id)
+    assert retried.status == "paid"
+    deliver(client, "invoice.paid", as_dict(retried))
+    worker.run_until_idle()
+    recovered = me(client, member)
+    assert (recovered["plan"], recovered["status"]) == ("starter_annual", "active")
+    claims = current_claims(client, services, member)
+    assert (claims["status"], claims["exp"]) == ("active", int((annual_end + GRACE).timestamp()))
+
+    # Cancel at the period's end, then at once.
+    later = client.post("/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers)
+    assert later.status_code == 200, later.text
+    assert (later.json()["data"]["status"], later.json()["data"]["cancel_at_period_end"]) == (
+        "active",
+        True,
+    )
+    assert stripe_api.v1.subscriptions.retrieve(subscription_id).cancel_at_period_end is True
+    assert current_claims(client, services, member)["status"] == "active"
+    now = client.post("/subscriptions/cancel", json={"atPeriodEnd": False}, headers=member.headers)
+    assert now.status_code == 200, now.text
+    assert now.json()["data"]["status"] == "canceled"
+    assert stripe_api.v1.subscriptions.retrieve(subscription_id).status == "canceled"
+    ended = current_license(client, member)
+    assert ended["status"] == "canceled"
+    claims = unverified_claims(ended["token"])
+    assert (claims["status"], claims["features"]) == ("canceled", {})
+    assert abs(claims["exp"] - now_epoch()) <= 5
+    with pytest.raises(InvalidLicense) as refused:
+        verify(ended["token"], services.licenses.public_keys())
+    assert refused.value.code == "license_expired"
+
+    # Stripe's own event about the cancellation changes nothing more.
+    deliver(
+        client,
+        "customer.subscription.deleted",
+        as_dict(stripe_api.v1.subscriptions.retrieve(subscription_id)),
+    )
+    worker.run_until_idle()
+    assert me(client, member)["status"] == "canceled"
+
+    # One license per change (trial, active, past due, recovered, cancel at period end,
+    # canceled), each e-mailed with its token.
+    issued_licenses = licenses_of(services, member.customer_id)
+    assert [lic.status for lic in issued_licenses] == [
+        "trialing",
+        "active",
+        "past_due",
+        "active",
+        "active",
+        "canceled",
+    ]
+    mails = license_mails(services, member.email)
+    assert len(mails) == len(issued_licenses)
+    for lic, mail in zip(issued_licenses, mails, strict=True):
+        assert lic.token in mail.body_text
+        assert mail.status == MailStatus.SENT

@@ -1,0 +1,375 @@
+"""The trial at sign-up, Checkout, change of plan, the Billing Portal, and whose data a caller
+may touch."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from subscription_steps import (
+    ON_FIRST_PAYMENT,
+    PRICE,
+    PRO_FEATURES,
+    TRIAL_FEATURES,
+    URLS,
+    Member,
+    as_dict,
+    checkout,
+    checkout_requests,
+    complete_checkout,
+    current_claims,
+    deliver,
+    deliver_paid_checkout,
+    license_mails,
+    licenses_of,
+    me,
+    portal_requests,
+    seed_plans,
+    sign_up,
+    stripe_customer_of,
+)
+from support.stripe_fakes import StandInWithFixtures
+
+from billfold.jobs.worker import Worker
+from billfold.services import Services
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return dict(ON_FIRST_PAYMENT)
+
+
+@pytest.fixture
+def plans(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> None:
+    seed_plans(client, admin, stripe_api)
+
+
+def _stripe_customers_with(stripe_api: stripe.StripeClient, email: str) -> list[str]:
+    return [c.id for c in stripe_api.v1.customers.list(params={"email": email, "limit": 100})]
+
+
+def _subscribed(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+    member: Member,
+    plan: str = "starter",
+) -> str:
+    """The member buys `plan` through Checkout; answers the Stripe subscription ID."""
+    checkout(client, member, plan)
+    paid = complete_checkout(stripe_api, checkout_requests(stripe_fakes)[-1])
+    deliver_paid_checkout(client, paid)
+    worker.run_until_idle()
+    assert me(client, member)["status"] == "active"
+    return str(paid.subscription["id"])
+
+
+@pytest.mark.usefixtures("plans")
+def test_a_new_customer_starts_on_the_trial_with_no_stripe_customer_and_a_mailed_license(
+    client: TestClient, services: Services, stripe_api: stripe.StripeClient
+) -> None:
+    member = sign_up(client)
+    trial = me(client, member)
+    assert (trial["customerId"], trial["plan"], trial["status"], trial["features"]) == (
+        member.customer_id,
+        "trial",
+        "trialing",
+        TRIAL_FEATURES,
+    )
+    assert trial["current_period_ends_at"] is None
+    assert stripe_customer_of(services, member.customer_id) is None
+    assert _stripe_customers_with(stripe_api, member.email) == []
+    [license_row] = licenses_of(services, member.customer_id)
+    assert (license_row.plan_code, license_row.status) == ("trial", "trialing")
+    [mail] = license_mails(services, member.email)
+    assert license_row.token in mail.body_text
+    assert current_claims(client, services, member)["customer_id"] == member.customer_id
+
+
+@pytest.mark.usefixtures("plans")
+def test_checkout_makes_one_stripe_customer_and_a_subscription_session_carrying_our_ids(
+    client: TestClient,
+    services: Services,
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    first = checkout(client, member, "starter")["checkout_url"]
+    second = checkout(client, member, "professional")["checkout_url"]
+    assert first != second
+    assert first.startswith("https://checkout.stripe.com/")
+    stripe_customer = stripe_customer_of(services, member.customer_id)
+    assert _stripe_customers_with(stripe_api, member.email) == [stripe_customer]
+    ours = as_dict(stripe_api.v1.customers.retrieve(str(stripe_customer)))
+    assert ours["metadata"]["customer_id"] == member.customer_id
+    requests = checkout_requests(stripe_fakes)
+    assert [r["line_items"]["0"]["price"] for r in requests] == [
+        PRICE["starter"],
+        PRICE["professional"],
+    ]
+    for request, plan in zip(requests, ("starter", "professional"), strict=True):
+        assert request["mode"] == "subscription"
+        assert request["customer"] == stripe_customer
+        assert request["client_reference_id"] == member.customer_id
+        assert request["metadata"]["customer_id"] == member.customer_id
+        assert request["metadata"]["plan"] == plan
+        assert request["subscription_data"]["metadata"] == request["metadata"]
+        assert request["line_items"]["0"]["quantity"] == "1"
+        assert (request["success_url"], request["cancel_url"]) == (
+            URLS["success_url"],
+            URLS["cancel_url"],
+        )
+    # Asking to pay changes nothing until Stripe says it was paid.
+    assert (me(client, member)["plan"], me(client, member)["status"]) == ("trial", "trialing")
+
+
+@pytest.mark.usefixtures("plans")
+def test_concurrent_checkouts_make_one_stripe_customer(
+    client: TestClient, services: Services, stripe_api: stripe.StripeClient
+) -> None:
+    member = sign_up(client)
+
+    def ask(_: int) -> int:
+        body = {"plan": "starter", **URLS}
+        answer = client.post("/subscriptions/checkout", json=body, headers=member.headers)
+        status: int = answer.status_code
+        return status
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(ask, range(4))) == [200] * 4
+    assert _stripe_customers_with(stripe_api, member.email) == [
+        stripe_customer_of(services, member.customer_id)
+    ]
+
+
+@pytest.mark.usefixtures("plans")
+def test_checkout_refuses_unknown_inactive_and_free_plans_and_bad_urls_before_stripe(
+    client: TestClient,
+    admin: dict[str, str],
+    services: Services,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    client.patch("/plans/professional", json={"active": False}, headers=admin).raise_for_status()
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"plan": "platinum", **URLS}, 404, "plan_not_found"),
+        ({"plan": "professional", **URLS}, 404, "plan_not_found"),
+        ({"plan": "trial", **URLS}, 409, "plan_not_purchasable"),
+        ({"plan": "starter", **URLS, "success_url": "not a url"}, 422, "validation_error"),
+        ({"plan": "starter", **URLS, "cancel_url": "javascript:alert(1)"}, 422, "validation_error"),
+        ({"plan": "starter", "success_url": URLS["success_url"]}, 422, "validation_error"),
+        ({"plan": "Starter!", **URLS}, 422, "validation_error"),
+    ]
+    for body, status, code in cases:
+        answer = client.post("/subscriptions/checkout", json=body, headers=member.headers)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), body
+    assert checkout_requests(stripe_fakes) == []
+    assert stripe_customer_of(services, member.customer_id) is None
+
+
+@pytest.mark.usefixtures("plans")
+def test_checkout_while_subscribed_is_a_conflict_and_allowed_again_once_canceled(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    again = client.post(
+        "/subscriptions/checkout", json={"plan": "professional", **URLS}, headers=member.headers
+    )
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "already_subscribed")
+    assert len(checkout_requests(stripe_fakes)) == 1
+    canceled = client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": False}, headers=member.headers
+    )
+    assert canceled.json()["data"]["status"] == "canceled"
+    assert checkout(client, member, "professional")["checkout_url"]
+    assert len(checkout_requests(stripe_fakes)) == 2
+
+
+@pytest.mark.usefixtures("plans")
+def test_a_trial_canceled_before_paying_ends_without_touching_stripe(
+    client: TestClient, services: Services
+) -> None:
+    member = sign_up(client)
+    answer = client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["status"] == "canceled"
+    assert stripe_customer_of(services, member.customer_id) is None
+    assert [lic.status for lic in licenses_of(services, member.customer_id)] == [
+        "trialing",
+        "canceled",
+    ]
+    again = client.post("/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers)
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "already_canceled")
+
+
+@pytest.mark.usefixtures("plans")
+def test_change_plan_is_refused_without_a_paid_subscription_or_to_a_free_or_unknown_plan(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    on_trial = client.post(
+        "/subscriptions/change-plan", json={"plan": "starter"}, headers=member.headers
+    )
+    assert (on_trial.status_code, on_trial.json()["error"]["code"]) == (409, "no_paid_subscription")
+    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    for plan, status, code in (
+        ("trial", 409, "plan_not_purchasable"),
+        ("gold", 404, "plan_not_found"),
+    ):
+        answer = client.post(
+            "/subscriptions/change-plan", json={"plan": plan}, headers=member.headers
+        )
+        assert (answer.status_code, answer.json()["error"]["code"]) == (status, code)
+    assert me(client, member)["plan"] == "starter"
+
+
+@pytest.mark.usefixtures("plans")
+def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    subscription_id = _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
+    ).raise_for_status()
+    issued = len(licenses_of(services, member.customer_id))
+    sent: list[dict[str, Any]] = []
+    real_update = services.stripe.update_subscription
+
+    def update_subscription(subscription: str, *, key: str, params: dict[str, Any]) -> Any:
+        sent.append(params)
+        return real_update(subscription, key=key, params=params)
+
+    monkeypatch.setattr(services.stripe, "update_subscription", update_subscription)
+
+    answer = client.post(
+        "/subscriptions/change-plan", json={"plan": "professional"}, headers=member.headers
+    )
+    assert answer.status_code == 200, answer.text
+    item = stripe_api.v1.subscriptions.retrieve(subscription_id)["items"].data[0].id
+    assert sent == [
+        {
+            "items": [{"id": item, "price": PRICE["professional"]}],
+            "cancel_at_period_end": False,
+            "metadata": {"plan": "professional"},
+        }
+    ]
+    remote = stripe_api.v1.subscriptions.retrieve(subscription_id)
+    assert remote.cancel_at_period_end is False
+    # Billfold answers what Stripe now holds. (localstripe knows items[].plan, not
+    # items[].price, so there the price stays; real Stripe switches it.)
+    plan_in_stripe = {price: code for code, price in PRICE.items()}[as_dict(remote)["plan"]["id"]]
+    assert answer.json()["data"]["plan"] == plan_in_stripe
+    assert answer.json()["data"]["cancel_at_period_end"] is False
+    assert me(client, member)["cancel_at_period_end"] is False
+    assert len(licenses_of(services, member.customer_id)) == issued + 1
+
+    same = client.post(
+        "/subscriptions/change-plan", json={"plan": plan_in_stripe}, headers=member.headers
+    )
+    assert same.status_code == 200
+    assert len(sent) == 1  # already on that plan: nothing asked of Stripe
+    assert len(licenses_of(services, member.customer_id)) == issued + 1
+
+
+@pytest.mark.usefixtures("plans")
+def test_a_plan_change_made_in_stripe_reaches_the_subscription_and_a_new_license(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    subscription_id = _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    item = stripe_api.v1.subscriptions.retrieve(subscription_id)["items"].data[0].id
+    changed = stripe_api.v1.subscriptions.update(
+        subscription_id, params={"items": [{"id": item, "plan": PRICE["professional"]}]}
+    )
+    deliver(client, "customer.subscription.updated", as_dict(changed))
+    worker.run_until_idle()
+    now = me(client, member)
+    assert (now["plan"], now["status"], now["features"]) == ("professional", "active", PRO_FEATURES)
+    claims = current_claims(client, services, member)
+    assert (claims["plan"], claims["features"]) == ("professional", PRO_FEATURES)
+
+
+@pytest.mark.usefixtures("plans")
+def test_portal_answers_a_billing_portal_url_for_the_callers_own_stripe_customer(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    member = sign_up(client)
+    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    answer = client.post(
+        "/subscriptions/portal",
+        json={"returnUrl": "https://app.example/billing"},
+        headers=member.headers,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["url"].startswith("https://billing.stripe.com/")
+    [request] = portal_requests(stripe_fakes)
+    assert request == {
+        "customer": stripe_customer_of(services, member.customer_id),
+        "return_url": "https://app.example/billing",
+    }
+    bad = client.post(
+        "/subscriptions/portal", json={"returnUrl": "billing"}, headers=member.headers
+    )
+    assert bad.status_code == 422
+    assert len(portal_requests(stripe_fakes)) == 1
+
+
+@pytest.mark.usefixtures("plans")
+def test_another_users_subscription_and_license_are_never_visible_or_changeable(
+    client: TestClient,
+    admin: dict[str, str],
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_fakes: list[StandInWithFixtures],
+) -> None:
+    owner, other = sign_up(client), sign_up(client)
+    _subscribed(client, worker, stripe_api, stripe_fakes, owner)
+    before = me(client, owner)
+    assert me(client, other)["customerId"] == other.customer_id
+    assert me(client, other)["plan"] == "trial"
+    query = {"customerId": owner.customer_id}
+    for path in ("/subscriptions/me", "/licenses/me"):
+        answer = client.get(path, params=query, headers=other.headers)
+        assert answer.status_code == 404, path
+        assert owner.customer_id not in answer.text
+    body = {"customerId": owner.customer_id}
+    for path, extra in (
+        ("/subscriptions/cancel", {"atPeriodEnd": False}),
+        ("/subscriptions/change-plan", {"plan": "professional"}),
+        ("/subscriptions/portal", {"returnUrl": "https://app.example/x"}),
+        ("/subscriptions/checkout", {"plan": "professional", **URLS}),
+    ):
+        answer = client.post(path, json={**body, **extra}, headers=other.headers)
+        assert answer.status_code == 404, (path, answer.text)
+    assert me(client, owner) == before
+    assert portal_requests(stripe_fakes) == []
+    # An admin may look, by naming the customer.
+    seen = client.get("/subscriptions/me", params=query, headers=admin)
+    assert seen.json()["data"] == before

@@ -1,0 +1,103 @@
+"""Plans: admins create and change them; everyone else only reads the active ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from subscription_steps import STARTER_FEATURES, sign_up
+
+STARTER = {
+    "code": "starter",
+    "name": "Starter",
+    "stripePriceId": "price_plans_starter",
+    "interval": "month",
+    "features": STARTER_FEATURES,
+}
+
+
+def _codes(client: TestClient, headers: dict[str, str]) -> list[str]:
+    answer = client.get("/plans", headers=headers)
+    assert answer.status_code == 200, answer.text
+    return [p["code"] for p in answer.json()["data"]]
+
+
+def test_admin_creates_a_plan_and_everyone_signed_in_reads_it(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    made = client.post("/plans", json=STARTER, headers=admin)
+    assert made.status_code == 201, made.text
+    plan: dict[str, Any] = made.json()["data"]
+    assert {k: plan[k] for k in ("code", "stripePriceId", "interval", "features", "active")} == {
+        "code": "starter",
+        "stripePriceId": "price_plans_starter",
+        "interval": "month",
+        "features": STARTER_FEATURES,
+        "active": True,
+    }
+    assert _codes(client, sign_up(client).headers) == ["starter"]
+
+
+def test_a_user_can_neither_create_nor_change_a_plan(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    user = sign_up(client)
+    refused = client.post("/plans", json=STARTER, headers=user.headers)
+    assert refused.status_code == 403, refused.text
+    assert _codes(client, admin) == []
+    client.post("/plans", json=STARTER, headers=admin).raise_for_status()
+    changed = client.patch("/plans/starter", json={"name": "Mine"}, headers=user.headers)
+    assert changed.status_code == 403, changed.text
+    assert client.get("/plans", headers=admin).json()["data"][0]["name"] == "Starter"
+
+
+def test_plans_need_a_signed_in_caller(client: TestClient) -> None:
+    assert client.get("/plans").status_code == 401
+    assert client.post("/plans", json=STARTER).status_code == 401
+
+
+def test_a_second_plan_with_the_same_code_is_refused(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    client.post("/plans", json=STARTER, headers=admin).raise_for_status()
+    again = client.post("/plans", json={**STARTER, "stripePriceId": "price_other"}, headers=admin)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "plan_exists"
+
+
+def test_admin_changes_a_plan_and_a_deactivated_one_is_hidden_from_users(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    client.post("/plans", json=STARTER, headers=admin).raise_for_status()
+    changed = client.patch(
+        "/plans/starter",
+        json={"name": "Starter 2", "features": {"limits": {"projects": 9}}, "active": False},
+        headers=admin,
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["data"]["name"], changed.json()["data"]["features"]) == (
+        "Starter 2",
+        {"limits": {"projects": 9}},
+    )
+    assert _codes(client, sign_up(client).headers) == []
+    assert _codes(client, admin) == ["starter"]
+
+
+def test_changing_an_unknown_plan_is_not_found(client: TestClient, admin: dict[str, str]) -> None:
+    answer = client.patch("/plans/nope", json={"name": "X"}, headers=admin)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "plan_not_found"
+
+
+def test_a_plan_with_a_malformed_code_price_or_interval_is_refused(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for bad in (
+        {"code": "Has Spaces"},
+        {"stripePriceId": "price/../x"},
+        {"interval": "fortnight"},
+        {"trialDays": -1},
+    ):
+        answer = client.post("/plans", json={**STARTER, **bad}, headers=admin)
+        assert answer.status_code == 422, (bad, answer.text)
+    assert _codes(client, admin) == []
