@@ -1,9 +1,10 @@
 """The ledger: every credit movement is one append-only entry, written in the same statement
 pair as the balance it changes, so the balance always equals the sum of the ledger.
 
-`post` is the only way a balance changes. It moves the balance with one conditional update
-(a debit can never take it below zero, however many run at once) and appends the entry
-under a per-account idempotency key, so the same movement can never be recorded twice.
+`post` is the way a balance changes (`batching.apply_batch` applies many debits at once by
+the same rules, under the same row lock and keys). It moves the balance with one
+conditional update (a debit can never take it below zero, however many run at once) and
+appends the entry under a per-account idempotency key, so nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -131,6 +132,11 @@ def _append(
         )
     ).one_or_none()
     if row is None:
+        # The same key may have been posted by a twin that held the account while we
+        # waited: once it has, its answer is ours too (not a refusal it caused).
+        twin = find(session, customer_id, idempotency_key)
+        if twin is not None:
+            return _replay(twin, amount)
         balance = session.scalar(
             select(CreditAccount.balance).where(CreditAccount.customer_id == customer_id)
         )

@@ -66,6 +66,12 @@ def on_refunded(
         )
         or 0
     )
+    # Hold the account while deciding, so a debit landing now cannot turn this into a 402.
+    session.execute(
+        select(CreditAccount.balance)
+        .where(CreditAccount.customer_id == payment.customer_id)
+        .with_for_update()
+    )
     credits = clawback(
         purchase.credits,
         payment.amount,
