@@ -14,8 +14,8 @@ import time
 import uuid
 
 import stripe
-from sqlalchemy import select
 from harness import database, report, settings_for
+from sqlalchemy import select
 from support.stripe_events import event
 
 from billfold import migrations
@@ -88,9 +88,9 @@ def main() -> None:
         issued, verified = [], []
         for _ in range(args.n):
             with services.db.transaction() as session:
-                subscription_row = (
-                    session.query(Subscription).filter_by(customer_id=customer_id).one()
-                )
+                subscription_row = session.scalars(
+                    select(Subscription).where(Subscription.customer_id == customer_id)
+                ).one()
                 started = time.perf_counter()
                 lic = licenses.issue(
                     session, subscription_row, services.settings, services.licenses
