@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import stripe
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
+# The resources we use, copied from Stripe's OpenAPI fixtures3.json (see stripe_fixtures/).
+FIXTURES = Path(__file__).resolve().parent / "stripe_fixtures" / "fixtures3.json"
 FAKED = {
     "/v1/checkout/sessions": "checkout.session",
     "/v1/billing_portal/sessions": "billing_portal.session",
