@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import insert, or_, select
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller, TokenIssuer, resolve_caller, resolve_callers
@@ -33,6 +33,16 @@ from billfold.errors import InvalidInput, NotFound
 from billfold.services import Services
 
 log = structlog.get_logger("billfold.credits")
+
+
+@dataclass
+class _Account:
+    """An account row as a batch reads it under lock (plain values: no ORM bookkeeping)."""
+
+    customer_id: str
+    balance: int
+    entries: int
+    policy: RechargePolicy
 
 
 @dataclass
@@ -200,33 +210,59 @@ def apply_batch(
                 "created_at": now,
             }
         )
-        policy = RechargePolicy(
-            account.auto_recharge_enabled,
-            account.threshold_credits,
-            account.recharge_in_flight_id is not None,
-            account.recharge_paused_until,
-        )
-        if recharge_due(account.balance, policy, now):
+        if recharge_due(account.balance, account.policy, now):
             crossed.add(owner)
         outcomes.append(posted)
     if new_entries:
-        session.flush()  # the accounts' new balances and entry counts
+        touched = {str(e["customer_id"]) for e in new_entries}
+        table = CreditAccount.metadata.tables[CreditAccount.__tablename__]
+        session.execute(
+            update(table)
+            .where(table.c.customer_id == bindparam("account"))
+            .values(
+                balance=bindparam("new_balance"), entries=bindparam("new_entries"), updated_at=now
+            ),
+            [
+                {"account": a.customer_id, "new_balance": a.balance, "new_entries": a.entries}
+                for a in accounts.values()
+                if a.customer_id in touched
+            ],
+        )
         session.execute(insert(LedgerEntry), new_entries)
     for customer_id in sorted(crossed):
         recharge.start(session, customer_id, services.settings)
     return outcomes
 
 
-def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, CreditAccount]:
+def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, _Account]:
     # Always in customer ID order, so two batches wait for each other instead of deadlocking.
-    return {
-        a.customer_id: a
-        for a in session.scalars(
-            select(CreditAccount)
-            .where(CreditAccount.customer_id.in_(customer_ids))
-            .order_by(CreditAccount.customer_id)
-            .with_for_update()
+    rows = session.execute(
+        select(
+            CreditAccount.customer_id,
+            CreditAccount.balance,
+            CreditAccount.entries,
+            CreditAccount.auto_recharge_enabled,
+            CreditAccount.threshold_credits,
+            CreditAccount.recharge_in_flight_id,
+            CreditAccount.recharge_paused_until,
         )
+        .where(CreditAccount.customer_id.in_(customer_ids))
+        .order_by(CreditAccount.customer_id)
+        .with_for_update()
+    )
+    return {
+        r.customer_id: _Account(
+            r.customer_id,
+            r.balance,
+            r.entries,
+            RechargePolicy(
+                r.auto_recharge_enabled,
+                r.threshold_credits,
+                r.recharge_in_flight_id is not None,
+                r.recharge_paused_until,
+            ),
+        )
+        for r in rows
     }
 
 
@@ -264,8 +300,16 @@ def _owners(session: Session, debits: list[tuple[Caller, Debit]]) -> list[str | 
 def _existing(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ledger.Posted]:
     if not keys:
         return {}
-    rows = session.scalars(
-        select(LedgerEntry).where(
+    rows = session.execute(
+        select(
+            LedgerEntry.id,
+            LedgerEntry.customer_id,
+            LedgerEntry.amount,
+            LedgerEntry.balance_after,
+            LedgerEntry.kind,
+            LedgerEntry.idempotency_key,
+            LedgerEntry.created_at,
+        ).where(
             LedgerEntry.customer_id.in_({c for c, _ in keys}),
             LedgerEntry.idempotency_key.in_({k for _, k in keys}),
         )
