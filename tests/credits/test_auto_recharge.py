@@ -5,10 +5,7 @@ the manual trigger; and a worker killed between Stripe's charge and our grant.""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +23,7 @@ from sqlalchemy import func, select
 from support.netfault import FaultyLink
 from support.payments import THREE_D_SECURE, VISA, saved_card
 from support.stripe_events import delivery, event
+from support.worker_process import output, start_worker_process
 
 from billfold.config import Settings
 from billfold.credits.models import (
@@ -702,9 +700,9 @@ def test_worker_killed_between_the_charge_and_the_grant_still_grants_once(
     # Hold Stripe's answer to the job's first call (the look-up for a lost try's intent),
     # then lock the payment so that, once Stripe has charged, the worker cannot record it.
     stripe_link.hold_responses()
-    process = _start_worker_process(settings, stripe_link, tmp_path)
+    process = start_worker_process(settings, stripe_link.url, STRIPE_KEY, tmp_path)
     try:
-        assert stripe_link.wait_for_held_response(timeout=30), _output(process)
+        assert stripe_link.wait_for_held_response(timeout=30), output(process)
         with services.db.engine.connect() as blocker:
             transaction = blocker.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
             blocker.execute(
@@ -713,7 +711,7 @@ def test_worker_killed_between_the_charge_and_the_grant_still_grants_once(
             stripe_link.up()
             assert wait_until(
                 lambda: [i.status for i in intents(stripe_api, stripe_id)] == ["succeeded"], 20
-            ), _output(process)
+            ), output(process)
             time.sleep(0.3)  # the worker now waits on our lock to store the intent
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
@@ -753,33 +751,3 @@ def test_worker_killed_between_the_charge_and_the_grant_still_grants_once(
         account = session.get(CreditAccount, customer_id)
         assert account is not None
         assert account.recharge_in_flight_id is None
-
-
-def _start_worker_process(
-    settings: Settings, link: FaultyLink, workdir: Path
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STRIPE_API_BASE": link.url,
-        "STRIPE_SECRET_KEY": STRIPE_KEY,
-        "STRIPE_TIMEOUT_SECONDS": str(settings.stripe_timeout_seconds),
-        "STRIPE_MAX_NETWORK_RETRIES": "0",
-        "CUSTOMER_LINK_LEASE_SECONDS": str(settings.customer_link_lease_seconds),
-        "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
-        "JOB_POLL_SECONDS": "0.05",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "billfold", "worker"],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _output(process: subprocess.Popen[bytes]) -> str:
-    if process.poll() is None:
-        return "worker still running"
-    assert process.stdout is not None
-    return process.stdout.read().decode(errors="replace")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +15,7 @@ from factories import auth, register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from support.netfault import FaultyLink
+from support.worker_process import output, start_worker_process
 
 from billfold.config import Settings
 from billfold.customers import service
@@ -184,9 +182,9 @@ def test_worker_killed_between_stripe_create_and_commit_ends_with_one_customer(
     # Hold Stripe's first answer so the worker is caught mid-way, then lock the customer
     # row so that, once Stripe has created the customer, the worker cannot commit the link.
     stripe_link.hold_responses()
-    process = _start_worker_process(settings, stripe_link, tmp_path)
+    process = start_worker_process(settings, stripe_link.url, STRIPE_KEY, tmp_path)
     try:
-        assert stripe_link.wait_for_held_response(timeout=30), _output(process)
+        assert stripe_link.wait_for_held_response(timeout=30), output(process)
         with services.db.engine.connect() as blocker:
             transaction = blocker.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
             blocker.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update())
@@ -218,33 +216,3 @@ def _drain(services: Services, worker: Worker[Services], timeout: float = 20) ->
     assert wait_until(idle, timeout, interval=0.05), [
         (j.kind, j.status, j.last_error) for j in pending_jobs(services)
     ]
-
-
-def _start_worker_process(
-    settings: Settings, link: FaultyLink, workdir: Path
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STRIPE_API_BASE": link.url,
-        "STRIPE_SECRET_KEY": STRIPE_KEY,
-        "STRIPE_TIMEOUT_SECONDS": str(settings.stripe_timeout_seconds),
-        "STRIPE_MAX_NETWORK_RETRIES": "0",
-        "CUSTOMER_LINK_LEASE_SECONDS": str(settings.customer_link_lease_seconds),
-        "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
-        "JOB_POLL_SECONDS": "0.05",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "billfold", "worker"],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _output(process: subprocess.Popen[bytes]) -> str:
-    if process.poll() is None:
-        return "worker still running"
-    assert process.stdout is not None
-    return process.stdout.read().decode(errors="replace")
