@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -93,10 +92,6 @@ class Settings(BaseSettings):
                 "could create two Stripe customers for one user"
             )
         return self
-
-    @cached_property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     def require(self, *names: str) -> None:
         """Stop start-up with a message naming every required setting that is missing."""

@@ -40,7 +40,3 @@ class Customer(Base):
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
 
     __table_args__ = (Index("ix_customers_link_email", "link_email"),)
-
-    @property
-    def stripe_pending(self) -> bool:
-        return self.stripe_customer_id is None and self.deleted_at is None

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from support.netfault import FaultyLink
 from support.payments import THREE_D_SECURE, VISA, saved_card
 from support.stripe_events import delivery, event
+from support.waiting import wait_until
 from support.worker_process import output, start_worker_process
 
 from billfold.config import Settings
@@ -37,7 +38,7 @@ from billfold.credits.models import (
 from billfold.credits.recharge import RECHARGE_JOB
 from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Payment
 from billfold.services import Services

@@ -22,6 +22,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from support.payments import saved_card
+from support.waiting import wait_until
 
 from billfold.app import create_app
 from billfold.credits.models import (
@@ -32,7 +33,7 @@ from billfold.credits.models import (
     PurchaseKind,
     PurchaseStatus,
 )
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.services import Services
 from billfold.stripe_standin import free_port
 

@@ -15,6 +15,7 @@ from factories import auth, register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from support.netfault import FaultyLink
+from support.waiting import wait_until
 from support.worker_process import output, start_worker_process
 
 from billfold.config import Settings
@@ -23,7 +24,7 @@ from billfold.customers.models import Customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import enqueue
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.services import Services
 from billfold.stripe_gateway import StripeUnavailable
 

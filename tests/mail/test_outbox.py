@@ -17,9 +17,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import func, select
+from support.waiting import wait_until
 
 from billfold.jobs.models import Job, JobStatus
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.mail import outbox
 from billfold.mail.models import MailStatus, OutboxMail
 from billfold.services import Services

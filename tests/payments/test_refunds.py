@@ -15,10 +15,11 @@ from sqlalchemy import func, select
 from support.netfault import FaultyLink
 from support.payments import browser_pays, make_product, saved_card
 from support.stripe_events import delivery, event
+from support.waiting import wait_until
 
 from billfold.audit import AuditEntry
 from billfold.jobs.models import Job, JobStatus
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.payments.models import Refund, RefundStatus
 from billfold.payments.refunds import REFUND_JOB
 from billfold.services import Services

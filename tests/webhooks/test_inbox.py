@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from support.netfault import FaultyLink
 from support.stripe_events import delivery, event, sign
+from support.waiting import wait_until
 
 from billfold.app import create_app
 from billfold.audit import AuditEntry
@@ -28,7 +29,7 @@ from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB
 from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
-from billfold.jobs.worker import Worker, wait_until
+from billfold.jobs.worker import Worker
 from billfold.services import Services
 from billfold.stripe_standin import LocalStripe, free_port
 from billfold.webhooks.inbox import PROCESS_JOB
