@@ -11,7 +11,7 @@ from billfold.auth.deps import AdminDep, CallerDep, CredentialDep, ServicesDep
 from billfold.credits import consume as spending
 from billfold.credits import ledger, packages, purchase, recharge
 from billfold.credits.batching import ConsumeBatcher
-from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
+from billfold.credits.models import CreditAccount, CreditPurchase, EntryKind, LedgerEntry
 from billfold.credits.schemas import (
     AutoRechargeIn,
     AutoRechargeOut,
@@ -29,8 +29,8 @@ from billfold.credits.schemas import (
 )
 from billfold.customers.service import acting_customer
 from billfold.envelope import ERROR_RESPONSES, Envelope, ok
-from billfold.payments.models import Payment, PaymentStatus
-from billfold.stripe_gateway import PaymentDeclined
+from billfold.payments.models import Payment
+from billfold.services import Services
 
 router = APIRouter(prefix="/credits", tags=["credits"], responses=ERROR_RESPONSES)
 CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
@@ -82,32 +82,44 @@ def buy(body: PurchaseIn, caller: CallerDep, services: ServicesDep) -> Envelope[
             customer_id=body.customer_id,
         ),
     )
-    payment, intent = outcome.payment, outcome.intent
-    if outcome.attempted and payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD:
-        raise PaymentDeclined(
-            payment.failure_message or "The card was declined",
-            decline_code=payment.decline_code,
-            payment_id=payment.id,
-            payment_intent_id=intent.id,
-        )
-    waiting = payment.status != PaymentStatus.SUCCEEDED
+    paid = outcome.payment
+    paid.raise_if_declined()
     return ok(
-        PurchaseOut(
-            purchase_id=outcome.purchase.id,
-            payment_id=payment.id,
-            kind=outcome.purchase.kind,
-            status=outcome.purchase.status,
-            credits=outcome.purchase.credits,
-            amount=payment.amount,
-            currency=payment.currency,
-            balance=outcome.balance,
-            client_secret=intent.client_secret if waiting else None,
-            payment_intent_id=intent.id,
-            publishable_key=services.settings.stripe_publishable_key,
-            next_action=intent.next_action
-            if payment.status == PaymentStatus.REQUIRES_ACTION
-            else None,
+        _purchase_out(
+            services,
+            outcome.purchase,
+            paid.payment,
+            outcome.balance,
+            payment_intent_id=paid.intent.id,
+            client_secret=paid.client_secret,
+            next_action=paid.next_action,
         )
+    )
+
+
+def _purchase_out(
+    services: Services,
+    made: CreditPurchase,
+    payment: Payment,
+    balance: int,
+    *,
+    payment_intent_id: str,
+    client_secret: str | None = None,
+    next_action: dict[str, object] | None = None,
+) -> PurchaseOut:
+    return PurchaseOut(
+        purchase_id=made.id,
+        payment_id=payment.id,
+        kind=made.kind,
+        status=made.status,
+        credits=made.credits,
+        amount=payment.amount,
+        currency=payment.currency,
+        balance=balance,
+        client_secret=client_secret,
+        payment_intent_id=payment_intent_id,
+        publishable_key=services.settings.stripe_publishable_key,
+        next_action=next_action,
     )
 
 
@@ -225,18 +237,13 @@ def trigger_auto_recharge(
     with services.db.transaction() as session:
         payment = session.get(Payment, made.payment_id)
         assert payment is not None
+        balance = ledger.balance(session, made.customer_id)
         return ok(
-            PurchaseOut(
-                purchase_id=made.id,
-                payment_id=payment.id,
-                kind=made.kind,
-                status=made.status,
-                credits=made.credits,
-                amount=payment.amount,
-                currency=payment.currency,
-                balance=ledger.balance(session, made.customer_id),
-                client_secret=None,
+            _purchase_out(
+                services,
+                made,
+                payment,
+                balance,
                 payment_intent_id=payment.stripe_payment_intent_id or "",
-                publishable_key=services.settings.stripe_publishable_key,
             )
         )

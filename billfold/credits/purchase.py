@@ -23,7 +23,7 @@ from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.errors import InvalidInput
-from billfold.payments.intents import record
+from billfold.payments.intents import IntentOutcome, record
 from billfold.payments.methods import own_card
 from billfold.payments.models import Payment
 from billfold.payments.orders import MAX_AMOUNT
@@ -46,10 +46,8 @@ class PurchaseRequest:
 @dataclass(frozen=True)
 class PurchaseOutcome:
     purchase: CreditPurchase
-    payment: Payment
-    intent: StripePaymentIntent
+    payment: IntentOutcome
     balance: int
-    attempted: bool
 
 
 def price_of(
@@ -149,9 +147,7 @@ def purchase_credits(
     with services.db.transaction() as session:
         fresh = session.get(CreditPurchase, purchase.id)
         assert fresh is not None
-        return PurchaseOutcome(
-            fresh, outcome.payment, intent, ledger.balance(session, customer.id), method is not None
-        )
+        return PurchaseOutcome(fresh, outcome, ledger.balance(session, customer.id))
 
 
 def charge(

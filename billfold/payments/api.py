@@ -26,7 +26,6 @@ from billfold.payments.schemas import (
     SetupIntentOut,
 )
 from billfold.services import Services
-from billfold.stripe_gateway import PaymentDeclined
 
 router = APIRouter(responses=ERROR_RESPONSES)
 CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
@@ -98,25 +97,18 @@ def confirm(body: ConfirmIn, caller: CallerDep, services: ServicesDep) -> Envelo
 
 
 def _answer(services: Services, outcome: intents.IntentOutcome) -> IntentOut:
+    outcome.raise_if_declined()
     payment, intent = outcome.payment, outcome.intent
-    if outcome.declined:
-        raise PaymentDeclined(
-            payment.failure_message or "The card was declined",
-            decline_code=payment.decline_code,
-            payment_id=payment.id,
-            payment_intent_id=intent.id,
-        )
-    waiting = payment.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED)
     return IntentOut(
         payment_id=payment.id,
         order_id=payment.order_id,
         status=payment.status,
-        client_secret=intent.client_secret if waiting else None,
+        client_secret=outcome.client_secret,
         payment_intent_id=intent.id,
         publishable_key=services.settings.stripe_publishable_key,
         amount=payment.amount,
         currency=payment.currency,
-        next_action=intent.next_action if payment.status == PaymentStatus.REQUIRES_ACTION else None,
+        next_action=outcome.next_action,
     )
 
 

@@ -9,6 +9,7 @@ stock and queues the receipt, and every later arrival changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -60,6 +61,27 @@ class IntentOutcome:
             and self.payment.status == PaymentStatus.REQUIRES_PAYMENT_METHOD
             and self.payment.decline_code is not None
         )
+
+    def raise_if_declined(self) -> None:
+        """A card tried in this call was declined: 402 with Stripe's decline code."""
+        if self.declined:
+            raise PaymentDeclined(
+                self.payment.failure_message or "The card was declined",
+                decline_code=self.payment.decline_code,
+                payment_id=self.payment.id,
+                payment_intent_id=self.intent.id,
+            )
+
+    @property
+    def client_secret(self) -> str | None:
+        """What the page needs to go on, while there is something left for it to do."""
+        return None if self.payment.status in TERMINAL else self.intent.client_secret
+
+    @property
+    def next_action(self) -> dict[str, Any] | None:
+        if self.payment.status == PaymentStatus.REQUIRES_ACTION:
+            return self.intent.next_action
+        return None
 
 
 class _ClaimLost(Exception):
