@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,9 +24,10 @@ from billfold.auth.service import TokenIssuer
 from billfold.config import Settings, secret
 from billfold.credits import api as credits_api
 from billfold.credits.batching import ConsumeBatcher
+from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
-from billfold.envelope import ErrorBody, ErrorEnvelope
 from billfold.errors import BillfoldError
+from billfold.http_errors import error_response, invalid_request, response_for
 from billfold.idempotency import IdempotencyMiddleware
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
@@ -90,6 +90,7 @@ def create_app(
     _add_operations_routes(app, services)
     _add_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=services.db)
+    app.add_middleware(ConsumeHotPath, batcher=batcher)
     app.add_middleware(_RequestContext)
     return app
 
@@ -124,41 +125,21 @@ def _add_operations_routes(app: FastAPI, services: Services) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _error(
-    status: int, code: str, message: str, details: dict[str, object] | None = None
-) -> JSONResponse:
-    body = ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
-    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
-
-
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(BillfoldError)
-    async def domain_error(_request: Request, exc: BillfoldError) -> JSONResponse:
-        return _error(exc.status_code, exc.code, exc.message, exc.details or None)
+    async def known_error(_request: Request, exc: Exception) -> JSONResponse:
+        return response_for(exc)
+
+    for kind in (BillfoldError, OperationalError, Exception):
+        app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: it may hold a password.
-        problems = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-            for e in exc.errors()
-        ]
-        return _error(422, "validation_error", "The request is not valid", {"problems": problems})
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_request(exc.errors())
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(OperationalError)
-    async def database_down(_request: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database.unavailable", error=str(exc.orig))
-        return _error(503, "database_unavailable", "The database is not answering; try again")
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http.unexpected_error")
-        return _error(500, "internal_error", "Something went wrong on our side")
+        return error_response(exc.status_code, code, str(exc.detail))
 
 
 class _RequestContext:

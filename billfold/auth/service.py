@@ -104,6 +104,15 @@ def authenticate(session: Session, email: str, password: str) -> User:
     return user
 
 
+def credential_from_header(authorization: str | None) -> str:
+    """The credential of an `Authorization: Bearer <JWT or API key>` header."""
+    scheme, _, credential = (authorization or "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthorized("Send 'Authorization: Bearer <token or API key>'")
+    return credential
+
+
 def resolve_caller(session: Session, credential: str, tokens: TokenIssuer) -> Caller:
     """The caller behind a bearer credential: a service API key or a user's JWT."""
     found = resolve_callers(session, [credential], tokens)[0]

@@ -19,6 +19,7 @@ from conftest import WEBHOOK_SECRET
 from factories import register
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from support.credits import balance, grant, ledger
 from support.payments import THREE_D_SECURE, browser_pays, card, saved_card
 from support.stripe_events import delivery, event
 
@@ -62,40 +63,11 @@ def consume(client: TestClient, headers: dict[str, str], body: Any) -> httpx.Res
     return response
 
 
-def grant(
-    client: TestClient, admin: dict[str, str], customer_id: str, amount: int, **extra: Any
-) -> httpx.Response:
-    body = {
-        "customerId": customer_id,
-        "amount": amount,
-        "reason": "goodwill",
-        "idempotencyKey": f"g-{customer_id}-{amount}",
-        **extra,
-    }
-    response: httpx.Response = client.post("/credits/grants", json=body, headers=admin)
-    return response
-
-
 def confirm(client: TestClient, headers: dict[str, str], intent_id: str) -> httpx.Response:
     response: httpx.Response = client.post(
         "/payments/confirm", json={"payment_intent_id": intent_id}, headers=headers
     )
     return response
-
-
-def balance(client: TestClient, headers: dict[str, str], **params: Any) -> int:
-    response = client.get("/credits/balance", params=params, headers=headers)
-    assert response.status_code == 200, response.text
-    value: int = response.json()["data"]["balance"]
-    return value
-
-
-def ledger(client: TestClient, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
-    """The whole ledger, newest first, in one page."""
-    response = client.get("/credits/transactions", params={"limit": 200, **params}, headers=headers)
-    assert response.status_code == 200, response.text
-    entries: list[dict[str, Any]] = response.json()["data"]["transactions"]
-    return entries
 
 
 def count(services: Services, model: Any, *where: Any) -> int:
