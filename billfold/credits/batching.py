@@ -54,7 +54,7 @@ class _Pending:
 
 class ConsumeBatcher:
     def __init__(
-        self, services: Services, tokens: TokenIssuer, *, threads: int = 2, max_batch: int = 500
+        self, services: Services, tokens: TokenIssuer, *, threads: int = 1, max_batch: int = 500
     ) -> None:
         self._services = services
         self._tokens = tokens
