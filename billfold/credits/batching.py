@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import queue
 import threading
 from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller, TokenIssuer, resolve_caller, resolve_callers
@@ -112,75 +114,88 @@ class ConsumeBatcher:
             self._apply(batch)
 
     def _apply(self, batch: list[_Pending]) -> None:
+        outcomes: list[ledger.Posted | Exception] | None = None
         try:
-            with self._services.db.transaction() as session:
-                callers = resolve_callers(session, [p.credential for p in batch], self._tokens)
-                allowed = [
-                    (c, p.debit)
-                    for c, p in zip(callers, batch, strict=True)
-                    if isinstance(c, Caller)
-                ]
-                applied = iter(apply_batch(session, allowed, self._services))
-                outcomes = [next(applied) if isinstance(c, Caller) else c for c in callers]
+            outcomes = self._apply_once(batch, keys_before_lock=True)
+        except IntegrityError:
+            # Another batch committed one of these keys after this one looked: look again,
+            # this time under the account locks, where no other batch can come between.
+            log.info("credits.batch_key_raced", size=len(batch))
         except Exception:
             log.warning("credits.batch_failed", size=len(batch), exc_info=True)
-            for pending in batch:
-                self._settle_alone(pending)
-            return
+        if outcomes is None:
+            try:
+                outcomes = self._apply_once(batch, keys_before_lock=False)
+            except Exception:
+                log.warning("credits.batch_failed", size=len(batch), exc_info=True)
+                for pending in batch:
+                    self._settle_alone(pending)
+                return
         for pending, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(outcome)
 
+    def _apply_once(
+        self, batch: list[_Pending], *, keys_before_lock: bool
+    ) -> list[ledger.Posted | Exception]:
+        with self._services.db.transaction() as session:
+            callers = resolve_callers(session, [p.credential for p in batch], self._tokens)
+            allowed = [
+                (c, p.debit) for c, p in zip(callers, batch, strict=True) if isinstance(c, Caller)
+            ]
+            applied = iter(
+                apply_batch(session, allowed, self._services, keys_before_lock=keys_before_lock)
+            )
+            return [next(applied) if isinstance(c, Caller) else c for c in callers]
+
 
 def apply_batch(
-    session: Session, debits: list[tuple[Caller, Debit]], services: Services
+    session: Session,
+    debits: list[tuple[Caller, Debit]],
+    services: Services,
+    *,
+    keys_before_lock: bool = False,
 ) -> list[ledger.Posted | Exception]:
-    """Apply debits in order in the caller's transaction; one outcome (or error) each."""
+    """Apply debits in order in the caller's transaction; one outcome (or error) each.
+
+    With `keys_before_lock`, the idempotency keys already used are looked up before the
+    accounts are locked, so the locks are held for one round trip less (what decides the
+    rate on a hot account). A key another batch commits in between then fails this one on
+    the unique constraint (IntegrityError), and the caller runs it again without.
+    """
     owners = _owners(session, debits)
+    keys = {
+        (owner, f"consume:{debit.idempotency_key}")
+        for owner, (_, debit) in zip(owners, debits, strict=True)
+        if isinstance(owner, str)
+    }
+    seen = _existing(session, keys) if keys_before_lock else {}
     customer_ids = sorted({cid for cid in owners if isinstance(cid, str)})
     accounts = _lock_accounts(session, customer_ids)
     if missing := [cid for cid in customer_ids if cid not in accounts]:
         for customer_id in missing:  # a first debit ever: it will be refused, but recorded right
             ledger.ensure_account(session, customer_id)
         accounts.update(_lock_accounts(session, missing))
-    keys = {
-        (owner, f"consume:{debit.idempotency_key}")
-        for owner, (_, debit) in zip(owners, debits, strict=True)
-        if isinstance(owner, str)
-    }
-    seen = _existing(session, keys)
+    if not keys_before_lock:
+        seen = _existing(session, keys)
     now = utcnow()
     outcomes: list[ledger.Posted | Exception] = []
     new_entries: list[dict[str, object]] = []
     crossed: set[str] = set()
+    refused: dict[int, tuple[str, str]] = {}
     for owner, (caller, debit) in zip(owners, debits, strict=True):
         if isinstance(owner, Exception):
             outcomes.append(owner)
             continue
         key = f"consume:{debit.idempotency_key}"
         if (owner, key) in seen:
-            earlier = seen[(owner, key)]
-            outcomes.append(
-                ledger.KeyReused(
-                    "This idempotency key was used for a different amount",
-                    original_amount=earlier.amount,
-                )
-                if earlier.amount != -debit.amount
-                else ledger.Posted(
-                    earlier.id,
-                    earlier.amount,
-                    earlier.balance_after,
-                    earlier.kind,
-                    earlier.idempotency_key,
-                    earlier.created_at,
-                    True,
-                )
-            )
+            outcomes.append(_replay(seen[(owner, key)], debit))
             continue
         account = accounts[owner]
         if account.balance < debit.amount:
+            refused[len(outcomes)] = (owner, key)
             outcomes.append(
                 ledger.InsufficientCredits(
                     f"Not enough credits: {account.balance} available, {debit.amount} needed",
@@ -213,6 +228,13 @@ def apply_batch(
         if recharge_due(account.balance, account.policy, now):
             crossed.add(owner)
         outcomes.append(posted)
+    if keys_before_lock and refused:
+        # A refusal changes nothing, so it cannot fail on the constraint: check its key again
+        # under the lock, in case another batch debited it since (then it is a replay).
+        late = _existing(session, set(refused.values()))
+        for at, owner_key in refused.items():
+            if owner_key in late:
+                outcomes[at] = _replay(late[owner_key], debits[at][1])
     if new_entries:
         touched = {str(e["customer_id"]) for e in new_entries}
         table = CreditAccount.metadata.tables[CreditAccount.__tablename__]
@@ -232,6 +254,16 @@ def apply_batch(
     for customer_id in sorted(crossed):
         recharge.start(session, customer_id, services.settings)
     return outcomes
+
+
+def _replay(earlier: ledger.Posted, debit: Debit) -> ledger.Posted | Exception:
+    """The answer to a debit whose key was used before: the same result, unless the amount
+    differs."""
+    if earlier.amount != -debit.amount:
+        return ledger.KeyReused(
+            "This idempotency key was used for a different amount", original_amount=earlier.amount
+        )
+    return dataclasses.replace(earlier, replayed=True)
 
 
 def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, _Account]:

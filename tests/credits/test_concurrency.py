@@ -47,7 +47,13 @@ MAX_DEBIT = 12
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # The daily caps would stop a busy account's recharges; they are not what this tests.
-    return {"credits_max_recharges_per_day": 1000, "credits_max_recharge_spend_per_day": 10**9}
+    # Two batcher threads stand in for several server processes: batches of debits for one
+    # account are in flight at once and race for its row, as in production.
+    return {
+        "credits_max_recharges_per_day": 1000,
+        "credits_max_recharge_spend_per_day": 10**9,
+        "credits_consume_batch_threads": 2,
+    }
 
 
 @pytest.fixture
