@@ -18,9 +18,11 @@ import dataclasses
 import queue
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,7 +32,7 @@ from billfold.credits.consume import Debit, consume
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.rules import RechargePolicy, recharge_due
 from billfold.customers.models import Customer
-from billfold.db import new_id, utcnow
+from billfold.db import UTCDateTime, new_id, utcnow
 from billfold.errors import InvalidInput, NotFound
 from billfold.services import Services
 
@@ -182,7 +184,7 @@ def apply_batch(
         seen = _existing(session, keys)
     now = utcnow()
     outcomes: list[ledger.Posted | Exception] = []
-    new_entries: list[dict[str, object]] = []
+    new_entries: list[dict[str, Any]] = []
     crossed: set[str] = set()
     refused: dict[int, tuple[str, str]] = {}
     for owner, (caller, debit) in zip(owners, debits, strict=True):
@@ -250,10 +252,49 @@ def apply_batch(
                 if a.customer_id in touched
             ],
         )
-        session.execute(insert(LedgerEntry), new_entries)
+        _insert_entries(session, new_entries, now)
     for customer_id in sorted(crossed):
         recharge.start(session, customer_id, services.settings)
     return outcomes
+
+
+# On PostgreSQL the batch's entries travel as arrays in one statement: executemany would send
+# (and the server would plan and run) one INSERT per entry.
+_PG_INSERT_CONSUMED = text(
+    """
+    INSERT INTO credit_transactions (id, customer_id, entry_no, amount, balance_after, kind,
+                                     reason, reference_id, idempotency_key, actor, created_at)
+    SELECT v.id, v.customer_id, v.entry_no, v.amount, v.balance_after, :kind,
+           v.reason, NULL, v.idempotency_key, v.actor, :now
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:customers AS varchar[]),
+                  CAST(:entry_nos AS bigint[]), CAST(:amounts AS bigint[]),
+                  CAST(:balances AS bigint[]), CAST(:reasons AS varchar[]),
+                  CAST(:keys AS varchar[]), CAST(:actors AS varchar[]))
+           AS v(id, customer_id, entry_no, amount, balance_after, reason, idempotency_key, actor)
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+def _insert_entries(session: Session, entries: list[dict[str, Any]], now: datetime) -> None:
+    """The batch's consume entries, all made `now`."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(LedgerEntry), entries)
+        return
+    session.execute(
+        _PG_INSERT_CONSUMED,
+        {
+            "ids": [e["id"] for e in entries],
+            "customers": [e["customer_id"] for e in entries],
+            "entry_nos": [e["entry_no"] for e in entries],
+            "amounts": [e["amount"] for e in entries],
+            "balances": [e["balance_after"] for e in entries],
+            "reasons": [e["reason"] for e in entries],
+            "keys": [e["idempotency_key"] for e in entries],
+            "actors": [e["actor"] for e in entries],
+            "kind": str(EntryKind.CONSUME),
+            "now": now,
+        },
+    )
 
 
 def _replay(earlier: ledger.Posted, debit: Debit) -> ledger.Posted | Exception:
