@@ -239,19 +239,7 @@ def apply_batch(
                 outcomes[at] = _replay(late[owner_key], debits[at][1])
     if new_entries:
         touched = {str(e["customer_id"]) for e in new_entries}
-        table = CreditAccount.metadata.tables[CreditAccount.__tablename__]
-        session.execute(
-            update(table)
-            .where(table.c.customer_id == bindparam("account"))
-            .values(
-                balance=bindparam("new_balance"), entries=bindparam("new_entries"), updated_at=now
-            ),
-            [
-                {"account": a.customer_id, "new_balance": a.balance, "new_entries": a.entries}
-                for a in accounts.values()
-                if a.customer_id in touched
-            ],
-        )
+        _update_balances(session, [a for a in accounts.values() if a.customer_id in touched], now)
         _insert_entries(session, new_entries, now)
     for customer_id in sorted(crossed):
         recharge.start(session, customer_id, services.settings)
@@ -273,6 +261,41 @@ _PG_INSERT_CONSUMED = text(
            AS v(id, customer_id, entry_no, amount, balance_after, reason, idempotency_key, actor)
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+_PG_UPDATE_BALANCES = text(
+    """
+    UPDATE credit_accounts AS a
+       SET balance = v.balance, entries = v.entries, updated_at = :now
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:balances AS bigint[]),
+                  CAST(:entries AS bigint[])) AS v(customer_id, balance, entries)
+     WHERE a.customer_id = v.customer_id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+
+
+def _update_balances(session: Session, accounts: list[_Account], now: datetime) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _PG_UPDATE_BALANCES,
+            {
+                "ids": [a.customer_id for a in accounts],
+                "balances": [a.balance for a in accounts],
+                "entries": [a.entries for a in accounts],
+                "now": now,
+            },
+        )
+        return
+    table = CreditAccount.metadata.tables[CreditAccount.__tablename__]
+    session.execute(
+        update(table)
+        .where(table.c.customer_id == bindparam("account"))
+        .values(balance=bindparam("new_balance"), entries=bindparam("new_entries"), updated_at=now),
+        [
+            {"account": a.customer_id, "new_balance": a.balance, "new_entries": a.entries}
+            for a in accounts
+        ],
+    )
 
 
 def _insert_entries(session: Session, entries: list[dict[str, Any]], now: datetime) -> None:
