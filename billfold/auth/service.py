@@ -126,11 +126,12 @@ def resolve_callers(
 ) -> list[Caller | Unauthorized]:
     """`resolve_caller` for many credentials at once: two queries, whatever their number."""
     digests = {c: _digest(c) for c in credentials if c.startswith(API_KEY_PREFIX)}
+    # Plain rows, not entities: this runs for every batch of debits.
     keys = (
         {
             k.secret_hash: k
-            for k in session.scalars(
-                select(ApiKey).where(
+            for k in session.execute(
+                select(ApiKey.id, ApiKey.secret_hash, ApiKey.last_used_at).where(
                     ApiKey.secret_hash.in_(set(digests.values())), ApiKey.revoked_at.is_(None)
                 )
             )
@@ -138,6 +139,7 @@ def resolve_callers(
         if digests
         else {}
     )
+    stale: set[str] = set()
     subjects: dict[str, str | Unauthorized] = {}
     for credential in credentials:
         if credential not in digests:
@@ -162,7 +164,7 @@ def resolve_callers(
                 )
                 continue
             if key.last_used_at is None or now - key.last_used_at > LAST_USED_PRECISION:
-                key.last_used_at = now  # at most a write a minute per key, not one per request
+                stale.add(key.id)  # at most a write a minute per key, not one per request
             callers.append(Caller(user=None, api_key_id=key.id))
             continue
         subject = subjects[credential]
@@ -174,6 +176,8 @@ def resolve_callers(
             callers.append(Unauthorized("The account no longer exists", code="invalid_token"))
         else:
             callers.append(Caller(user=user))
+    if stale:
+        session.execute(update(ApiKey).where(ApiKey.id.in_(stale)).values(last_used_at=now))
     return callers
 
 

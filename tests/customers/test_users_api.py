@@ -13,7 +13,7 @@ import pytest
 import stripe
 from factories import admin_token, auth, register, unique_email
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from support.netfault import FaultyLink
 
 from billfold.audit import AuditEntry
@@ -483,6 +483,33 @@ def test_normal_user_cannot_look_up_customers(client: TestClient) -> None:
     assert other["customerId"] not in by_email.text
     by_id = client.get(f"/customers/{other['customerId']}", headers=auth(token))
     assert _error(by_id, 403)["code"] == "admin_only"
+
+
+def test_api_key_use_is_recorded_at_most_once_a_minute(
+    client: TestClient, services: Services
+) -> None:
+    user, _ = _signed_up(client)
+    admin = admin_token(client, services)
+    created = _new_api_key(client, admin)
+
+    def last_used() -> str | None:
+        [entry] = client.get("/api-keys", headers=auth(admin)).json()["data"]
+        used: str | None = entry["lastUsedAt"]
+        return used
+
+    assert last_used() is None
+    assert client.get(f"/users/{user['id']}", headers=auth(created["key"])).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get(f"/users/{user['id']}", headers=auth(created["key"])).status_code == 200
+    assert last_used() == first  # within the minute: no write per request
+
+    with services.db.transaction() as session:
+        session.execute(
+            update(ApiKey).values(last_used_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    assert client.get(f"/users/{user['id']}", headers=auth(created["key"])).status_code == 200
+    assert (last_used() or "") > first
 
 
 def test_revoked_api_key_is_401_invalid_api_key(client: TestClient, services: Services) -> None:
