@@ -366,11 +366,17 @@ def _owners(session: Session, debits: list[tuple[Caller, Debit]]) -> list[str | 
     """Whose account each debit draws on, or why it may not (as `acting_customer` decides)."""
     named = {d.customer_id for _, d in debits if d.customer_id}
     users = {c.user.id for c, d in debits if not d.customer_id and c.user is not None}
-    rows = session.execute(
-        select(Customer.id, Customer.user_id, Customer.deleted_at).where(
-            or_(Customer.id.in_(named), Customer.user_id.in_(users))
-        )
-    ).all()
+    # Only the conditions that name someone: an always-empty IN () in an OR helps no index.
+    conditions = [
+        column.in_(ids) for column, ids in ((Customer.id, named), (Customer.user_id, users)) if ids
+    ]
+    rows = (
+        session.execute(
+            select(Customer.id, Customer.user_id, Customer.deleted_at).where(or_(*conditions))
+        ).all()
+        if conditions
+        else []
+    )
     by_id = {r.id: r for r in rows}
     by_user = {r.user_id: r for r in rows}
     owners: list[str | Exception] = []
