@@ -2,12 +2,12 @@
 
 The host application calls `consume` on every billable action, often many at once on the
 same account. Applied one by one, each debit pays for its own transaction and waits for the
-account's row lock in turn. The batcher hands every waiting debit to a few threads, each of
-which locks the accounts involved (in a fixed order, so two batches cannot deadlock),
-applies the debits in arrival order with exactly the rules of `ledger.post` — the same
-idempotency keys, the same refusal when the balance is short — writes all ledger entries
-and balances at once, and commits once. If a batch fails as a whole, each debit is retried
-alone through the plain path, so a bad neighbour never fails a good debit.
+account's row lock in turn. The batcher hands every waiting debit to its thread, which locks
+the accounts involved (in a fixed order, so two batches cannot deadlock), applies the
+debits in arrival order with exactly the rules of `ledger.post` — the same idempotency
+keys, the same refusal when the balance is short — writes all ledger entries and balances
+at once, and commits once. If a batch fails as a whole, each debit is retried alone through
+the plain path, so a bad neighbour never fails a good debit.
 """
 
 from __future__ import annotations
@@ -246,8 +246,18 @@ def apply_batch(
     return outcomes
 
 
-# On PostgreSQL the batch's entries travel as arrays in one statement: executemany would send
-# (and the server would plan and run) one INSERT per entry.
+# On PostgreSQL a batch's balances and entries travel as arrays, one statement each:
+# executemany would send (and the server plan and run) a statement per row, and psycopg
+# handles each reply in Python. SQLite's executemany is a C loop inside this process.
+_PG_UPDATE_BALANCES = text(
+    """
+    UPDATE credit_accounts AS a
+       SET balance = v.balance, entries = v.entries, updated_at = :now
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:balances AS bigint[]),
+                  CAST(:entries AS bigint[])) AS v(customer_id, balance, entries)
+     WHERE a.customer_id = v.customer_id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
 _PG_INSERT_CONSUMED = text(
     """
     INSERT INTO credit_transactions (id, customer_id, entry_no, amount, balance_after, kind,
@@ -259,17 +269,6 @@ _PG_INSERT_CONSUMED = text(
                   CAST(:balances AS bigint[]), CAST(:reasons AS varchar[]),
                   CAST(:keys AS varchar[]), CAST(:actors AS varchar[]))
            AS v(id, customer_id, entry_no, amount, balance_after, reason, idempotency_key, actor)
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
-
-
-_PG_UPDATE_BALANCES = text(
-    """
-    UPDATE credit_accounts AS a
-       SET balance = v.balance, entries = v.entries, updated_at = :now
-      FROM unnest(CAST(:ids AS varchar[]), CAST(:balances AS bigint[]),
-                  CAST(:entries AS bigint[])) AS v(customer_id, balance, entries)
-     WHERE a.customer_id = v.customer_id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime))
 
