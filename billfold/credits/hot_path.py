@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,9 +72,7 @@ class ConsumeHotPath:
             elif name == b"idempotency-key":
                 content_type = None  # the generic middleware owns the header: fall through
                 break
-        if content_type is None or content_type.split(";")[0].strip().lower() != (
-            "application/json"
-        ):
+        if (content_type or "").split(";")[0].strip().lower() != "application/json":
             await self._app(scope, receive, send)
             return
         await self._answer(scope, receive, send, authorization)
@@ -81,7 +80,10 @@ class ConsumeHotPath:
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, authorization: str | None
     ) -> None:
-        raw = await _read_body(receive)
+        try:
+            raw = await _read_body(receive)
+        except ClientDisconnect:
+            return  # the caller hung up before the body ended: nothing is done, as in FastAPI
         if raw is None:
             response = error_response(413, "body_too_large", "The request body is too large")
             await response(scope, receive, send)
@@ -132,7 +134,7 @@ async def _read_body(receive: Receive) -> bytes | None:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            raise ClientDisconnect
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:

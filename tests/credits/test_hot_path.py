@@ -6,6 +6,7 @@ statuses, error codes, problems and debits, case by case.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -13,9 +14,10 @@ import httpx
 import pytest
 from factories import register
 from fastapi.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 from support.credits import balance, grant, ledger
 
-from billfold.credits.hot_path import MAX_BODY
+from billfold.credits.hot_path import MAX_BODY, PATH, ConsumeHotPath
 
 JSON = {"Content-Type": "application/json"}
 _header_keys = itertools.count()
@@ -129,3 +131,45 @@ def test_the_route_stays_documented(client: TestClient) -> None:
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "ConsumeIn"
     )
+
+
+def test_a_caller_hanging_up_before_the_body_ends_debits_nothing(
+    client: TestClient, admin: dict[str, str], buyer: dict[str, Any]
+) -> None:
+    grant(client, admin, buyer["customerId"], 100)
+    # A whole debit, but the request said more was coming when the caller hung up.
+    messages: list[Message] = [
+        {
+            "type": "http.request",
+            "body": b'{"amount": 5, "idempotencyKey": "gone"}',
+            "more_body": True,
+        },
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def fallen_through(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the hot path should have taken this call")
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "query_string": b"",
+        "headers": [
+            (b"authorization", buyer["headers"]["Authorization"].encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
+    hot_path = ConsumeHotPath(fallen_through, client.app.state.consume_batcher)  # type: ignore[attr-defined]
+
+    asyncio.run(hot_path(scope, receive, send))
+
+    assert sent == []
+    assert balance(client, buyer["headers"]) == 100
