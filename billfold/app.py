@@ -39,8 +39,6 @@ from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
 
-log = structlog.get_logger("billfold.http")
-
 
 def create_app(
     settings: Settings | None = None,
