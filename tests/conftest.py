@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 import stripe
-from factories import admin_token, auth, register
+from factories import admin_token, auth, signed_up
 from fastapi.testclient import TestClient
 from psycopg import sql
 from support.netfault import FaultyLink
@@ -190,8 +190,7 @@ def admin(client: TestClient, services: Services) -> dict[str, str]:
 @pytest.fixture
 def buyer(client: TestClient) -> dict[str, Any]:
     """A registered user (with a Stripe customer): their user object plus `headers`."""
-    data = register(client)
-    return {**data["user"], "headers": auth(data["access_token"])}
+    return signed_up(client)
 
 
 @pytest.fixture

@@ -30,6 +30,12 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def signed_up(client: TestClient) -> dict[str, Any]:
+    """A newly registered user: their user object plus the `headers` that sign them in."""
+    data = register(client)
+    return {**data["user"], "headers": auth(data["access_token"])}
+
+
 def admin_token(client: TestClient, services: Services) -> str:
     email, password = unique_email("admin"), "admin-password-1"
     with services.db.transaction() as session:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import stripe
 from conftest import WEBHOOK_SECRET
-from factories import register
+from factories import signed_up
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from support.credits import balance, grant, ledger
@@ -118,11 +118,6 @@ def api_key(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
     response = client.post("/api-keys", json={"name": "host backend"}, headers=admin)
     assert response.status_code == 201, response.text
     return {"Authorization": f"Bearer {response.json()['data']['key']}"}
-
-
-def other_user(client: TestClient) -> dict[str, Any]:
-    data = register(client)
-    return {**data["user"], "headers": {"Authorization": f"Bearer {data['access_token']}"}}
 
 
 def error_code(response: httpx.Response) -> str:
@@ -479,7 +474,7 @@ def test_someone_elses_card_or_customer_is_404_and_leaves_nothing_behind(
     stripe_api: stripe.StripeClient,
 ) -> None:
     package = make_package(client, admin, credits=100, price=100)
-    other = other_user(client)
+    other = signed_up(client)
     theirs = saved_card(client, stripe_api, other["headers"])
     loose = card(stripe_api)  # never attached to anyone
 
@@ -609,7 +604,7 @@ def test_service_key_consumes_for_the_customer_it_names(
 def test_a_user_naming_another_customer_gets_404_and_moves_nothing(
     client: TestClient, admin: dict[str, str], buyer: dict[str, Any]
 ) -> None:
-    other = other_user(client)
+    other = signed_up(client)
     grant(client, admin, other["customerId"], 100)
     grant(client, admin, buyer["customerId"], 100)
     theirs = {"customerId": other["customerId"]}

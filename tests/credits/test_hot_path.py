@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from factories import register
+from factories import signed_up
 from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 from support.credits import balance, grant, ledger
@@ -43,11 +43,6 @@ def comparable(response: httpx.Response) -> dict[str, Any]:
     return {"status": response.status_code, "body": body}
 
 
-def other_user(client: TestClient) -> dict[str, Any]:
-    data = register(client)
-    return {**data["user"], "headers": {"Authorization": f"Bearer {data['access_token']}"}}
-
-
 CASES: list[tuple[str, bytes]] = [
     ("a debit", b'{"amount": 10, "idempotencyKey": "a", "reason": "render"}'),
     ("the same debit again", b'{"amount": 10, "idempotencyKey": "a", "reason": "render"}'),
@@ -70,7 +65,7 @@ CASES: list[tuple[str, bytes]] = [
 def test_both_ways_in_answer_every_case_alike(
     client: TestClient, admin: dict[str, str], buyer: dict[str, Any]
 ) -> None:
-    twin = other_user(client)  # the same starting point, served by the FastAPI route
+    twin = signed_up(client)  # the same starting point, served by the FastAPI route
     for customer in (buyer, twin):
         assert grant(client, admin, customer["customerId"], 100).status_code == 201
 
@@ -88,7 +83,7 @@ def test_both_ways_in_answer_every_case_alike(
 def test_someone_elses_customer_and_a_missing_credential_are_refused_both_ways(
     client: TestClient, admin: dict[str, str], buyer: dict[str, Any], via_fastapi: bool
 ) -> None:
-    other = other_user(client)
+    other = signed_up(client)
     grant(client, admin, other["customerId"], 100)
     theirs = b'{"amount": 5, "idempotencyKey": "k", "customerId": "%s"}' % (
         other["customerId"].encode()
