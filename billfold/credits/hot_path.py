@@ -97,17 +97,7 @@ class ConsumeHotPath:
         except Exception as exc:
             await _refusal(exc)(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(answer)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await Response(answer, media_type="application/json")(scope, receive, send)
 
 
 class _NoBody(Exception):
