@@ -10,7 +10,7 @@ from datetime import timedelta
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from billfold import audit
@@ -121,6 +121,13 @@ def resolve_caller(session: Session, credential: str, tokens: TokenIssuer) -> Ca
     return found
 
 
+# Built once: these run for every batch of debits.
+_LIVE_API_KEYS = select(ApiKey.id, ApiKey.secret_hash, ApiKey.last_used_at).where(
+    ApiKey.secret_hash.in_(bindparam("digests", expanding=True)), ApiKey.revoked_at.is_(None)
+)
+_USERS = select(User).where(User.id.in_(bindparam("ids", expanding=True)))
+
+
 def resolve_callers(
     session: Session, credentials: list[str], tokens: TokenIssuer
 ) -> list[Caller | Unauthorized]:
@@ -130,11 +137,7 @@ def resolve_callers(
     keys = (
         {
             k.secret_hash: k
-            for k in session.execute(
-                select(ApiKey.id, ApiKey.secret_hash, ApiKey.last_used_at).where(
-                    ApiKey.secret_hash.in_(set(digests.values())), ApiKey.revoked_at.is_(None)
-                )
-            )
+            for k in session.execute(_LIVE_API_KEYS, {"digests": list(set(digests.values()))})
         }
         if digests
         else {}
@@ -148,11 +151,7 @@ def resolve_callers(
             except Unauthorized as exc:
                 subjects[credential] = exc
     user_ids = {s for s in subjects.values() if isinstance(s, str)}
-    users = (
-        {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))}
-        if user_ids
-        else {}
-    )
+    users = {u.id: u for u in session.scalars(_USERS, {"ids": list(user_ids)})} if user_ids else {}
     now = utcnow()
     callers: list[Caller | Unauthorized] = []
     for credential in credentials:
