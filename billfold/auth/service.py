@@ -137,7 +137,9 @@ def resolve_callers(
     keys = (
         {
             k.secret_hash: k
-            for k in session.execute(_LIVE_API_KEYS, {"digests": list(set(digests.values()))})
+            for k in session.connection().execute(
+                _LIVE_API_KEYS, {"digests": list(set(digests.values()))}
+            )
         }
         if digests
         else {}

@@ -275,7 +275,7 @@ _PG_INSERT_CONSUMED = text(
 
 def _update_balances(session: Session, accounts: list[_Account], now: datetime) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
+        session.connection().execute(
             _PG_UPDATE_BALANCES,
             {
                 "ids": [a.customer_id for a in accounts],
@@ -286,7 +286,7 @@ def _update_balances(session: Session, accounts: list[_Account], now: datetime) 
         )
         return
     table = CreditAccount.metadata.tables[CreditAccount.__tablename__]
-    session.execute(
+    session.connection().execute(
         update(table)
         .where(table.c.customer_id == bindparam("account"))
         .values(balance=bindparam("new_balance"), entries=bindparam("new_entries"), updated_at=now),
@@ -302,7 +302,7 @@ def _insert_entries(session: Session, entries: list[dict[str, Any]], now: dateti
     if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(LedgerEntry), entries)
         return
-    session.execute(
+    session.connection().execute(
         _PG_INSERT_CONSUMED,
         {
             "ids": [e["id"] for e in entries],
@@ -331,6 +331,8 @@ def _replay(earlier: ledger.Posted, debit: Debit) -> ledger.Posted | Exception:
 
 # The batch's reads, built once: each runs on every batch, and building a statement (and its
 # cache key) costs about as much Python as running it. `expanding` lists fill the IN (…).
+# A batch runs its statements on the session's connection: they read and write plain rows,
+# so the ORM layer would only add work (an account a batch creates is flushed at once).
 _LOCK_ACCOUNTS = (
     select(
         CreditAccount.customer_id,
@@ -370,7 +372,7 @@ _CUSTOMERS_BY = {
 
 
 def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, _Account]:
-    rows = session.execute(_LOCK_ACCOUNTS, {"customer_ids": customer_ids})
+    rows = session.connection().execute(_LOCK_ACCOUNTS, {"customer_ids": customer_ids})
     return {
         r.customer_id: _Account(
             r.customer_id,
@@ -392,9 +394,11 @@ def _owners(session: Session, debits: list[tuple[Caller, Debit]]) -> list[str | 
     named = {d.customer_id for _, d in debits if d.customer_id}
     users = {c.user.id for c, d in debits if not d.customer_id and c.user is not None}
     rows = (
-        session.execute(
+        session.connection()
+        .execute(
             _CUSTOMERS_BY[bool(named), bool(users)], {"ids": list(named), "users": list(users)}
-        ).all()
+        )
+        .all()
         if named or users
         else []
     )
@@ -423,7 +427,7 @@ def _owners(session: Session, debits: list[tuple[Caller, Debit]]) -> list[str | 
 def _existing(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], ledger.Posted]:
     if not keys:
         return {}
-    rows = session.execute(
+    rows = session.connection().execute(
         _USED_KEYS, {"customer_ids": list({c for c, _ in keys}), "keys": list({k for _, k in keys})}
     )
     return {
