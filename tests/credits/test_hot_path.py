@@ -14,10 +14,12 @@ import httpx
 import pytest
 from factories import signed_up
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from starlette.types import Message, Receive, Scope, Send
 from support.credits import balance, grant, ledger
 
 from billfold.credits.hot_path import MAX_BODY, PATH, ConsumeHotPath
+from billfold.services import Services
 
 JSON = {"Content-Type": "application/json"}
 _header_keys = itertools.count()
@@ -168,3 +170,36 @@ def test_a_caller_hanging_up_before_the_body_ends_debits_nothing(
 
     assert sent == []
     assert balance(client, buyer["headers"]) == 100
+
+
+@pytest.mark.postgres_only
+def test_a_batcher_whose_connection_the_database_cut_debits_once_on_a_new_one(
+    client: TestClient, admin: dict[str, str], buyer: dict[str, Any], services: Services
+) -> None:
+    grant(client, admin, buyer["customerId"], 100)
+    first = post(
+        client, buyer["headers"], b'{"amount": 5, "idempotencyKey": "before"}', via_fastapi=False
+    )
+    assert first.status_code == 200, first.text
+    # The batcher keeps its connection between batches: cut it (and every other) server-side,
+    # as a database restart or an idle-session timeout would.
+    with services.db.engine.connect() as connection:
+        cut = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert cut >= 1
+
+    after = post(
+        client, buyer["headers"], b'{"amount": 7, "idempotencyKey": "after"}', via_fastapi=False
+    )
+    again = post(
+        client, buyer["headers"], b'{"amount": 7, "idempotencyKey": "after"}', via_fastapi=False
+    )
+
+    assert after.status_code == 200, after.text
+    assert (again.status_code, again.json()["data"]["replayed"]) == (200, True)
+    assert balance(client, buyer["headers"]) == 88
+    assert [e["amount"] for e in ledger(client, buyer["headers"])] == [-7, -5, 100]
