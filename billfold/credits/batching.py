@@ -334,7 +334,7 @@ def _update_balances(session: Session, accounts: list[_Account], now: datetime) 
 def _insert_entries(session: Session, entries: list[dict[str, Any]], now: datetime) -> None:
     """The batch's consume entries, all made `now`."""
     if session.get_bind().dialect.name != "postgresql":
-        session.execute(insert(LedgerEntry), entries)
+        session.connection().execute(insert(LedgerEntry), entries)
         return
     session.connection().execute(
         _PG_INSERT_CONSUMED,
