@@ -278,6 +278,19 @@ def pgbench(
     return float(found.group(1))
 
 
+def autovacuum_runs(db: Database) -> int:
+    """Autovacuum and autoanalyze runs so far on the benchmark's tables. They share the
+    machine's cores with the run, so a figure taken while one ran is lower: say so."""
+    with db.engine.connect() as connection:
+        runs = connection.execute(
+            text(
+                "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)"
+                " FROM pg_stat_user_tables"
+            )
+        ).scalar_one()
+    return int(runs)
+
+
 def start_server(url: str, stripe_base: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -330,7 +343,6 @@ def main() -> None:
         migrations.upgrade(url)
         db = Database(url)
         key = seed(db, args.accounts)
-        db.dispose()
         port = free_port()
         server = start_server(url, standin.url, port, args.server_workers)
         try:
@@ -344,9 +356,11 @@ def main() -> None:
                 ("one hot account", [1]),
             ):
                 drive(port, key, args.clients, 2, accounts, args.load_processes)  # warm up
+                vacuums = autovacuum_runs(db)
                 done, latencies, errors = drive(
                     port, key, args.clients, args.seconds, accounts, args.load_processes
                 )
+                vacuums = autovacuum_runs(db) - vacuums
                 rps = done / args.seconds
                 tps = pgbench(pg, "bench", args.clients, args.seconds, len(accounts))
                 ms = [s * 1000 for s in latencies]
@@ -354,10 +368,12 @@ def main() -> None:
                     f"  {label:<16} HTTP {rps:8.0f} req/s  p50={percentile(ms, 50):6.1f} ms  "
                     f"p99={percentile(ms, 99):6.1f} ms  errors={errors}  |  pgbench {tps:8.0f} tps"
                     f"  |  ratio {rps / tps:5.2f}"
+                    + (f"  (autovacuum ran {vacuums}x during the HTTP run)" if vacuums else "")
                 )
         finally:
             server.terminate()
             server.wait(timeout=10)
+            db.dispose()
 
 
 if __name__ == "__main__":
