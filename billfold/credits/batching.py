@@ -372,10 +372,7 @@ _LOCK_ACCOUNTS = (
         CreditAccount.customer_id,
         CreditAccount.balance,
         CreditAccount.entries,
-        CreditAccount.auto_recharge_enabled,
-        CreditAccount.threshold_credits,
-        CreditAccount.recharge_in_flight_id,
-        CreditAccount.recharge_paused_until,
+        *ledger.RECHARGE_POLICY_COLUMNS,
     )
     .where(CreditAccount.customer_id.in_(bindparam("customer_ids", expanding=True)))
     # Always in customer ID order, so two batches wait for each other instead of deadlocking.
@@ -408,17 +405,7 @@ _CUSTOMERS_BY = {
 def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, _Account]:
     rows = session.connection().execute(_LOCK_ACCOUNTS, {"customer_ids": customer_ids})
     return {
-        r.customer_id: _Account(
-            r.customer_id,
-            r.balance,
-            r.entries,
-            RechargePolicy(
-                r.auto_recharge_enabled,
-                r.threshold_credits,
-                r.recharge_in_flight_id is not None,
-                r.recharge_paused_until,
-            ),
-        )
+        r.customer_id: _Account(r.customer_id, r.balance, r.entries, ledger.policy_of(r))
         for r in rows
     }
 

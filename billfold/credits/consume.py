@@ -9,7 +9,7 @@ from billfold import audit
 from billfold.auth.service import Caller
 from billfold.credits import ledger, recharge
 from billfold.credits.models import EntryKind
-from billfold.credits.rules import RechargePolicy, recharge_due
+from billfold.credits.rules import recharge_due
 from billfold.customers.service import acting_customer
 from billfold.db import utcnow
 from billfold.errors import InvalidInput
@@ -37,13 +37,10 @@ def consume(services: Services, caller: Caller, debit: Debit) -> ledger.Posted:
             reason=debit.reason,
             actor=caller.actor,
         )
-        state = posted.account
-        if state is not None:
-            policy = RechargePolicy(
-                state.enabled, state.threshold, state.in_flight, state.paused_until
-            )
-            if recharge_due(posted.balance_after, policy, utcnow()):
-                recharge.start(session, customer.id, services.settings)
+        if posted.policy is not None and recharge_due(
+            posted.balance_after, posted.policy, utcnow()
+        ):
+            recharge.start(session, customer.id, services.settings)
         return posted
 
 

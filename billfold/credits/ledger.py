@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Row, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
+from billfold.credits.rules import RechargePolicy
 from billfold.db import new_id, utcnow
 from billfold.errors import BillfoldError, Conflict
 
@@ -41,16 +43,27 @@ class Posted:
     idempotency_key: str
     created_at: datetime
     replayed: bool
-    # Auto-recharge state read in the same statement as the debit (see consume).
-    account: CreditAccountState | None = None
+    # Auto-recharge policy read in the same statement as the debit (see consume).
+    policy: RechargePolicy | None = None
 
 
-@dataclass(frozen=True)
-class CreditAccountState:
-    enabled: bool
-    threshold: int | None
-    in_flight: bool
-    paused_until: datetime | None
+# The account columns that decide whether a debit starts a recharge, and the policy they make.
+RECHARGE_POLICY_COLUMNS = (
+    CreditAccount.auto_recharge_enabled,
+    CreditAccount.threshold_credits,
+    CreditAccount.recharge_in_flight_id,
+    CreditAccount.recharge_paused_until,
+)
+
+
+def policy_of(row: Row[*tuple[Any, ...]]) -> RechargePolicy:
+    """The recharge policy of a row that selected `RECHARGE_POLICY_COLUMNS`."""
+    return RechargePolicy(
+        row.auto_recharge_enabled,
+        row.threshold_credits,
+        row.recharge_in_flight_id is not None,
+        row.recharge_paused_until,
+    )
 
 
 def ensure_account(session: Session, customer_id: str) -> None:
@@ -122,14 +135,7 @@ def _append(
             entries=CreditAccount.entries + 1,
             updated_at=utcnow(),
         )
-        .returning(
-            CreditAccount.balance,
-            CreditAccount.entries,
-            CreditAccount.auto_recharge_enabled,
-            CreditAccount.threshold_credits,
-            CreditAccount.recharge_in_flight_id,
-            CreditAccount.recharge_paused_until,
-        )
+        .returning(CreditAccount.balance, CreditAccount.entries, *RECHARGE_POLICY_COLUMNS)
     ).one_or_none()
     if row is None:
         # The same key may have been posted by a twin that held the account while we
@@ -161,13 +167,7 @@ def _append(
             created_at=now,
         )
     )
-    state = CreditAccountState(
-        enabled=row.auto_recharge_enabled,
-        threshold=row.threshold_credits,
-        in_flight=row.recharge_in_flight_id is not None,
-        paused_until=row.recharge_paused_until,
-    )
-    return Posted(entry_id, amount, row.balance, kind, idempotency_key, now, False, state)
+    return Posted(entry_id, amount, row.balance, kind, idempotency_key, now, False, policy_of(row))
 
 
 def _replay(entry: LedgerEntry, amount: int) -> Posted:
