@@ -82,17 +82,17 @@ def buy(body: PurchaseIn, caller: CallerDep, services: ServicesDep) -> Envelope[
             customer_id=body.customer_id,
         ),
     )
-    paid = outcome.payment
-    paid.raise_if_declined()
+    charge = outcome.charge
+    charge.raise_if_declined()
     return ok(
         _purchase_out(
             services,
             outcome.purchase,
-            paid.payment,
+            charge.payment,
             outcome.balance,
-            payment_intent_id=paid.intent.id,
-            client_secret=paid.client_secret,
-            next_action=paid.next_action,
+            payment_intent_id=charge.intent.id,
+            client_secret=charge.client_secret,
+            next_action=charge.next_action,
         )
     )
 

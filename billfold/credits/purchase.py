@@ -46,7 +46,7 @@ class PurchaseRequest:
 @dataclass(frozen=True)
 class PurchaseOutcome:
     purchase: CreditPurchase
-    payment: IntentOutcome
+    charge: IntentOutcome  # the payment and its intent, declined or not
     balance: int
 
 
