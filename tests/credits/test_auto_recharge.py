@@ -20,6 +20,7 @@ from conftest import STRIPE_KEY, WEBHOOK_SECRET
 from factories import register
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from support.credits import balance, starting_balance
 from support.netfault import FaultyLink
 from support.payments import THREE_D_SECURE, VISA, saved_card
 from support.stripe_events import delivery, event
@@ -64,20 +65,6 @@ def make_package(
     return package
 
 
-def grant(client: TestClient, admin: dict[str, str], customer_id: str, amount: int) -> None:
-    response = client.post(
-        "/credits/grants",
-        json={
-            "customerId": customer_id,
-            "amount": amount,
-            "reason": "starting balance",
-            "idempotencyKey": uuid.uuid4().hex,
-        },
-        headers=admin,
-    )
-    assert response.status_code == 201, response.text
-
-
 def consume(client: TestClient, headers: dict[str, str], amount: int) -> httpx.Response:
     response: httpx.Response = client.post(
         "/credits/consume",
@@ -117,11 +104,6 @@ def auto_recharge(client: TestClient, headers: dict[str, str]) -> dict[str, Any]
     return data
 
 
-def balance(client: TestClient, headers: dict[str, str]) -> int:
-    value: int = client.get("/credits/balance", headers=headers).json()["data"]["balance"]
-    return value
-
-
 def set_up(
     client: TestClient,
     admin: dict[str, str],
@@ -136,7 +118,7 @@ def set_up(
     """Give the buyer `start` credits and a saved card, and turn auto-recharge on with it."""
     pm = saved_card(client, stripe_api, buyer["headers"], number)
     if start:
-        grant(client, admin, buyer["customerId"], start)
+        starting_balance(client, admin, buyer["customerId"], start)
     enable(client, buyer["headers"], pm, threshold, **how)
     return pm
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import stripe
 import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
+from support.credits import starting_balance
 from support.payments import saved_card
 from support.waiting import wait_until
 
@@ -91,20 +91,6 @@ class Entry:
     kind: str
     key: str
     reference_id: str | None
-
-
-def grant(client: TestClient, admin: dict[str, str], customer_id: str, amount: int) -> None:
-    response = client.post(
-        "/credits/grants",
-        json={
-            "customerId": customer_id,
-            "amount": amount,
-            "reason": "starting balance",
-            "idempotencyKey": uuid.uuid4().hex,
-        },
-        headers=admin,
-    )
-    assert response.status_code == 201, response.text
 
 
 def ledger(services: Services, customer_id: str) -> tuple[int, int, list[Entry]]:
@@ -244,7 +230,7 @@ def test_fifty_parallel_consumers_never_overdraw_lose_or_double_a_debit(
     live: str,
 ) -> None:
     initial = 1500  # drained in well under a second at this load: many 402s follow
-    grant(client, admin, buyer["customerId"], initial)
+    starting_balance(client, admin, buyer["customerId"], initial)
 
     calls = hammer(live, buyer["headers"], seed=1)
 
@@ -330,7 +316,7 @@ def test_a_retry_queued_with_its_first_send_debits_once_and_both_answer_the_debi
 ) -> None:
     """A client retries while its first request still waits for the account: both answers
     are the one debit, never a 402 for the credits the first send itself spent."""
-    grant(client, admin, buyer["customerId"], 10)
+    starting_balance(client, admin, buyer["customerId"], 10)
 
     answers = send_twice_while_held(
         services,
@@ -360,7 +346,7 @@ def test_a_retried_adjustment_queued_with_its_first_send_posts_once_and_both_agr
 ) -> None:
     """The same through ledger.post itself (a negative adjustment; also the path of refunds'
     clawbacks and of a debit retried alone after its batch failed)."""
-    grant(client, admin, buyer["customerId"], 10)
+    starting_balance(client, admin, buyer["customerId"], 10)
 
     answers = send_twice_while_held(
         services,
@@ -395,7 +381,7 @@ def test_threshold_crossings_under_load_start_at_most_one_recharge_at_a_time(
 ) -> None:
     threshold, recharge_credits, initial = 1500, 2000, 1800
     card = saved_card(client, stripe_api, buyer["headers"])
-    grant(client, admin, buyer["customerId"], initial)
+    starting_balance(client, admin, buyer["customerId"], initial)
     configured = client.put(
         "/credits/auto-recharge",
         json={

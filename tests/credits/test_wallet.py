@@ -6,6 +6,7 @@ from typing import Any
 
 import stripe
 from fastapi.testclient import TestClient
+from support.credits import balance
 from support.payments import saved_card
 
 from billfold.jobs.worker import Worker
@@ -23,11 +24,6 @@ def make_package(
     assert response.status_code == 201, response.text
     package: dict[str, Any] = response.json()["data"]
     return package
-
-
-def balance(client: TestClient, headers: dict[str, str]) -> int:
-    value: int = client.get("/credits/balance", headers=headers).json()["data"]["balance"]
-    return value
 
 
 def test_buy_with_saved_card_spend_and_refund_claws_back_unspent_credits(

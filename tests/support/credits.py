@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -20,6 +21,21 @@ def grant(
     }
     response: httpx.Response = client.post("/credits/grants", json=body, headers=admin)
     return response
+
+
+def starting_balance(
+    client: TestClient, admin: dict[str, str], customer_id: str, amount: int
+) -> None:
+    """A starting balance: grant `amount` under a fresh key, and require that it was granted."""
+    response = grant(
+        client,
+        admin,
+        customer_id,
+        amount,
+        reason="starting balance",
+        idempotencyKey=uuid.uuid4().hex,
+    )
+    assert response.status_code == 201, response.text
 
 
 def balance(client: TestClient, headers: dict[str, str], **params: Any) -> int:
