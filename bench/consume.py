@@ -40,7 +40,7 @@ from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.customers.models import Customer
 from billfold.db import Database, new_id, utcnow
 from billfold.observability import configure_logging
-from billfold.stripe_standin import LocalStripe, free_port
+from billfold.standin import LocalStripe, free_port
 
 START_BALANCE = 10**12
 # Ledger entries each account starts with. A running deployment has history and planner

@@ -23,7 +23,7 @@ from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.observability import configure_logging
 from billfold.registry import build_worker
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 
 def registration_latency(base: str, n: int, label: str) -> list[float]:

@@ -20,7 +20,7 @@ from billfold.auth.models import Role
 from billfold.customers import service
 from billfold.db import Database
 from billfold.observability import configure_logging
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from billfold.customers import service
 from billfold.observability import configure_logging
 from billfold.registry import build_worker
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 from billfold.subscriptions import licenses
 from billfold.subscriptions.lifecycle import start_trial
 from billfold.subscriptions.models import Subscription

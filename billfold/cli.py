@@ -194,7 +194,7 @@ def dev(
 
     The stand-in keeps its data in memory, so the demo database starts afresh each run too.
     """
-    from billfold.stripe_standin import LocalStripe
+    from billfold.standin import LocalStripe
 
     configure_logging()
     for leftover in (DEV_DATABASE, f"{DEV_DATABASE}-wal", f"{DEV_DATABASE}-shm"):

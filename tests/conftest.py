@@ -29,7 +29,7 @@ from billfold.config import Settings
 from billfold.jobs.worker import Worker
 from billfold.registry import build_worker
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 WEBHOOK_SECRET = "whsec_test_billfold"
 # A fixed Ed25519 test key (base64 of the raw seed) that signs licenses; subprocesses the

@@ -19,7 +19,7 @@ from billfold.app import create_app
 from billfold.auth.models import Role, User
 from billfold.cli import app as cli_app
 from billfold.db import Base, Database
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 
 @pytest.fixture

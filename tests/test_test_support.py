@@ -14,7 +14,7 @@ import stripe
 from support.netfault import FaultyLink
 from support.postgres import ThrowawayPostgres
 
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 
 @pytest.fixture(scope="module")

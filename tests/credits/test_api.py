@@ -29,7 +29,7 @@ from billfold.jobs.worker import Worker
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Payment
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 # Attaches fine, declines when charged (Stripe's "attach but fail" test card).
 DECLINES_AT_CHARGE = "4000000000000341"

@@ -35,7 +35,7 @@ from billfold.credits.models import (
 )
 from billfold.jobs.worker import Worker
 from billfold.services import Services
-from billfold.stripe_standin import free_port
+from billfold.standin import free_port
 
 pytestmark = pytest.mark.postgres_only
 

@@ -24,7 +24,7 @@ from billfold.jobs.worker import Worker
 from billfold.mail import outbox
 from billfold.mail.models import MailStatus, OutboxMail
 from billfold.services import Services
-from billfold.stripe_standin import free_port
+from billfold.standin import free_port
 
 # -- a real SMTP server on 127.0.0.1 ----------------------------------------------------
 

@@ -29,7 +29,7 @@ from billfold.audit import AuditEntry
 from billfold.jobs.worker import Worker
 from billfold.mail.models import OutboxMail
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 
 def pay_intent(client: TestClient, headers: dict[str, str], **body: Any) -> httpx.Response:

@@ -31,7 +31,7 @@ from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe, free_port
+from billfold.standin import LocalStripe, free_port
 from billfold.webhooks.inbox import PROCESS_JOB
 from billfold.webhooks.models import StripeEvent
 

@@ -44,14 +44,14 @@ def serve(port: int, host: str = DEFAULT_HOST, parent_pid: int | None = None) ->
     from aiohttp import web
     from localstripe import resources, server
 
-    from billfold import standin_fidelity
+    from billfold.standin import fidelity
 
     def _no_dump(self: Any) -> None:
         return None
 
     # localstripe pickles its whole store to a fixed /tmp path on every write; skip it.
     resources.Store.dump_to_disk = _no_dump
-    standin_fidelity.apply()
+    fidelity.apply()
     # localstripe's own start() binds '::' (fails where IPv6 is off); bind `host` instead.
     access_log: logging.Logger | None = None
     if os.environ.get(LOG_ENV, "").strip().lower() not in ("", "0", "false", "no"):
@@ -101,7 +101,7 @@ class LocalStripe:
         output: IO[bytes] | None = None
         if not os.environ.get(LOG_ENV):
             output = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        command = [sys.executable, "-m", "billfold.stripe_standin", "--port", str(port)]
+        command = [sys.executable, "-m", "billfold.standin", "--port", str(port)]
         command += ["--exit-with-parent", str(os.getpid())]
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command,
