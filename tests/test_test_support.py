@@ -98,6 +98,17 @@ def test_faultylink_forwards_when_up(link: FaultyLink, localstripe: LocalStripe)
     assert emails_in(localstripe, email) == [email]
 
 
+def test_faultylink_counts_each_request_on_a_kept_alive_connection(
+    link: FaultyLink, localstripe: LocalStripe
+) -> None:
+    client = client_for(link.url)
+    before = link.counts["requests"]
+    for _ in range(3):
+        client.v1.customers.list(params={"limit": 1})
+    client.v1.customers.create(params={"email": unique_email()})
+    assert link.counts["requests"] - before == 4
+
+
 def test_faultylink_down_fails_fast_then_recovers(
     link: FaultyLink, localstripe: LocalStripe
 ) -> None:

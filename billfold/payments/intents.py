@@ -314,11 +314,12 @@ def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
     log.info("payment.succeeded", payment_id=payment.id, amount=payment.amount)
 
 
-def payment_for_intent(session: Session, intent: StripePaymentIntent) -> Payment | None:
-    """Ours for a Stripe intent: by its ID, else by the payment_id in its metadata."""
-    payment = session.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent.id))
-    if payment is None and intent.metadata.get("payment_id"):
-        payment = session.get(Payment, intent.metadata["payment_id"])
-        if payment is not None and payment.stripe_payment_intent_id not in (None, intent.id):
+def known_payment(session: Session, intent_id: str, metadata: dict[str, str]) -> Payment | None:
+    """Ours for a Stripe intent, from what we hold: a payment storing its ID, else the one
+    named by the payment_id in its metadata (unless that payment has another intent)."""
+    payment = session.scalar(select(Payment).where(Payment.stripe_payment_intent_id == intent_id))
+    if payment is None and metadata.get("payment_id"):
+        payment = session.get(Payment, metadata["payment_id"])
+        if payment is not None and payment.stripe_payment_intent_id not in (None, intent_id):
             return None
     return payment

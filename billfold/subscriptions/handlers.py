@@ -1,16 +1,44 @@
 """Stripe events about subscriptions: each re-reads the subscription from Stripe and applies
-it, so the order and repetition of events never leave a wrong state."""
+it, so the order and repetition of events never leave a wrong state.
+
+Only subscriptions of ours are re-read: what we hold (the stored subscription ID, our
+customer ID in the metadata, a linked Stripe customer) decides first, so events of other
+systems sharing the Stripe account cost no Stripe call.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import or_, select
+
+from billfold.customers.models import Customer
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
+from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time
 from billfold.webhooks.models import EventStatus
+
+
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else value.get("id")
+
+
+def _is_ours(
+    services: Services, subscription_id: str, customer_id: str | None, stripe_customer: Any
+) -> bool:
+    stripe_customer_id = _id(stripe_customer)
+    with services.db.transaction() as session:
+        if session.scalar(
+            select(Subscription.id).where(Subscription.stripe_subscription_id == subscription_id)
+        ):
+            return True
+        owners = [Customer.id == customer_id] if customer_id else []
+        if stripe_customer_id:
+            owners.append(Customer.stripe_customer_id == stripe_customer_id)
+        return bool(owners) and session.scalar(select(Customer.id).where(or_(*owners))) is not None
 
 
 def _apply(
@@ -19,7 +47,10 @@ def _apply(
     subscription_id: str,
     customer_id: str | None = None,
     fallback: dict[str, Any] | None = None,
+    stripe_customer: Any = None,
 ) -> Outcome:
+    if not _is_ours(services, subscription_id, customer_id, stripe_customer):
+        return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {subscription_id}")
     try:
         remote: StripeSubscription = services.stripe.retrieve_subscription(subscription_id)
     except StripeNotFound:
@@ -49,12 +80,22 @@ def on_checkout_completed(services: Services, event: dict[str, Any]) -> Outcome:
     ours = (checkout.get("metadata") or {}).get("customer_id") or checkout.get(
         "client_reference_id"
     )
-    return _apply(services, event, subscription_id, customer_id=ours)
+    return _apply(
+        services, event, subscription_id, customer_id=ours, stripe_customer=checkout.get("customer")
+    )
 
 
 def on_subscription(services: Services, event: dict[str, Any]) -> Outcome:
     obj = event_object(event)
-    return _apply(services, event, obj["id"], fallback=obj)
+    ours = (obj.get("metadata") or {}).get("customer_id")
+    return _apply(
+        services,
+        event,
+        obj["id"],
+        customer_id=ours,
+        fallback=obj,
+        stripe_customer=obj.get("customer"),
+    )
 
 
 def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
@@ -65,7 +106,7 @@ def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
     if not subscription:
         return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
     subscription_id = subscription if isinstance(subscription, str) else subscription["id"]
-    return _apply(services, event, subscription_id)
+    return _apply(services, event, subscription_id, stripe_customer=invoice.get("customer"))
 
 
 HANDLERS: dict[str, EventHandler] = {

@@ -17,6 +17,7 @@ from billfold.errors import NotFound
 from billfold.jobs.queue import enqueue
 from billfold.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
 from billfold.services import Services
+from billfold.stripe_gateway import StripeNotFound
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_time
 from billfold.webhooks.models import EventStatus, StripeEvent
 
@@ -59,12 +60,7 @@ def process(services: Services, handlers: Mapping[str, EventHandler], event_id: 
         if stored.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
             return
         event_type, payload = stored.type, json.loads(stored.payload)
-    handler = handlers.get(event_type)
-    outcome = (
-        handler(services, payload)
-        if handler is not None
-        else Outcome(EventStatus.IGNORED, note="no handler for this type")
-    )
+    outcome = _handle(services, handlers.get(event_type), payload)
     with services.db.transaction() as session:
         stored = session.get(StripeEvent, event_id)
         assert stored is not None
@@ -77,6 +73,17 @@ def process(services: Services, handlers: Mapping[str, EventHandler], event_id: 
     WEBHOOK_LAG.observe(max(lag, 0.0))
     WEBHOOK_EVENTS.labels(type=event_type, outcome=str(outcome.status)).inc()
     log.info("webhook.processed", event_id=event_id, type=event_type, status=str(outcome.status))
+
+
+def _handle(services: Services, handler: EventHandler | None, event: dict[str, Any]) -> Outcome:
+    if handler is None:
+        return Outcome(EventStatus.IGNORED, note="no handler for this type")
+    try:
+        return handler(services, event)
+    except StripeNotFound:
+        # Stripe no longer has what the event is about: no retry will ever find it.
+        log.info("webhook.object_gone", event_id=event.get("id"), type=event.get("type"))
+        return Outcome(EventStatus.IGNORED, note="its object no longer exists in Stripe")
 
 
 def record_failure(

@@ -12,6 +12,8 @@ from typing import Literal, Self
 
 Mode = Literal["up", "down", "drop", "hold"]
 _CHUNK = 65536
+# An HTTP request line to Stripe's API, as the SDK sends one.
+_REQUEST_LINE = re.compile(rb"(?:GET|POST|DELETE) /v1/[^ \r\n]* HTTP/1\.[01]\r\n")
 
 
 def _abort(sock: socket.socket) -> None:
@@ -70,7 +72,7 @@ class FaultyLink:
         self._conns: set[_Conn] = set()
         self._held_complete = False
         self._stopped = False
-        self.counts = {"accepted": 0, "refused": 0, "dropped": 0}
+        self.counts = {"accepted": 0, "refused": 0, "dropped": 0, "requests": 0}
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -194,8 +196,15 @@ class FaultyLink:
             threading.Thread(target=self._pump_responses, args=(conn,), daemon=True).start()
 
     def _pump_requests(self, conn: _Conn) -> None:
+        tail = b""  # the end of the previous chunk, so a request line split in two counts
         try:
             while data := conn.client.recv(_CHUNK):
+                seen = tail + data
+                found = sum(1 for m in _REQUEST_LINE.finditer(seen) if m.end() > len(tail))
+                if found:
+                    with self._cond:
+                        self.counts["requests"] += found
+                tail = seen[-512:]
                 conn.target.sendall(data)
         except OSError:
             pass
