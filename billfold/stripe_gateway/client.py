@@ -14,12 +14,13 @@ from billfold.stripe_gateway.base import idempotency_key
 from billfold.stripe_gateway.billing import BillingCalls
 from billfold.stripe_gateway.customers import CustomerCalls
 from billfold.stripe_gateway.errors import WebhookSignatureInvalid
+from billfold.stripe_gateway.events import EventCalls
 from billfold.stripe_gateway.payments import PaymentCalls
 
 __all__ = ["StripeGateway", "idempotency_key"]
 
 
-class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls):
+class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, EventCalls):
     def __init__(
         self,
         *,
