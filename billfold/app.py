@@ -26,12 +26,15 @@ from billfold.credits import api as credits_api
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
-from billfold.errors import BillfoldError
+from billfold.errors import BillfoldError, InvalidInput
 from billfold.http_errors import error_response, invalid_request, response_for
 from billfold.idempotency import IdempotencyMiddleware
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
 from billfold.observability import JOB_QUEUE_DEPTH, configure_logging
+from billfold.pages.app import install_pages
+from billfold.pages.errors import page_error
+from billfold.pages.security import is_page
 from billfold.payments import api as payments_api
 from billfold.payments import catalog_api
 from billfold.registry import build_worker
@@ -71,6 +74,9 @@ def create_app(
         version="0.1.0",
         summary="Customers kept in sync with Stripe, payments, subscriptions and credits.",
         lifespan=lifespan,
+        # /docs is served by billfold/pages/docs.py from local assets (works offline).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.consume_batcher = batcher
@@ -86,6 +92,7 @@ def create_app(
     ):
         app.include_router(router)
     _add_operations_routes(app, services)
+    install_pages(app, services)
     _add_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=services.db)
     app.add_middleware(ConsumeHotPath, batcher=batcher)
@@ -124,18 +131,27 @@ def _add_operations_routes(app: FastAPI, services: Services) -> None:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def known_error(_request: Request, exc: Exception) -> JSONResponse:
+    # On a page (/billing, /admin, /docs) an error is a page with a message, never JSON.
+    async def known_error(request: Request, exc: Exception) -> Response:
+        if is_page(request.url.path):
+            return page_error(request, exc)
         return response_for(exc)
 
     for kind in (BillfoldError, OperationalError, Exception):
         app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_page(request.url.path):
+            return page_error(request, InvalidInput("That address is not valid."))
         return invalid_request(exc.errors())
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if is_page(request.url.path):
+            error = BillfoldError(str(exc.detail), code="http_error")
+            error.status_code = exc.status_code
+            return page_error(request, error)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 

@@ -213,6 +213,7 @@ def dev(
             backend_url=f"http://{host}:{port}",
             database_url=f"sqlite:///{DEV_DATABASE}",
             license_private_key=new_private_key_text(),
+            pages_secure_cookies=False,  # the demo serves plain http
         )
         migrations.upgrade(settings.database_url)
         _seed_demo_plans(settings)
@@ -224,6 +225,7 @@ def dev(
         console.rule("Billfold dev")
         console.print(f"API:            {settings.backend_url}")
         console.print(f"API docs:       {settings.backend_url}/docs")
+        console.print(f"Billing pages:  {settings.backend_url}/billing")
         console.print(f"Stripe stand-in: {standin.url} (localstripe, in memory)")
         console.print(f"Database:       {_safe_url(settings.database_url)}")
         console.print(f"Admin:          {admin_email} / {admin_password}")

@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     license_grace_days: int = Field(default=3, ge=0, le=60)
     license_trial_days: int = Field(default=14, ge=1, le=365)
 
+    # Pages (/billing for customers, /admin for operators): the brand they wear, how long a
+    # sign-in lasts, how long a sign-in link minted by the host backend stays usable, and
+    # whether cookies are Secure (cleared only by `billfold dev`, which serves plain http).
+    brand_name: str = Field(default="Billfold", min_length=1, max_length=60)
+    brand_logo_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$")
+    brand_accent_color: str = Field(default="#4f46e5", pattern=r"^#[0-9a-fA-F]{6}$")
+    pages_session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    pages_link_minutes: int = Field(default=5, ge=1, le=60)
+    pages_secure_cookies: bool = True
+
     mail_outbox_dir: Path = Path("mail-outbox")
     # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.
     smtp_host: str | None = None

@@ -12,6 +12,7 @@ from billfold.customers.models import Customer
 from billfold.idempotency import IdempotencyRecord
 from billfold.jobs.models import Job
 from billfold.mail.models import OutboxMail
+from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
 from billfold.subscriptions.models import License, Plan, Subscription
 from billfold.webhooks.models import StripeEvent
@@ -35,7 +36,9 @@ __all__ = [
     "Product",
     "Refund",
     "SavedCard",
+    "SignInLink",
     "StripeEvent",
     "Subscription",
     "User",
+    "WebSession",
 ]

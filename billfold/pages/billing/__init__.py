@@ -1,0 +1,1 @@
+"""The customers' billing pages: overview, plan, cards, credits, orders, authenticate."""
