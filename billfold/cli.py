@@ -22,7 +22,7 @@ from billfold.customers import service as customers
 from billfold.db import Database
 from billfold.errors import NotFound
 from billfold.observability import configure_logging
-from billfold.recovery_cli import events_cli
+from billfold.recovery_cli import events_cli, reconcile_command
 from billfold.services import Services
 from billfold.subscriptions.keys import new_private_key_text
 
@@ -32,6 +32,7 @@ app.add_typer(api_keys, name="api-keys")
 license_cli = typer.Typer(help="License tokens: verify one offline, make a signing key.")
 app.add_typer(license_cli, name="license")
 app.add_typer(events_cli, name="events")
+app.command("reconcile")(reconcile_command)
 console = Console()
 DEV_DATABASE = "billfold-dev.db"
 

@@ -62,6 +62,17 @@ class BillingCalls(GatewayBase):
             subscription_id=subscription_id,
         )
 
+    def list_subscriptions(self, stripe_customer_id: str) -> list[StripeSubscription]:
+        """Every subscription of a Stripe customer, ended ones included."""
+
+        def subscriptions() -> list[StripeSubscription]:
+            page = self._client.v1.subscriptions.list(
+                params={"customer": stripe_customer_id, "status": "all", "limit": 100}
+            )
+            return [parse_subscription(sub) for sub in page.auto_paging_iter()]
+
+        return self._call("subscription.list", subscriptions, stripe_customer_id=stripe_customer_id)
+
     def update_subscription(
         self, subscription_id: str, *, key: str, params: dict[str, Any]
     ) -> StripeSubscription:
