@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from billfold.auth.deps import CallerDep, PrivilegedDep, ServicesDep, TokensDep
-from billfold.customers import service
+from billfold.customers import directory, service
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import (
     CustomerOut,
@@ -19,6 +19,15 @@ from billfold.customers.schemas import (
 )
 from billfold.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.errors import NotFound
+from billfold.paging import (
+    CreatedFromQuery,
+    CreatedToQuery,
+    LimitQuery,
+    OffsetQuery,
+    Paged,
+    Period,
+    paged,
+)
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -83,21 +92,33 @@ def export_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envel
         return ok(service.export(session, caller, user_id))
 
 
-@router.get("/customers", tags=["customers"], summary="Look up customers (admin, service)")
-def find_customers(
+@router.get("/customers", tags=["customers"], summary="List and search customers (admin, service)")
+def list_customers(
     _caller: PrivilegedDep,
     services: ServicesDep,
+    q: Annotated[
+        str | None, Query(max_length=320, description="Part of an e-mail or name, or an ID")
+    ] = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     stripe_customer_id: Annotated[
         str | None, Query(alias="stripeCustomerId", max_length=255)
     ] = None,
     customer_id: Annotated[str | None, Query(alias="customerId", max_length=40)] = None,
-) -> Envelope[list[CustomerOut]]:
+    created_from: CreatedFromQuery = None,
+    created_to: CreatedToQuery = None,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> Paged[CustomerOut]:
+    where = directory.CustomerFilter(
+        search=q,
+        email=email,
+        stripe_customer_id=stripe_customer_id,
+        customer_id=customer_id,
+        created=Period.of(created_from, created_to),
+    )
     with services.db.transaction() as session:
-        found = service.find_customers(
-            session, customer_id=customer_id, email=email, stripe_customer_id=stripe_customer_id
-        )
-        return ok([CustomerOut.of(c) for c in found])
+        page = directory.search_customers(session, where, limit=limit, offset=offset)
+        return paged(page, [CustomerOut.of(c) for c in page.items])
 
 
 @router.get("/customers/{customer_id}", tags=["customers"])

@@ -34,7 +34,7 @@ class Customer(Base):
     # Creation time of the newest Stripe event applied, so an older one never wins.
     stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stripe_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)

@@ -5,14 +5,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
-from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
 from billfold.customers.service import acting_customer
 from billfold.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.errors import NotFound
-from billfold.payments import intents, methods, refunds
-from billfold.payments.models import Payment, PaymentStatus
+from billfold.paging import (
+    CreatedFromQuery,
+    CreatedToQuery,
+    LimitQuery,
+    OffsetQuery,
+    Paged,
+    Period,
+    paged,
+)
+from billfold.payments import intents, listing, methods, refunds
+from billfold.payments.models import Payment, PaymentStatus, RefundStatus
 from billfold.payments.schemas import (
     CardOut,
     ConfigOut,
@@ -22,6 +30,7 @@ from billfold.payments.schemas import (
     PaymentMethodIn,
     PaymentOut,
     RefundIn,
+    RefundListedOut,
     RefundOut,
     SetupIntentOut,
 )
@@ -118,17 +127,47 @@ def list_payments(
     services: ServicesDep,
     customer_id: CustomerQuery = None,
     status: PaymentStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> Envelope[list[PaymentOut]]:
+    purpose: Annotated[str | None, Query(max_length=16)] = None,
+    created_from: CreatedFromQuery = None,
+    created_to: CreatedToQuery = None,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> Paged[PaymentOut]:
+    """A user's own payments; admins and service keys see everyone's (or one customer's)."""
     with services.db.transaction() as session:
-        query = select(Payment).order_by(Payment.created_at.desc()).limit(limit)
         if not (caller.is_privileged and customer_id is None):
-            query = query.where(
-                Payment.customer_id == acting_customer(session, caller, customer_id).id
-            )
-        if status is not None:
-            query = query.where(Payment.status == status)
-        return ok([PaymentOut.model_validate(p) for p in session.scalars(query)])
+            customer_id = acting_customer(session, caller, customer_id).id
+        where = listing.PaymentFilter(
+            customer_id=customer_id,
+            status=status,
+            purpose=purpose,
+            created=Period.of(created_from, created_to),
+        )
+        page = listing.list_payments(session, where, limit=limit, offset=offset)
+        return paged(page, [PaymentOut.model_validate(p) for p in page.items])
+
+
+@router.get("/refunds", tags=["payments"], summary="Refunds (admin, service)")
+def list_refunds(
+    _caller: PrivilegedDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+    payment_id: Annotated[str | None, Query(alias="paymentId", max_length=40)] = None,
+    status: RefundStatus | None = None,
+    created_from: CreatedFromQuery = None,
+    created_to: CreatedToQuery = None,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> Paged[RefundListedOut]:
+    where = listing.RefundFilter(
+        customer_id=customer_id,
+        payment_id=payment_id,
+        status=status,
+        created=Period.of(created_from, created_to),
+    )
+    with services.db.transaction() as session:
+        page = listing.list_refunds(session, where, limit=limit, offset=offset)
+        return paged(page, [RefundListedOut.of(r) for r in page.items])
 
 
 @router.get("/payments/{payment_id}", tags=["payments"])

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from billfold.envelope import ApiModel, InputModel
 from billfold.payments.methods import CardView
-from billfold.payments.models import OrderStatus, PaymentStatus, RefundStatus
+from billfold.payments.models import OrderStatus, PaymentStatus, Refund, RefundStatus
 from billfold.payments.orders import MAX_AMOUNT
 
 # Strict: "12" or 12.0 is a client bug, not a price.
@@ -188,6 +188,23 @@ class RefundOut(ApiModel):
     failure: str | None
     created_by: str | None
     created_at: datetime
+
+
+class RefundListedOut(RefundOut):
+    """A refund in the operator's list: with whose payment it was, and its currency."""
+
+    customer_id: str
+    currency: str
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundListedOut:
+        return cls.model_validate(
+            {
+                **RefundOut.model_validate(refund).model_dump(),
+                "customer_id": refund.payment.customer_id,
+                "currency": refund.payment.currency,
+            }
+        )
 
 
 class PaymentOut(ApiModel):

@@ -6,12 +6,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
+from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
 from billfold.customers.service import acting_customer
 from billfold.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.errors import NotFound
-from billfold.subscriptions import licenses, lifecycle, plans
+from billfold.paging import (
+    CreatedFromQuery,
+    CreatedToQuery,
+    LimitQuery,
+    OffsetQuery,
+    Paged,
+    Period,
+    paged,
+)
+from billfold.subscriptions import licenses, lifecycle, listing, plans
 from billfold.subscriptions.keys import public_pem
+from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
     CancelIn,
     ChangePlanIn,
@@ -63,6 +73,29 @@ def update_plan(
         return ok(
             PlanOut.model_validate(plans.update_plan(session, code, changes, actor=caller.actor))
         )
+
+
+@router.get("/subscriptions", tags=["subscriptions"], summary="Subscriptions (admin, service)")
+def list_subscriptions(
+    _caller: PrivilegedDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+    status: SubscriptionStatus | None = None,
+    plan: Annotated[str | None, Query(max_length=50)] = None,
+    created_from: CreatedFromQuery = None,
+    created_to: CreatedToQuery = None,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> Paged[SubscriptionOut]:
+    where = listing.SubscriptionFilter(
+        customer_id=customer_id,
+        status=status,
+        plan=plan,
+        created=Period.of(created_from, created_to),
+    )
+    with services.db.transaction() as session:
+        page = listing.list_subscriptions(session, where, limit=limit, offset=offset)
+        return paged(page, [SubscriptionOut.of(s) for s in page.items])
 
 
 @router.get("/subscriptions/me", tags=["subscriptions"])
