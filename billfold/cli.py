@@ -20,8 +20,12 @@ from billfold.auth.models import Role, User
 from billfold.config import MissingSettings, Settings
 from billfold.customers import service as customers
 from billfold.db import Database
-from billfold.errors import NotFound
+from billfold.errors import BillfoldError, NotFound
+from billfold.jobs import admin as jobs_admin
+from billfold.jobs import queue
+from billfold.jobs.models import JobStatus
 from billfold.observability import configure_logging
+from billfold.paging import MAX_LIMIT
 from billfold.recovery_cli import events_cli, reconcile_command
 from billfold.services import Services
 from billfold.subscriptions.keys import new_private_key_text
@@ -33,6 +37,8 @@ license_cli = typer.Typer(help="License tokens: verify one offline, make a signi
 app.add_typer(license_cli, name="license")
 app.add_typer(events_cli, name="events")
 app.command("reconcile")(reconcile_command)
+jobs_cli = typer.Typer(help="Durable jobs: see them, and run dead ones again.")
+app.add_typer(jobs_cli, name="jobs")
 console = Console()
 DEV_DATABASE = "billfold-dev.db"
 
@@ -188,6 +194,63 @@ def api_keys_revoke(key_id: str) -> None:
     console.print(f"Revoked {key_id}")
 
 
+@jobs_cli.command("list")
+def jobs_list(
+    status: Annotated[
+        JobStatus | None, typer.Option(help="Only jobs in this state (e.g. dead)")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT)] = 50,
+) -> None:
+    """List jobs, newest first, with each state's count."""
+    db = Database(_settings().database_url)
+    with db.transaction() as session:
+        counts = queue.depth(session)
+        page = jobs_admin.list_jobs(
+            session, jobs_admin.JobFilter(status=status, kind=kind), limit=limit, offset=0
+        )
+        table = Table("id", "kind", "status", "tries", "run at", "last error")
+        for job in page.items:
+            table.add_row(
+                job.id,
+                job.kind,
+                str(job.status),
+                f"{job.attempts}/{job.max_attempts}",
+                f"{job.run_at:%Y-%m-%d %H:%M:%S}",
+                (job.last_error or "")[:60],
+            )
+    console.print(table)
+    console.print(
+        ", ".join(f"{state}: {counts.get(str(state), 0)}" for state in JobStatus)
+        + f" (showing {len(page.items)} of {page.total})"
+    )
+
+
+@jobs_cli.command("retry")
+def jobs_retry(
+    job_id: Annotated[str | None, typer.Argument(help="The dead job to run again")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Every dead job")] = False,
+    kind: Annotated[str | None, typer.Option(help="With --all-dead: only this kind")] = None,
+) -> None:
+    """Run a dead job (or every dead job) again from its first try; audited."""
+    if (job_id is None) == (not all_dead):
+        console.print("[red]Give a job ID, or --all-dead.[/red]")
+        raise typer.Exit(2)
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction() as session:
+            if job_id is not None:
+                retried = [jobs_admin.retry(session, job_id, actor="cli").id]
+            else:
+                retried = jobs_admin.retry_all_dead(session, actor="cli", kind=kind)
+    except BillfoldError as exc:
+        console.print(f"[red]{exc.message}: {job_id}[/red]")
+        raise typer.Exit(1) from exc
+    for retried_id in retried:
+        console.print(f"Retrying {retried_id}")
+    console.print(f"{len(retried)} job(s) queued again.")
+
+
 @app.command()
 def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
@@ -205,6 +268,7 @@ def dev(
     standin = LocalStripe.start()
     try:
         webhook_secret = "whsec_dev_" + secrets.token_hex(16)
+        metrics_token = secrets.token_urlsafe(16)
         settings = _settings(
             stripe_api_base=standin.url,
             stripe_secret_key="sk_test_billfold_dev",  # noqa: S106 (the stand-in takes any key)
@@ -215,6 +279,7 @@ def dev(
             database_url=f"sqlite:///{DEV_DATABASE}",
             license_private_key=new_private_key_text(),
             pages_secure_cookies=False,  # the demo serves plain http
+            metrics_token=metrics_token,
         )
         migrations.upgrade(settings.database_url)
         _seed_demo_plans(settings)
@@ -230,6 +295,7 @@ def dev(
         console.print(f"Stripe stand-in: {standin.url} (localstripe, in memory)")
         console.print(f"Database:       {_safe_url(settings.database_url)}")
         console.print(f"Admin:          {admin_email} / {admin_password}")
+        console.print(f"Metrics:        {settings.backend_url}/metrics (Bearer {metrics_token})")
         console.rule()
         _serve(settings, host, port, run_worker=True)
     finally:
