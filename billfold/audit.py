@@ -19,7 +19,7 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(100))
     subject_id: Mapped[str] = mapped_column(String(255), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 def record(session: Session, actor: str, action: str, subject_id: str, **details: Any) -> None:

@@ -73,7 +73,7 @@ class LedgerEntry(Base):
     # Unique per account: "consume:<client key>", "purchase:<payment>", "grant:<key>"…
     idempotency_key: Mapped[str] = mapped_column(String(300))
     actor: Mapped[str | None] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     __table_args__ = (
         UniqueConstraint("customer_id", "entry_no", name="uq_credit_transactions_entry_no"),

@@ -16,6 +16,7 @@ from billfold.auth.service import Caller
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
+from billfold.db import utcnow
 from billfold.errors import NotFound
 from billfold.payments.models import SavedCard
 from billfold.services import Services
@@ -149,6 +150,8 @@ def remember(
         saved.attach_count = attach_count
     elif attached and not saved.attached:
         saved.attach_count += 1  # attached outside our API: keep detach keys distinct
+    if attached and (attach_count is not None or not saved.attached):
+        saved.attached_at = utcnow()
     saved.attached = attached
     session.flush()
 

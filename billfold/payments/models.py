@@ -105,7 +105,7 @@ class Payment(Base):
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
     confirm_attempts: Mapped[int] = mapped_column(default=0)
     required_action: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -135,7 +135,7 @@ class Refund(Base):
     status: Mapped[RefundStatus] = mapped_column(String(16), default=RefundStatus.PENDING)
     failure: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     payment: Mapped[Payment] = relationship(back_populates="refunds")
@@ -157,4 +157,6 @@ class SavedCard(Base):
     # Each attach of this card through us: keeps idempotency keys distinct when a card is
     # detached and attached again.
     attach_count: Mapped[int] = mapped_column(default=0)
+    # When it was last attached through us or Stripe (the dashboard counts attachments).
+    attached_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

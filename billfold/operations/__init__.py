@@ -1,0 +1,1 @@
+"""What an operator watches and does: dashboard figures, the audit log, jobs, /metrics."""
