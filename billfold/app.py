@@ -12,7 +12,6 @@ import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
@@ -29,9 +28,9 @@ from billfold.customers import api as customers_api
 from billfold.errors import BillfoldError, InvalidInput
 from billfold.http_errors import error_response, invalid_request, response_for
 from billfold.idempotency import IdempotencyMiddleware
-from billfold.jobs import queue
-from billfold.jobs.models import JobStatus
-from billfold.observability import JOB_QUEUE_DEPTH, configure_logging
+from billfold.observability import configure_logging
+from billfold.operations import api as operations_api
+from billfold.operations import metrics as operations_metrics
 from billfold.pages.app import install_pages
 from billfold.pages.errors import page_error
 from billfold.pages.security import is_page
@@ -89,6 +88,7 @@ def create_app(
         credits_api.router,
         subscriptions_api.router,
         webhooks_api.router,
+        operations_api.router,
     ):
         app.include_router(router)
     _add_operations_routes(app, services)
@@ -122,12 +122,11 @@ def _add_operations_routes(app: FastAPI, services: Services) -> None:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        operations_metrics.authorize(services.settings, request.headers.get("authorization"))
         with services.db.transaction() as session:
-            counts = queue.depth(session)
-        for status in JobStatus:
-            JOB_QUEUE_DEPTH.labels(status=str(status)).set(counts.get(str(status), 0))
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            body = operations_metrics.exposition(session)
+        return Response(body, media_type=operations_metrics.CONTENT_TYPE)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

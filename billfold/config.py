@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 10
     mail_from: str = "Billfold <billing@billfold.local>"
     log_json: bool = False
+    # /metrics answers only a bearer with this token; without one it is refused unless
+    # METRICS_PUBLIC says it may be open (e.g. reachable only from the scraper's network).
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
 
     @model_validator(mode="after")
     def _lease_outlives_stripe_calls(self) -> Settings:

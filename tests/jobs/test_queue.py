@@ -363,6 +363,7 @@ def _gauge(metrics: str, status: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+@pytest.mark.parametrize("settings_overrides", [{"metrics_public": True}])
 def test_depth_counts_jobs_per_status_and_metrics_show_it(
     services: Services, ctx: Context, client: TestClient
 ) -> None:
@@ -383,6 +384,7 @@ def test_depth_counts_jobs_per_status_and_metrics_show_it(
     assert _gauge(response.text, "pending") == 2.0
 
 
+@pytest.mark.parametrize("settings_overrides", [{"metrics_public": True}])
 def test_metrics_drop_a_status_once_its_jobs_are_gone(
     services: Services, ctx: Context, client: TestClient
 ) -> None:
