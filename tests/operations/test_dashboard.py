@@ -31,7 +31,7 @@ from billfold.jobs.worker import Worker
 from billfold.operations import dashboard
 from billfold.payments.models import Payment, Refund, SavedCard
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 from billfold.webhooks.models import StripeEvent
 
 
