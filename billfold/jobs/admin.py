@@ -67,18 +67,19 @@ class DueJob:
     kind: str
     run_at: datetime
     attempts: int
-
-    @property
-    def waiting_seconds(self) -> float:
-        return max((utcnow() - self.run_at).total_seconds(), 0.0)
+    waiting_seconds: float
 
 
-def oldest_due(session: Session) -> DueJob | None:
+def oldest_due(session: Session, *, now: datetime | None = None) -> DueJob | None:
     """The pending job that has waited longest past its due time (none when all are future)."""
+    now = now or utcnow()
     job = session.scalar(
         select(Job)
-        .where(Job.status == JobStatus.PENDING, Job.run_at <= utcnow())
+        .where(Job.status == JobStatus.PENDING, Job.run_at <= now)
         .order_by(Job.run_at, Job.id)
         .limit(1)
     )
-    return None if job is None else DueJob(job.id, job.kind, job.run_at, job.attempts)
+    if job is None:
+        return None
+    waiting = max((now - job.run_at).total_seconds(), 0.0)
+    return DueJob(job.id, job.kind, job.run_at, job.attempts, waiting)

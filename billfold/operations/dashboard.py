@@ -143,7 +143,7 @@ def figures(session: Session, window: str = "24h", *, now: datetime | None = Non
             session, CreditAccount.auto_recharge_disabled_at, since, until
         ),
         webhooks=_webhooks(session, since, until),
-        jobs=_jobs(session),
+        jobs=_jobs(session, until),
     )
 
 
@@ -291,12 +291,12 @@ def _lag_seconds(dialect: str) -> Any:
     )
 
 
-def _jobs(session: Session) -> JobFigures:
+def _jobs(session: Session, now: datetime) -> JobFigures:
     dead = session.execute(
         select(Job.kind, func.count()).where(Job.status == JobStatus.DEAD).group_by(Job.kind)
     ).all()
     return JobFigures(
         by_status=queue.depth(session),
         dead_by_kind={str(k): int(n) for k, n in dead},
-        oldest_due=jobs_admin.oldest_due(session),
+        oldest_due=jobs_admin.oldest_due(session, now=now),
     )
