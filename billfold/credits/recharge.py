@@ -283,8 +283,8 @@ def disable_after_failure(
                 f"We could not recharge {purchase.credits} credits automatically. {action}",
                 "Auto-recharge is off until you turn it on again.",
                 "",
-                "To authenticate a card or choose another one, visit:",
-                f"  {settings.backend_url}/credits/auto-recharge",
+                "To confirm this payment, or pay it with another card, visit:",
+                f"  {settings.backend_url}/billing/payments/{purchase.payment_id}/authenticate",
             ]
         ),
         kind="auto_recharge_failed",

@@ -108,13 +108,64 @@ def create_intent(services: Services, caller: Caller, request: IntentRequest) ->
 
     intent = _intent_for(services, payment, stripe_customer_id, customer, order)
     method = request.payment_method_id
-    if method and intent.status in ("requires_payment_method", "requires_confirmation"):
-        if intent.payment_method != method:
-            intent = services.stripe.set_intent_payment_method(
-                intent.id, method, payment_id=payment.id
-            )
-        intent = _confirm(services, payment, intent)
+    if method:
+        intent = _try_card(services, payment, intent, method)
     return record(services, payment.id, intent, attempted=method is not None)
+
+
+def _try_card(
+    services: Services, payment: Payment, intent: StripePaymentIntent, method: str
+) -> StripePaymentIntent:
+    """Confirm the intent with this card, the customer present (3-D Secure may follow)."""
+    if intent.status not in ("requires_payment_method", "requires_confirmation"):
+        return intent
+    if intent.payment_method != method:
+        intent = services.stripe.set_intent_payment_method(intent.id, method, payment_id=payment.id)
+    return _confirm(services, payment, intent)
+
+
+def pay_with_card(
+    services: Services, caller: Caller, payment_id: str, payment_method_id: str
+) -> IntentOutcome:
+    """Try an open payment again with a saved card while its customer is present: a credits
+    purchase or recharge that needs 3-D Secure, or one whose card was declined."""
+    with services.db.transaction() as session:
+        payment = payment_of(session, caller, payment_id)
+        customer = session.get(Customer, payment.customer_id)
+        assert customer is not None
+    if payment.stripe_payment_intent_id is None:
+        raise Conflict("This payment has not reached Stripe yet", code="payment_not_started")
+    intent = services.stripe.retrieve_payment_intent(payment.stripe_payment_intent_id)
+    if payment.status not in TERMINAL:
+        stripe_customer_id = ensure_stripe_customer(
+            services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
+        )
+        own_card(services, stripe_customer_id, payment_method_id)
+        intent = _try_card(services, payment, intent, payment_method_id)
+    return record(services, payment.id, intent)
+
+
+def history(session: Session, customer_id: str, *, limit: int = 50) -> list[Payment]:
+    """A customer's payments, newest first, with their refunds."""
+    return list(
+        session.scalars(
+            select(Payment)
+            .where(Payment.customer_id == customer_id)
+            .order_by(Payment.created_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+def payment_of(session: Session, caller: Caller, payment_id: str) -> Payment:
+    """A payment its customer (or an admin, or a service key) may see; 404 for anyone else."""
+    payment = session.get(Payment, payment_id)
+    if payment is None:
+        raise NotFound("No such payment")
+    customer = session.get(Customer, payment.customer_id)
+    if customer is None or not caller.may_act_on(customer.user_id):
+        raise NotFound("No such payment")
+    return payment
 
 
 def _open_payment(

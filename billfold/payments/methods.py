@@ -69,6 +69,17 @@ def list_cards(
     return [CardView(card, card.id == default) for card in cards]
 
 
+def saved_cards(session: Session, customer_id: str) -> list[SavedCard]:
+    """The customer's cards as we last saw them in Stripe (for pages; no Stripe call)."""
+    return list(
+        session.scalars(
+            select(SavedCard)
+            .where(SavedCard.customer_id == customer_id, SavedCard.attached.is_(True))
+            .order_by(SavedCard.updated_at.desc())
+        )
+    )
+
+
 def setup_intent(
     services: Services, caller: Caller, customer_id: str | None = None
 ) -> tuple[str, str]:

@@ -10,7 +10,8 @@ launcher applies these patches to localstripe before serving (never to Billfold 
   Refunds accept `reason`.
 - Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
   stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
-  time with their `decline_code`, as in Stripe's testing docs.
+  time with their `decline_code`, as in Stripe's testing docs; setting one up for later
+  (a SetupIntent, as the pages' Stripe.js does) is declined with its `decline_code` too.
 - A refund sends `charge.refunded`; attaching and detaching a PaymentMethod send
   `payment_method.attached|detached`.
 """
@@ -170,3 +171,20 @@ def apply() -> None:
             r.schedule_webhook(r.Event(kind, self))
 
     r.PaymentMethod.__setattr__ = set_attribute
+    attach_pm = r.SetupIntent._attach_pm
+    messages = {"insufficient_funds": "Your card has insufficient funds."}
+
+    def setup_attach_pm(self: Any, pm: Any) -> None:
+        try:
+            attach_pm(self, pm)
+        except UserError as exc:
+            code, decline = DECLINE_CODES.get(getattr(pm, "_card_number", ""), (None, None))
+            if decline is None:
+                raise
+            raise UserError(
+                402,
+                messages.get(decline, "Your card was declined."),
+                {"code": code, "decline_code": decline, "type": "card_error"},
+            ) from exc
+
+    r.SetupIntent._attach_pm = setup_attach_pm

@@ -34,6 +34,7 @@ from billfold.subscriptions.schemas import (
     PortalIn,
     PortalOut,
     PublicKeyOut,
+    ResumeIn,
     SubscriptionOut,
     VerifyIn,
     VerifyOut,
@@ -126,6 +127,11 @@ def cancel(body: CancelIn, caller: CallerDep, services: ServicesDep) -> Envelope
         services, caller, at_period_end=body.at_period_end, customer_id=body.customer_id
     )
     return ok(SubscriptionOut.of(done))
+
+
+@router.post("/subscriptions/resume", tags=["subscriptions"])
+def resume(body: ResumeIn, caller: CallerDep, services: ServicesDep) -> Envelope[SubscriptionOut]:
+    return ok(SubscriptionOut.of(lifecycle.resume(services, caller, customer_id=body.customer_id)))
 
 
 @router.post("/subscriptions/change-plan", tags=["subscriptions"])

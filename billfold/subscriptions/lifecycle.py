@@ -242,6 +242,26 @@ def cancel(
     return _record(services, remote, caller, "subscription.cancel")
 
 
+def resume(services: Services, caller: Caller, *, customer_id: str | None = None) -> Subscription:
+    """Keep a subscription set to cancel at the end of its period: it renews again."""
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        subscription = subscription_of(session, customer.id)
+        stripe_id, subscription_id = subscription.stripe_subscription_id, subscription.id
+        if (
+            stripe_id is None
+            or subscription.status == SubscriptionStatus.CANCELED
+            or not subscription.cancel_at_period_end
+        ):
+            raise Conflict("The subscription is not set to cancel", code="not_canceling")
+    remote = services.stripe.update_subscription(
+        stripe_id,
+        key=idempotency_key("subscription.resume", subscription_id, uuid.uuid4().hex),
+        params={"cancel_at_period_end": False},
+    )
+    return _record(services, remote, caller, "subscription.resume")
+
+
 def change_plan(
     services: Services, caller: Caller, *, plan_code: str, customer_id: str | None = None
 ) -> Subscription:

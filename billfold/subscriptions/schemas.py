@@ -86,6 +86,10 @@ class CancelIn(InputModel):
     customer_id: str | None = Field(default=None, max_length=40)
 
 
+class ResumeIn(InputModel):
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
 class ChangePlanIn(InputModel):
     plan: str = Code
     customer_id: str | None = Field(default=None, max_length=40)

@@ -455,7 +455,8 @@ def test_a_declined_recharge_turns_auto_recharge_off_says_why_and_emails_once(
     assert balance(client, headers) == 150
     [mail] = failure_mails(services, buyer["email"])
     assert "declined" in mail.body_text
-    assert "/credits/auto-recharge" in mail.body_text
+    # The link leads to a page (not the JSON API) where the customer can pay it another way.
+    assert f"/billing/payments/{failed.payment_id}/authenticate" in mail.body_text
 
     # Off means off: further debits below the threshold start nothing, charge nothing.
     spend(client, headers, 50)
