@@ -23,6 +23,7 @@ from pages.journeys import (
     save_card,
     seed_shop,
     sign_up,
+    tab,
     three_d_secure,
     type_card,
 )
@@ -40,7 +41,7 @@ def customer_of(services: Services, email: str) -> Customer:
 
 
 def order_widget(page: Page) -> None:
-    page.get_by_role("link", name="Orders").click()
+    tab(page, "Orders")
     page.get_by_role("button", name="Order Widget").click()
     expect(page.get_by_role("heading", name="Order")).to_be_visible()
 
@@ -49,10 +50,9 @@ def test_customer_saves_a_card_buys_credits_and_sees_them(page: Page, services: 
     seed_shop(services)
     email = sign_up(page)
     save_card(page, VISA)
-    expect(notice(page)).to_have_text("Visa ending in 4242 saved.")
     expect(page.get_by_text("Visa •••• 4242")).to_be_visible()
 
-    page.get_by_role("link", name="Credits").click()
+    tab(page, "Credits")
     page.get_by_label("Starter").check()
     page.get_by_label("Visa •••• 4242").check()
     page.get_by_role("button", name="Buy credits").click()

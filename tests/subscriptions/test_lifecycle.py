@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import stripe
+from factories import register
 from fastapi.testclient import TestClient
 from subscription_steps import (
     DECLINED_AT_CHARGE,
@@ -202,3 +203,14 @@ def test_trial_checkout_active_renewal_failed_payment_cancel(
     for lic, mail in zip(issued_licenses, mails, strict=True):
         assert lic.token in mail.body_text
         assert mail.status == MailStatus.SENT
+
+
+def test_resume_without_a_cancellation_is_refused(client: TestClient) -> None:
+    data = register(client)
+    answer = client.post(
+        "/subscriptions/resume",
+        json={},
+        headers={"Authorization": f"Bearer {data['access_token']}"},
+    )
+    assert answer.status_code in (404, 409)
+    assert answer.json()["error"]["code"] in ("no_subscription", "not_canceling")
