@@ -23,7 +23,7 @@ from billfold.observability import REFUNDED_AMOUNT, REFUNDS
 from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 from billfold.services import Services
-from billfold.stripe_gateway import StripeFailure, StripeRefund
+from billfold.stripe_gateway import StripeFailure, StripeNotFound, StripeRefund
 
 log = structlog.get_logger("billfold.payments")
 
@@ -90,12 +90,75 @@ def request_refund(
         execute_refund(services, refund_id, inline=True)
     except StripeFailure as exc:
         if not exc.retryable:
-            raise
+            raise  # the refund is failed and its reservation given back
         log.info("refund.deferred", refund_id=refund_id, reason=exc.code)
+    except Exception:
+        # Reserved and recorded, with its job: answer it pending rather than invite a retry
+        # that would reserve the amount a second time.
+        log.exception("refund.inline_error", refund_id=refund_id)
     with services.db.transaction() as session:
         fresh = session.get(Refund, refund_id)
         assert fresh is not None
         return fresh
+
+
+def refund_automatically(session: Session, payment: Payment, *, note: str) -> Refund | None:
+    """Give back what is left of a payment nobody wanted (its order was canceled before the
+    money arrived); made by the refund job, in the caller's transaction."""
+    remaining = payment.amount - payment.amount_refunded
+    if remaining <= 0:
+        return None
+    session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id)
+        .values(amount_refunded=Payment.amount_refunded + remaining)
+    )
+    refund = Refund(payment_id=payment.id, amount=remaining, notes=note, created_by="billfold")
+    session.add(refund)
+    session.flush()
+    enqueue(session, REFUND_JOB, {"refund_id": refund.id})
+    audit.record(
+        session,
+        "billfold",
+        "refund.automatic",
+        refund.id,
+        payment_id=payment.id,
+        amount=remaining,
+        currency=payment.currency,
+        reason=note,
+    )
+    log.warning("refund.automatic", refund_id=refund.id, payment_id=payment.id, note=note)
+    return refund
+
+
+def reconcile_refund(services: Services, refund_id: str) -> None:
+    """Settle a refund still pending: ask Stripe where it stands, or make it (once)."""
+    with services.db.transaction() as session:
+        refund = session.get(Refund, refund_id)
+        if refund is None or refund.status != RefundStatus.PENDING:
+            return
+        stripe_refund_id = refund.stripe_refund_id
+    if stripe_refund_id is None:
+        try:
+            execute_refund(services, refund_id)
+        except StripeFailure as exc:
+            if exc.retryable:
+                raise
+        return
+    try:
+        stripe_refund = services.stripe.retrieve_refund(stripe_refund_id)
+    except StripeNotFound:
+        with services.db.transaction() as session:
+            _transition(
+                session,
+                refund_id,
+                RefundStatus.FAILED,
+                services.settings,
+                failure=f"{stripe_refund_id} is unknown to Stripe",
+            )
+        return
+    with services.db.transaction() as session:
+        settle(session, refund_id, stripe_refund, services.settings)
 
 
 def execute_refund(services: Services, refund_id: str, *, inline: bool = False) -> None:
@@ -109,8 +172,10 @@ def execute_refund(services: Services, refund_id: str, *, inline: bool = False) 
         reason = refund.reason if refund.reason in STRIPE_REASONS else None
     assert intent_id is not None
     gateway = services.stripe_inline if inline else services.stripe
-    made = [r for r in gateway.list_refunds(intent_id) if r.metadata.get("refund_id") == refund_id]
     try:
+        made = [
+            r for r in gateway.list_refunds(intent_id) if r.metadata.get("refund_id") == refund_id
+        ]
         stripe_refund = (
             made[0]
             if made
@@ -124,9 +189,15 @@ def execute_refund(services: Services, refund_id: str, *, inline: bool = False) 
         )
     except StripeFailure as exc:
         if not exc.retryable:
+            # Stripe refused it (or no longer knows the payment): trying again cannot help,
+            # so the refund fails and its amount is free to refund again.
             with services.db.transaction() as session:
                 _transition(
-                    session, refund_id, RefundStatus.FAILED, services.settings, failure=exc.message
+                    session,
+                    refund_id,
+                    RefundStatus.FAILED,
+                    services.settings,
+                    failure=f"{exc.code}: {exc.message}",
                 )
         raise
     with services.db.transaction() as session:

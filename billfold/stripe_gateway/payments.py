@@ -219,6 +219,24 @@ class PaymentCalls(GatewayBase):
 
         return self._call("payment_intent.find", find, payment_id=payment_id)
 
+    def cancel_payment_intent(
+        self, payment_intent_id: str, *, payment_id: str
+    ) -> StripePaymentIntent:
+        """Cancel an intent nobody may pay any more; one already paid is refused (400)."""
+        return self._call(
+            "payment_intent.cancel",
+            lambda: _intent(
+                self._client.v1.payment_intents.cancel(
+                    payment_intent_id,
+                    options={
+                        "idempotency_key": idempotency_key("payment_intent.cancel", payment_id)
+                    },
+                )
+            ),
+            payment_id=payment_id,
+            payment_intent_id=payment_intent_id,
+        )
+
     def retrieve_payment_intent(self, payment_intent_id: str) -> StripePaymentIntent:
         return self._call(
             "payment_intent.retrieve",
@@ -252,6 +270,13 @@ class PaymentCalls(GatewayBase):
             ),
             refund_id=refund_id,
             payment_id=payment_id,
+        )
+
+    def retrieve_refund(self, stripe_refund_id: str) -> StripeRefund:
+        return self._call(
+            "refund.retrieve",
+            lambda: _refund(self._client.v1.refunds.retrieve(stripe_refund_id)),
+            stripe_refund_id=stripe_refund_id,
         )
 
     def list_refunds(self, payment_intent_id: str) -> list[StripeRefund]:

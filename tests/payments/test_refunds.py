@@ -23,6 +23,7 @@ from billfold.jobs.worker import Worker
 from billfold.payments.models import Refund, RefundStatus
 from billfold.payments.refunds import REFUND_JOB
 from billfold.services import Services
+from billfold.stripe_standin import LocalStripe
 
 # The refund job is due twice the inline timeout after the request: keep that short here.
 QUICK_RETRY = pytest.mark.parametrize(
@@ -490,6 +491,68 @@ def test_refund_made_in_stripe_by_a_try_that_died_is_found_not_made_again(
     assert [(r["status"], r["stripeRefundId"]) for r in after["refunds"]] == [
         ("succeeded", lost.id)
     ]
+
+
+@QUICK_RETRY
+def test_refund_stripe_no_longer_knows_fails_and_gives_the_amount_back(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, Any],
+    services: Services,
+    worker: Worker[Services],
+    stripe_link: FaultyLink,
+    stripe_api: stripe.StripeClient,
+) -> None:
+    paid = paid_payment(client, admin, buyer, stripe_api, amount=1000)
+    stripe_link.down()  # the stand-in dies…
+    response = refund(client, admin, paid["payment_id"], amount=450)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["status"] == "pending"
+
+    with LocalStripe.start() as fresh:  # …and a fresh one, that never saw the payment, answers
+        stripe_link.retarget("127.0.0.1", fresh.port)
+        stripe_link.up()
+        drain_refund_jobs(services, worker)
+
+    after = payment(client, admin, paid["payment_id"])
+    assert after["amountRefunded"] == 0  # the 450 is free again
+    assert [(r["status"], r["amount"]) for r in after["refunds"]] == [("failed", 450)]
+    assert "not_found" in (refund_rows(services, paid["payment_id"])[0].failure or "")
+    assert order_status(client, admin, paid["order_id"]) == "paid"
+
+
+def test_refund_refused_inline_reserves_nothing_so_a_retry_reserves_once(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, Any],
+    services: Services,
+    worker: Worker[Services],
+    stripe_link: FaultyLink,
+    stripe_api: stripe.StripeClient,
+    localstripe: LocalStripe,
+) -> None:
+    paid = paid_payment(client, admin, buyer, stripe_api, amount=1000)
+    with LocalStripe.start() as fresh:  # Stripe answers, but does not know the payment
+        stripe_link.down()
+        stripe_link.retarget("127.0.0.1", fresh.port)
+        stripe_link.up()
+        refused = refund(client, admin, paid["payment_id"], amount=450)
+        stripe_link.down()
+        stripe_link.retarget("127.0.0.1", localstripe.port)
+        stripe_link.up()
+
+    assert refused.status_code == 404, refused.text
+    assert payment(client, admin, paid["payment_id"])["amountRefunded"] == 0
+    retried = refund(client, admin, paid["payment_id"], amount=450)
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["data"]["status"] == "succeeded"
+    drain_refund_jobs(services, worker)
+
+    after = payment(client, admin, paid["payment_id"])
+    assert after["amountRefunded"] == 450
+    assert sorted(r["status"] for r in after["refunds"]) == ["failed", "succeeded"]
+    in_stripe = stripe_refunds(stripe_api, paid["payment_intent_id"])
+    assert [r.amount for r in in_stripe] == [450]
 
 
 # -- charge.refunded -------------------------------------------------------------------

@@ -56,6 +56,7 @@ class _Conn:
         self.target_eof = False
         self.closed = False
         self.pumps_left = 2
+        self.request_line = b""  # of the latest request sent on this connection
 
 
 class FaultyLink:
@@ -71,6 +72,7 @@ class FaultyLink:
         self._cond = threading.Condition()
         self._conns: set[_Conn] = set()
         self._held_complete = False
+        self._hold_only: bytes | None = None
         self._stopped = False
         self.counts = {"accepted": 0, "refused": 0, "dropped": 0, "requests": 0}
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -127,15 +129,25 @@ class FaultyLink:
         for conn in conns:
             self._close(conn, reset=True)
 
+    def retarget(self, target_host: str, target_port: int) -> None:
+        """Send new connections elsewhere (a fresh stand-in after the old one died); call it
+        while `down()`, so no connection to the old target lives on."""
+        with self._cond:
+            self._target = (target_host, target_port)
+
     def drop_responses(self) -> None:
         """Forward requests, but on the first response byte reset the connection."""
         with self._cond:
             self._mode = "drop"
 
-    def hold_responses(self) -> None:
-        """Forward requests, keep responses back until `up()` (or the client gives up)."""
+    def hold_responses(self, only: bytes | None = None) -> None:
+        """Forward requests, keep responses back until `up()` (or the client gives up).
+
+        With `only` (the start of a request line, e.g. ``b"POST /v1/payment_intents HTTP"``),
+        only the answers to such requests are held; the others pass."""
         with self._cond:
             self._mode = "hold"
+            self._hold_only = only
             self._held_complete = False
 
     def wait_for_held_response(self, timeout: float) -> bool:
@@ -200,10 +212,11 @@ class FaultyLink:
         try:
             while data := conn.client.recv(_CHUNK):
                 seen = tail + data
-                found = sum(1 for m in _REQUEST_LINE.finditer(seen) if m.end() > len(tail))
+                found = [m for m in _REQUEST_LINE.finditer(seen) if m.end() > len(tail)]
                 if found:
                     with self._cond:
-                        self.counts["requests"] += found
+                        self.counts["requests"] += len(found)
+                        conn.request_line = found[-1].group(0).rstrip(b"\r\n")
                 tail = seen[-512:]
                 conn.target.sendall(data)
         except OSError:
@@ -217,6 +230,9 @@ class FaultyLink:
                 with conn.send_lock:
                     with self._cond:
                         mode = self._mode
+                        only = self._hold_only
+                        if mode == "hold" and only and not conn.request_line.startswith(only):
+                            mode = "up"  # not an answer we were asked to hold
                         if mode == "hold" or (conn.held and mode == "up"):
                             conn.held += data
                             if _response_complete(conn.held):
