@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     job_poll_seconds: float = Field(default=0.5, gt=0)
     # How long a Stripe customer creation may stay claimed before another try may take over.
     customer_link_lease_seconds: float = Field(default=60.0, gt=0)
+    # The payments janitor runs this often, and settles payments and refunds left open
+    # (`creating`, `pending`, …) for longer than its lease by asking Stripe.
+    payment_janitor_interval_seconds: float = Field(default=300.0, gt=0)
+    payment_janitor_lease_seconds: float = Field(default=900.0, gt=0)
 
     # Prepaid credits: the price of one credit for custom amounts, the custom bounds, and
     # the daily caps that stop a runaway auto-recharge loop.
@@ -105,6 +109,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CUSTOMER_LINK_LEASE_SECONDS must exceed STRIPE_TIMEOUT_SECONDS, or two tries "
                 "could create two Stripe customers for one user"
+            )
+        if self.payment_janitor_lease_seconds <= self.stripe_timeout_seconds:
+            raise ValueError(
+                "PAYMENT_JANITOR_LEASE_SECONDS must exceed STRIPE_TIMEOUT_SECONDS, or the "
+                "janitor could give up on a payment whose intent is still being made"
             )
         return self
 

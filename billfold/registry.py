@@ -15,7 +15,7 @@ from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
 from billfold.payments import handlers as payment_events
-from billfold.payments import refunds
+from billfold.payments import janitor, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
 from billfold.subscriptions import handlers as subscription_events
@@ -42,6 +42,10 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     outbox.SEND_JOB: JobKind(outbox.send_job, on_failure=outbox.record_failure),
     refunds.REFUND_JOB: JobKind(refunds.refund_job),
     recharge.RECHARGE_JOB: JobKind(recharge.recharge_job, on_failure=recharge.recharge_gave_up),
+    janitor.CANCEL_INTENT_JOB: JobKind(janitor.cancel_intent_job),
+    janitor.JANITOR_JOB: JobKind(
+        janitor.janitor_job, every=lambda s: s.settings.payment_janitor_interval_seconds
+    ),
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(

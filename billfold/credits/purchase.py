@@ -23,12 +23,12 @@ from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.errors import InvalidInput
-from billfold.payments.intents import IntentOutcome, record
+from billfold.payments.intents import IntentOutcome, record, record_refusal
 from billfold.payments.methods import own_card
 from billfold.payments.models import Payment
 from billfold.payments.orders import MAX_AMOUNT
 from billfold.services import Services
-from billfold.stripe_gateway import PaymentDeclined, StripePaymentIntent
+from billfold.stripe_gateway import PaymentDeclined, StripeFailure, StripePaymentIntent
 
 PURPOSE = "credits"
 LINK_WAIT_SECONDS = 10.0
@@ -205,21 +205,29 @@ def _create_intent(
     payment_method_id: str | None = None,
     save_card: bool = False,
 ) -> StripePaymentIntent:
-    """The purchase's intent: charged off-session at once when a saved card is given."""
-    return services.stripe.create_payment_intent(
-        payment_id=payment.id,
-        amount=payment.amount,
-        currency=payment.currency,
-        stripe_customer_id=stripe_customer_id,
-        metadata={
-            "customer_id": customer.id,
-            "user_id": customer.user_id,
-            "credit_purchase_id": purchase.id,
-            "kind": str(purchase.kind),
-        },
-        receipt_email=customer.user.email,
-        description=f"{purchase.credits} credits",
-        payment_method_id=payment_method_id,
-        off_session=payment_method_id is not None,
-        save_card=save_card,
-    )
+    """The purchase's intent: charged off-session at once when a saved card is given.
+
+    The payment (and so its ID, which the intent carries in its metadata and its
+    idempotency key) is committed before this call: a process killed before storing the
+    answer leaves a `creating` payment that the janitor finds the intent for."""
+    try:
+        return services.stripe.create_payment_intent(
+            payment_id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            stripe_customer_id=stripe_customer_id,
+            metadata={
+                "customer_id": customer.id,
+                "user_id": customer.user_id,
+                "credit_purchase_id": purchase.id,
+                "kind": str(purchase.kind),
+            },
+            receipt_email=customer.user.email,
+            description=f"{purchase.credits} credits",
+            payment_method_id=payment_method_id,
+            off_session=payment_method_id is not None,
+            save_card=save_card,
+        )
+    except StripeFailure as exc:
+        record_refusal(services, payment.id, exc)  # a refusal fails the purchase
+        raise

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.db import utcnow
@@ -28,6 +29,45 @@ def enqueue(
     job = Job(kind=kind, payload=payload, run_at=run_at or utcnow(), max_attempts=max_attempts)
     session.add(job)
     return job
+
+
+def recurring_job_id(kind: str) -> str:
+    """The one row a recurring job kind lives in (so any number of workers share it)."""
+    return f"job_every_{kind}"[:40]
+
+
+def ensure_recurring(session: Session, kind: str) -> None:
+    """Make sure the recurring job of `kind` exists and will run (due now if it is new or
+    had died); every worker calls this at start, and only one row ever exists."""
+    job_id = recurring_job_id(kind)
+    revived = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([JobStatus.DEAD, JobStatus.DONE]))
+        .values(status=JobStatus.PENDING, run_at=utcnow(), attempts=0, finished_at=None)
+    )
+    if revived.rowcount or session.get(Job, job_id) is not None:  # type: ignore[attr-defined]
+        return
+    try:
+        with session.begin_nested():
+            session.add(Job(id=job_id, kind=kind, payload={}, max_attempts=DEFAULT_MAX_ATTEMPTS))
+    except IntegrityError:
+        pass  # another worker made it first
+
+
+def reschedule(session: Session, job: ClaimedJob, run_at: datetime) -> bool:
+    """A recurring job's run is over: the same row runs again at `run_at`."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == job.token)
+        .values(
+            status=JobStatus.PENDING,
+            run_at=run_at,
+            attempts=0,
+            locked_until=None,
+            last_error=None,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

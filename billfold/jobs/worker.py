@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from billfold.db import Database
+from billfold.db import Database, utcnow
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
 from billfold.observability import JOB_RESULTS
@@ -42,6 +42,9 @@ class JobKind(Generic[C]):
     handler: Callable[[C, dict[str, Any]], None]
     # Called in its own transaction after a failed try, e.g. to record the error on a record.
     on_failure: Callable[[C, Session, dict[str, Any], str, bool], None] | None = None
+    # A recurring job: one row, run again this many seconds (from the context's settings)
+    # after each run; every worker makes sure it exists when it starts.
+    every: Callable[[C], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,12 @@ class Worker(Generic[C]):
             self._settle_failure(job, kind, exc, bound)
             return True
         with self._db.transaction() as session:
-            if not queue.complete(session, job):
+            if kind.every is not None:
+                again = utcnow() + timedelta(seconds=kind.every(self._context))
+                settled = queue.reschedule(session, job, again)
+            else:
+                settled = queue.complete(session, job)
+            if not settled:
                 bound.warning("job.lease_lost")
         JOB_RESULTS.labels(kind=job.kind, result="done").inc()
         bound.info("job.done")
@@ -129,7 +137,18 @@ class Worker(Generic[C]):
             ran += 1
         return ran
 
+    def schedule_recurring(self) -> None:
+        """Make sure every recurring job kind has its row (idempotent, any number of workers)."""
+        with self._db.transaction() as session:
+            for name, kind in self._kinds.items():
+                if kind.every is not None:
+                    queue.ensure_recurring(session, name)
+
     def run_forever(self, stop: threading.Event) -> None:
+        try:
+            self.schedule_recurring()
+        except Exception:  # the database may be briefly away: the next start schedules them
+            log.exception("worker.schedule_recurring_failed")
         while not stop.is_set():
             try:
                 busy = self.run_once()

@@ -107,6 +107,7 @@ def confirm(body: ConfirmIn, caller: CallerDep, services: ServicesDep) -> Envelo
 
 def _answer(services: Services, outcome: intents.IntentOutcome) -> IntentOut:
     outcome.raise_if_declined()
+    outcome.raise_if_order_canceled()
     payment, intent = outcome.payment, outcome.intent
     return IntentOut(
         payment_id=payment.id,

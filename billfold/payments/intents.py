@@ -28,14 +28,26 @@ from billfold.payments import orders
 from billfold.payments.catalog import get_product
 from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.methods import own_card
-from billfold.payments.models import TERMINAL, Order, Payment, PaymentStatus
+from billfold.payments.models import TERMINAL, Order, OrderStatus, Payment, PaymentStatus
+from billfold.payments.refunds import refund_automatically
 from billfold.services import Services
-from billfold.stripe_gateway import PaymentDeclined, StripePaymentIntent
+from billfold.stripe_gateway import (
+    PaymentDeclined,
+    StripeFailure,
+    StripePaymentIntent,
+)
 
 log = structlog.get_logger("billfold.payments")
 
 # How long a payment call waits for a Stripe customer being created by another try.
 LINK_WAIT_SECONDS = 10.0
+# An order's payment in one of these states is replaced when the order is paid again.
+_REPLACEABLE = frozenset({PaymentStatus.CANCELED, PaymentStatus.FAILED})
+# Intent states Stripe still lets us cancel.
+CANCELABLE = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action", "requires_capture"}
+)
+ORDER_NOT_PENDING = "order no longer awaiting payment (canceled or paid) when the money arrived"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class IntentOutcome:
     intent: StripePaymentIntent
     # A card was tried in this call (not just an intent opened for the page to use).
     attempted: bool = True
+    # The order's state after recording: a success on a canceled order is refunded.
+    order_status: OrderStatus | None = None
 
     @property
     def declined(self) -> bool:
@@ -72,6 +86,16 @@ class IntentOutcome:
                 payment_intent_id=self.intent.id,
             )
 
+    def raise_if_order_canceled(self) -> None:
+        """The money arrived after the order was canceled: 409, and it is being refunded."""
+        canceled = self.order_status == OrderStatus.CANCELED
+        if canceled and self.payment.status == PaymentStatus.SUCCEEDED:
+            raise OrderCanceledRefunded(
+                "The order was canceled before this payment succeeded; it is refunded in full",
+                payment_id=self.payment.id,
+                order_id=self.payment.order_id,
+            )
+
     @property
     def client_secret(self) -> str | None:
         """What the page needs to go on, while there is something left for it to do."""
@@ -82,6 +106,10 @@ class IntentOutcome:
         if self.payment.status == PaymentStatus.REQUIRES_ACTION:
             return self.intent.next_action
         return None
+
+
+class OrderCanceledRefunded(Conflict):
+    code = "order_canceled"
 
 
 class _ClaimLost(Exception):
@@ -184,7 +212,7 @@ def _open_payment(
         order = orders.create_order(session, customer, [(request.product_id, request.quantity)])
     if order.payment_id:
         current = session.get(Payment, order.payment_id)
-        if current is not None and current.status != PaymentStatus.CANCELED:
+        if current is not None and current.status not in _REPLACEABLE:
             return customer, order, current
     payment = Payment(
         customer_id=customer.id,
@@ -214,15 +242,23 @@ def _intent_for(
     """The payment's PaymentIntent: the one it has, or a new one (same key on every retry)."""
     if payment.stripe_payment_intent_id:
         return services.stripe.retrieve_payment_intent(payment.stripe_payment_intent_id)
-    intent = services.stripe.create_payment_intent(
-        payment_id=payment.id,
-        amount=payment.amount,
-        currency=payment.currency,
-        stripe_customer_id=stripe_customer_id,
-        metadata={"customer_id": customer.id, "user_id": customer.user_id, "order_id": order.id},
-        receipt_email=customer.user.email,
-        description=f"Billfold order {order.id}",
-    )
+    try:
+        intent = services.stripe.create_payment_intent(
+            payment_id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            stripe_customer_id=stripe_customer_id,
+            metadata={
+                "customer_id": customer.id,
+                "user_id": customer.user_id,
+                "order_id": order.id,
+            },
+            receipt_email=customer.user.email,
+            description=f"Billfold order {order.id}",
+        )
+    except StripeFailure as exc:
+        record_refusal(services, payment.id, exc)
+        raise
     with services.db.transaction() as session:
         stored = session.execute(
             update(Payment)
@@ -285,7 +321,52 @@ def record(
         payment = session.get(Payment, payment_id)
         assert payment is not None
         session.refresh(payment)
-    return IntentOutcome(payment, intent, attempted)
+        order = session.get(Order, payment.order_id) if payment.order_id else None
+        if order is not None:
+            session.refresh(order)
+    return IntentOutcome(payment, intent, attempted, order.status if order else None)
+
+
+def record_refusal(services: Services, payment_id: str, failure: StripeFailure) -> bool:
+    """Stripe refused to create the payment's intent: the payment is `failed` (not left
+    `creating` for ever), and what it was for is told so. True when this call recorded it.
+
+    Only a refusal that proves no intent was made counts: Stripe unreachable, or a clash of
+    idempotency keys, leaves the payment `creating` for the janitor to settle."""
+    if failure.retryable or isinstance(failure, PaymentDeclined):
+        return False
+    if failure.code == "stripe_idempotency_conflict":
+        return False
+    with services.db.transaction() as session:
+        return _fail(session, payment_id, services.settings, failure.code, failure.message)
+
+
+def fail_without_intent(session: Session, payment_id: str, settings: Settings) -> bool:
+    """A `creating` payment for which Stripe holds no intent, long after it was begun."""
+    return _fail(
+        session, payment_id, settings, "no_payment_intent", "No PaymentIntent was ever made"
+    )
+
+
+def _fail(session: Session, payment_id: str, settings: Settings, code: str, message: str) -> bool:
+    failed = session.execute(
+        update(Payment)
+        .where(
+            Payment.id == payment_id,
+            Payment.status == PaymentStatus.CREATING,
+            Payment.stripe_payment_intent_id.is_(None),
+        )
+        .values(status=PaymentStatus.FAILED, decline_code=code, failure_message=message)
+    ).rowcount  # type: ignore[attr-defined]
+    if not failed:
+        return False
+    payment = session.get(Payment, payment_id)
+    assert payment is not None
+    session.refresh(payment)
+    purpose_of(payment).declined(session, payment, settings)
+    PAYMENT_OUTCOMES.labels(outcome="failed").inc()
+    log.warning("payment.failed", payment_id=payment_id, code=code)
+    return True
 
 
 def apply_intent(
@@ -294,6 +375,8 @@ def apply_intent(
     """Record the intent's state on our payment; True only for the call that records success."""
     status = PaymentStatus(intent.status)
     open_states = Payment.status.not_in([s.value for s in TERMINAL])
+    # Money taken is recorded even on a payment we had given up on (`failed`).
+    may_succeed = Payment.status.not_in([PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED])
     # A webhook may be the first to tell us which intent a payment got (a lost answer).
     session.execute(
         update(Payment)
@@ -303,7 +386,7 @@ def apply_intent(
     if status == PaymentStatus.SUCCEEDED:
         won = session.execute(
             update(Payment)
-            .where(Payment.id == payment_id, open_states)
+            .where(Payment.id == payment_id, may_succeed)
             .values(
                 status=status,
                 succeeded_at=utcnow(),
@@ -348,6 +431,13 @@ def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
     payment = session.get(Payment, payment_id)
     assert payment is not None
     session.refresh(payment)
+    if payment.order_id is not None and not orders.claim_paid(session, payment.order_id):
+        # The order was canceled (or paid by another payment) before this money arrived:
+        # keep the order as it is and give the money back.
+        refund_automatically(session, payment, note=ORDER_NOT_PENDING)
+        audit.record(session, "stripe", "payment.succeeded_unwanted", payment.id)
+        PAYMENT_OUTCOMES.labels(outcome="refunded_unwanted").inc()
+        return
     purpose = purpose_of(payment)
     purpose.paid(session, payment, settings)
     # A charge.refunded may have been recorded before the success itself.

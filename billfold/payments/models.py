@@ -70,7 +70,8 @@ class OrderLine(Base):
 
 
 class PaymentStatus(StrEnum):
-    """Stripe's PaymentIntent states, plus `creating` before the intent exists."""
+    """Stripe's PaymentIntent states, plus `creating` before the intent exists and `failed`
+    when it never will."""
 
     CREATING = "creating"
     REQUIRES_PAYMENT_METHOD = "requires_payment_method"
@@ -80,9 +81,12 @@ class PaymentStatus(StrEnum):
     REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     CANCELED = "canceled"
+    # Ours only: Stripe refused to create the intent, or none was ever made (the janitor
+    # found none). A success that still turns up is recorded all the same.
+    FAILED = "failed"
 
 
-TERMINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED})
+TERMINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.FAILED})
 
 
 class Payment(Base):

@@ -12,11 +12,14 @@ from billfold import audit
 from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.errors import Conflict, InvalidInput, NotFound
+from billfold.jobs.queue import enqueue
 from billfold.payments.catalog import get_product
 from billfold.payments.models import Order, OrderLine, OrderStatus, Product
 
 log = structlog.get_logger("billfold.payments")
 
+# Cancels the PaymentIntent of a canceled order in Stripe (handled in payments/intents.py).
+CANCEL_INTENT_JOB = "payments.cancel_intent"
 # Stripe's ceiling for one charge in two-decimal currencies (999,999.99).
 MAX_AMOUNT = 99_999_999
 
@@ -95,6 +98,8 @@ def list_orders(
 
 
 def cancel_order(session: Session, order: Order, *, actor: str) -> Order:
+    """Cancel a pending order; its PaymentIntent is canceled in Stripe by a job, so the card
+    can no longer be charged (a success that still arrives is refunded, see `claim_paid`)."""
     result = session.execute(
         update(Order)
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
@@ -102,6 +107,8 @@ def cancel_order(session: Session, order: Order, *, actor: str) -> Order:
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         raise Conflict("Only a pending order can be canceled", code="order_not_pending")
+    if order.payment_id:
+        enqueue(session, CANCEL_INTENT_JOB, {"payment_id": order.payment_id})
     audit.record(session, actor, "order.cancel", order.id)
     session.refresh(order)
     return order
@@ -112,12 +119,25 @@ def ensure_payable(order: Order) -> None:
         raise OrderNotPayable(f"This order is {order.status}, not awaiting payment")
 
 
+def claim_paid(session: Session, order_id: str) -> bool:
+    """Mark a pending order paid; False when it is not pending any more (canceled, or paid
+    by another payment), so the payment that just succeeded must not fulfil it.
+
+    One conditional update, so a cancel racing the success either lands first (and this
+    payment is refunded) or finds the order paid (and is refused)."""
+    claimed = session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.PAID, paid_at=utcnow())
+    )
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
 def fulfil(session: Session, order_id: str) -> None:
-    """Mark an order paid and take its stock; called once, when its payment succeeds."""
+    """Take a paid order's stock; called once, after `claim_paid` marked it paid."""
     order = session.get(Order, order_id)
     assert order is not None
-    order.status = OrderStatus.PAID
-    order.paid_at = utcnow()
+    session.refresh(order)
     for line in order.lines:
         taken = session.execute(
             update(Product)

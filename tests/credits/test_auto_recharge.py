@@ -41,6 +41,7 @@ from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
 from billfold.mail.models import OutboxMail
+from billfold.payments.janitor import JANITOR_JOB  # recurring: never drained
 from billfold.payments.models import Payment
 from billfold.services import Services
 
@@ -182,7 +183,11 @@ def failure_mails(services: Services, to: str) -> list[OutboxMail]:
 
 def unfinished_jobs(services: Services) -> list[Job]:
     with services.db.transaction() as session:
-        return list(session.scalars(select(Job).where(Job.status != JobStatus.DONE)))
+        return list(
+            session.scalars(
+                select(Job).where(Job.status != JobStatus.DONE, Job.kind != JANITOR_JOB)
+            )
+        )
 
 
 def drain(services: Services, worker: Worker[Services], timeout: float = 20) -> None:

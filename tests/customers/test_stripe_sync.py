@@ -25,6 +25,7 @@ from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import Worker
+from billfold.payments.janitor import JANITOR_JOB  # recurring: never drained
 from billfold.services import Services
 from billfold.stripe_gateway import StripeUnavailable
 
@@ -46,7 +47,11 @@ def linked_id(services: Services, customer_id: str) -> str | None:
 
 def pending_jobs(services: Services) -> list[Job]:
     with services.db.transaction() as session:
-        return list(session.scalars(select(Job).where(Job.status != JobStatus.DONE)))
+        return list(
+            session.scalars(
+                select(Job).where(Job.status != JobStatus.DONE, Job.kind != JANITOR_JOB)
+            )
+        )
 
 
 @LAZY

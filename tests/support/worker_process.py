@@ -11,7 +11,11 @@ from billfold.config import Settings
 
 
 def start_worker_process(
-    settings: Settings, stripe_url: str, stripe_key: str, workdir: Path
+    settings: Settings,
+    stripe_url: str,
+    stripe_key: str,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """A worker with the test's settings, reaching Stripe at `stripe_url` (the FaultyLink)."""
     env = {
@@ -24,6 +28,9 @@ def start_worker_process(
         "CUSTOMER_LINK_LEASE_SECONDS": str(settings.customer_link_lease_seconds),
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "JOB_POLL_SECONDS": "0.05",
+        "PAYMENT_JANITOR_LEASE_SECONDS": str(settings.payment_janitor_lease_seconds),
+        "PAYMENT_JANITOR_INTERVAL_SECONDS": str(settings.payment_janitor_interval_seconds),
+        **(extra_env or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "billfold", "worker"],
