@@ -15,7 +15,7 @@ from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
 from billfold.payments import handlers as payment_events
-from billfold.payments import janitor, refunds
+from billfold.payments import janitor, methods, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
 from billfold.subscriptions import handlers as subscription_events
@@ -76,3 +76,5 @@ ON_SIGN_UP.append(
         session, customer, services.settings, services.licenses
     )
 )
+
+stripe_sync.BEFORE_STRIPE_REMOVAL.extend([lifecycle.end_for_deleted_customer, methods.detach_all])

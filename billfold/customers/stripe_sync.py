@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -206,8 +207,16 @@ def push_job(services: Services, payload: dict[str, Any]) -> None:
         )
 
 
+# What other domains end for a deleted customer before its Stripe customer is deleted or
+# archived (its subscriptions, its saved cards): each gets (services, customer ID, Stripe
+# customer ID or None), must be safe to run again, and lets Stripe errors through so the
+# job retries. Filled in by billfold/registry.py.
+BEFORE_STRIPE_REMOVAL: list[Callable[[Services, str, str | None], None]] = []
+
+
 def remove_job(services: Services, payload: dict[str, Any]) -> None:
-    """Delete (or archive) a deleted user's Stripe customer, including one a lost try made."""
+    """End a deleted user's subscriptions and detach its cards, then delete (or archive) its
+    Stripe customer, including one a lost try made."""
     customer_id = payload["customer_id"]
     with services.db.transaction() as session:
         customer = session.get(Customer, customer_id)
@@ -220,6 +229,8 @@ def remove_job(services: Services, payload: dict[str, Any]) -> None:
     if stripe_id is None and link_email is not None:
         found = services.stripe.find_customer_of(customer_id=customer_id, email=link_email)
         stripe_id = found.id if found else None
+    for hook in BEFORE_STRIPE_REMOVAL:  # end its subscriptions, detach its cards
+        hook(services, customer_id, stripe_id)
     if stripe_id is not None:
         if services.settings.stripe_customer_deletion is CustomerDeletion.ARCHIVE:
             services.stripe.archive_customer(stripe_id, customer_id=customer_id)

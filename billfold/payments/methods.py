@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller
@@ -174,3 +174,23 @@ def _attach_count(session: Session, payment_method_id: str) -> int:
         )
     )
     return count or 0
+
+
+def detach_all(services: Services, customer_id: str, stripe_customer_id: str | None) -> None:
+    """A deleted account keeps no card: detach every card from its Stripe customer.
+
+    Safe to run again (a retry lists only the cards still attached); Stripe errors go
+    through so the removal job retries while Stripe is away."""
+    if stripe_customer_id is not None:
+        for card in services.stripe.list_cards(stripe_customer_id):
+            with services.db.transaction() as session:
+                count = _attach_count(session, card.id)
+            detached = services.stripe.detach_card(card.id, customer_id=customer_id, version=count)
+            with services.db.transaction() as session:
+                remember(session, customer_id, detached, attached=False)
+    with services.db.transaction() as session:
+        session.execute(
+            update(SavedCard)
+            .where(SavedCard.customer_id == customer_id, SavedCard.attached.is_(True))
+            .values(attached=False)
+        )

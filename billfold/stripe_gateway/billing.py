@@ -99,6 +99,17 @@ class BillingCalls(GatewayBase):
             subscription_id=subscription_id,
         )
 
+    def list_live_subscriptions(self, stripe_customer_id: str) -> list[StripeSubscription]:
+        """The customer's subscriptions that still bill (Stripe leaves ended ones out)."""
+
+        def live() -> list[StripeSubscription]:
+            page = self._client.v1.subscriptions.list(
+                params={"customer": stripe_customer_id, "limit": 100}
+            )
+            return [parse_subscription(s) for s in page.auto_paging_iter()]
+
+        return self._call("subscription.list", live, stripe_customer_id=stripe_customer_id)
+
     def ensure_recurring_price(
         self, price_id: str, *, name: str, amount: int, currency: str, interval: str
     ) -> str:

@@ -321,3 +321,43 @@ def portal(
         services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
     )
     return services.stripe.create_portal_session(stripe_customer_id, return_url=return_url)
+
+
+def end_for_deleted_customer(
+    services: Services, customer_id: str, stripe_customer_id: str | None
+) -> None:
+    """A deleted account bills no more: cancel its Stripe subscriptions now and end ours.
+
+    Safe to run again (a retry lists only what still bills); Stripe errors go through so
+    the removal job retries while Stripe is away."""
+    with services.db.transaction() as session:
+        local = session.scalar(select(Subscription).where(Subscription.customer_id == customer_id))
+        if local is not None and local.stripe_subscription_id is None:
+            _end_locally(session, local, services)  # a trial that never touched Stripe
+        local_id = local.id if local is not None else None
+    if stripe_customer_id is None:
+        return
+    for remote in services.stripe.list_live_subscriptions(stripe_customer_id):
+        ended = services.stripe.cancel_subscription(
+            remote.id, key=idempotency_key("subscription.cancel", local_id or remote.id)
+        )
+        with services.db.transaction() as session:
+            apply_stripe_subscription(
+                session,
+                ended,
+                event_at=None,
+                settings=services.settings,
+                keys=services.licenses,
+                customer_id=customer_id,
+            )
+            audit.record(session, "billfold", "subscription.cancel", ended.id, reason="deleted")
+        log.info("subscription.ended_for_deletion", customer_id=customer_id, stripe_id=ended.id)
+
+
+def _end_locally(session: Session, subscription: Subscription, services: Services) -> None:
+    if subscription.status == SubscriptionStatus.CANCELED:
+        return
+    subscription.status = SubscriptionStatus.CANCELED
+    subscription.canceled_at = utcnow()
+    licenses.issue(session, subscription, services.settings, services.licenses)
+    audit.record(session, "billfold", "subscription.cancel", subscription.id, reason="deleted")
