@@ -23,7 +23,7 @@ from billfold.jobs.worker import Worker
 from billfold.payments.models import Refund, RefundStatus
 from billfold.payments.refunds import REFUND_JOB
 from billfold.services import Services
-from billfold.stripe_standin import LocalStripe
+from billfold.standin import LocalStripe
 
 # The refund job is due twice the inline timeout after the request: keep that short here.
 QUICK_RETRY = pytest.mark.parametrize(

@@ -99,8 +99,8 @@ def assert_billing_ended(
     for c in cards:
         assert stripe_api.v1.payment_methods.retrieve(c.stripe_payment_method_id).customer is None
     if archived:
-        kept = stripe_api.v1.customers.retrieve(stripe_customer_id)
-        assert kept.metadata["archived"] == "true"
+        kept = stripe_api.v1.customers.retrieve(stripe_customer_id).to_dict()
+        assert kept["metadata"]["archived"] == "true"
         attached = stripe_api.v1.payment_methods.list(
             params={"customer": stripe_customer_id, "type": "card"}
         )

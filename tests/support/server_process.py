@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from billfold.config import Settings
-from billfold.stripe_standin import free_port
+from billfold.standin import free_port
 from support.waiting import wait_until
 
 # Generous: on a busy machine importing Billfold alone can take many seconds.
