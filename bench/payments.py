@@ -1,6 +1,6 @@
 """Payments benchmark: latency of POST /payments/create-intent and /payments/confirm over HTTP,
-against localstripe, on SQLite or a throwaway PostgreSQL. Prints figures; asserts nothing
-about speed.
+against localstripe, on SQLite or a throwaway PostgreSQL, and how long the janitor takes to
+settle payments whose outcome was lost. Prints figures; asserts nothing about speed.
 
     .venv/bin/python bench/payments.py [--db sqlite|postgresql] [-n 200]
 """
@@ -14,12 +14,16 @@ import time
 import httpx
 import stripe
 from harness import database, report, served, settings_for
+from sqlalchemy import select, update
 
 from billfold import migrations
 from billfold.auth.models import Role
 from billfold.customers import service
 from billfold.db import Database
 from billfold.observability import configure_logging
+from billfold.payments.janitor import sweep
+from billfold.payments.models import Payment
+from billfold.services import Services
 from billfold.standin import LocalStripe
 
 
@@ -89,10 +93,54 @@ def main() -> None:
                 saved.append(time.perf_counter() - started)
                 assert paid["status"] == "succeeded", paid
 
+            lost = _lost_payments(http, stripe_api, product, args.n)
+
+        # The janitor settles them: a process killed before storing the intent, the webhook
+        # lost. It finds each intent among the customer's by our payment_id.
+        janitor_settings = settings_for(
+            url, standin.url, stripe_timeout_seconds=1.0, payment_janitor_lease_seconds=1.5
+        )
+        janitor = Services.build(janitor_settings)
+        with janitor.db.transaction() as session:
+            session.execute(
+                update(Payment)
+                .where(Payment.id.in_(lost))
+                .values(status="creating", stripe_payment_intent_id=None)
+            )
+        time.sleep(janitor_settings.payment_janitor_lease_seconds)  # let them pass the lease
+        started = time.perf_counter()
+        while sweep(janitor).payments:
+            pass
+        swept = time.perf_counter() - started
+        with janitor.db.transaction() as session:
+            settled = session.scalars(select(Payment.status).where(Payment.id.in_(lost))).all()
+        assert set(settled) == {"succeeded"}, set(settled)
+
         print(f"Billfold payments benchmark on {args.db} (localstripe at {standin.url})")
         report("create-intent (Elements: order + intent)", opened)
         report("confirm (re-read intent, record success)", confirmed)
         report("create-intent + pay with a saved card", saved)
+        print(
+            f"  janitor: {len(lost)} lost payments (no intent stored, one customer) settled in "
+            f"{swept:.2f} s ({swept / max(1, len(lost)) * 1000:.1f} ms each)"
+        )
+
+
+def _lost_payments(
+    http: httpx.Client, stripe_api: stripe.StripeClient, product: str, n: int
+) -> list[str]:
+    """`n` payments another customer paid at Stripe without Billfold hearing of it."""
+    buyer = _buyer(http)
+    lost = []
+    for _ in range(n):
+        data = http.post(
+            "/payments/create-intent", json={"productId": product, "quantity": 1}, headers=buyer
+        ).json()["data"]
+        intent = data["payment_intent_id"]
+        stripe_api.v1.payment_intents.update(intent, params={"payment_method": _card(stripe_api)})
+        stripe_api.v1.payment_intents.confirm(intent)
+        lost.append(data["paymentId"])
+    return lost
 
 
 def _login(http: httpx.Client, email: str, password: str) -> dict[str, str]:

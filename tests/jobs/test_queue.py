@@ -397,3 +397,48 @@ def test_metrics_drop_a_status_once_its_jobs_are_gone(
         assert "dead" not in queue.depth(session)
 
     assert _gauge(client.get("/metrics").text, "dead") in (None, 0.0)
+
+
+# -- recurring jobs --------------------------------------------------------------------
+
+
+def test_recurring_job_is_one_row_that_runs_again_after_its_interval(
+    services: Services, ctx: Context
+) -> None:
+    recurring = {**kinds(ctx), "test.every": JobKind(_record, every=lambda _ctx: 60.0)}
+    workers = [make_worker(ctx, name=f"w{i}", job_kinds=recurring) for i in range(3)]
+    for worker in workers:  # every worker makes sure it exists when it starts
+        worker.schedule_recurring()
+        worker.schedule_recurring()
+    job_id = queue.recurring_job_id("test.every")
+
+    assert workers[0].run_until_idle() == 1
+    assert workers[1].run_until_idle() == 0  # not due again for a minute
+
+    job = load(services, job_id)
+    assert (job.status, job.attempts, job.locked_until) == (JobStatus.PENDING, 0, None)
+    assert 55 < seconds_from_now(job.run_at) <= 60
+    make_due(services, job_id)
+    assert workers[2].run_until_idle() == 1
+    assert ctx.ran == [{}, {}]
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_dead_recurring_job_is_revived_when_a_worker_starts(
+    services: Services, ctx: Context
+) -> None:
+    recurring = {"test.every": JobKind(_broken, every=lambda _ctx: 60.0)}
+    worker = make_worker(ctx, job_kinds=recurring)
+    worker.schedule_recurring()
+    job_id = queue.recurring_job_id("test.every")
+    with services.db.transaction() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(max_attempts=1))
+    worker.run_until_idle()
+    assert load(services, job_id).status == JobStatus.DEAD
+
+    worker.schedule_recurring()
+
+    revived = load(services, job_id)
+    assert (revived.status, revived.attempts) == (JobStatus.PENDING, 0)
+    assert seconds_from_now(revived.run_at) <= 0

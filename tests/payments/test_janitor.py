@@ -30,6 +30,7 @@ from billfold.jobs.queue import recurring_job_id
 from billfold.jobs.worker import Worker
 from billfold.payments.janitor import JANITOR_JOB, sweep
 from billfold.payments.models import Payment
+from billfold.registry import build_worker
 from billfold.services import Services
 
 # A short lease (it must outlast a Stripe call) and a janitor that runs twice a second.
@@ -245,7 +246,7 @@ def test_create_intent_refused_by_stripe_fails_the_payment_and_the_order_stays_p
     assert after["status"] == "pending"
 
 
-def test_janitor_is_scheduled_once_by_the_server_worker(
+def test_janitor_is_scheduled_once_by_the_servers_worker_and_any_other(
     services: Services, settings: Settings
 ) -> None:
     with TestClient(create_app(services=services, run_worker=True)):
@@ -255,6 +256,7 @@ def test_janitor_is_scheduled_once_by_the_server_worker(
                 return session.get(Job, recurring_job_id(JANITOR_JOB)) is not None
 
         assert wait_until(scheduled, 10)
+    build_worker(services).schedule_recurring()  # a `billfold worker` starting beside it
     with services.db.transaction() as session:
         jobs = session.scalars(select(Job).where(Job.kind == JANITOR_JOB)).all()
         assert len(jobs) == 1
