@@ -148,7 +148,7 @@ def _create_admin(db: Database, email: str, password: str, name: str) -> None:
         existing = session.scalar(select(User).where(User.email_normalized == email.lower()))
         if existing is not None:
             existing.role = Role.ADMIN
-            existing.password_hash = auth.hash_password(password)
+            auth.set_password(session, existing, password, actor="cli", via="create-admin")
             return
         customers.register(session, name=name, email=email, password=password, role=Role.ADMIN)
 

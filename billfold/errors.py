@@ -10,6 +10,8 @@ class BillfoldError(Exception):
 
     status_code = 400
     code = "bad_request"
+    # Extra response headers (Retry-After on 429 and 503).
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message)

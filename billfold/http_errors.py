@@ -18,10 +18,16 @@ log = structlog.get_logger("billfold.http")
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, object] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorEnvelope(error=ErrorBody(code=code, message=message, details=details))
-    return JSONResponse(jsonable_encoder(body, exclude_none=True), status_code=status)
+    return JSONResponse(
+        jsonable_encoder(body, exclude_none=True), status_code=status, headers=headers
+    )
 
 
 def invalid_request(errors: Iterable[Any], prefix: Sequence[str | int] = ()) -> JSONResponse:
@@ -41,7 +47,9 @@ def invalid_request(errors: Iterable[Any], prefix: Sequence[str | int] = ()) -> 
 def response_for(exc: Exception) -> JSONResponse:
     """Our own errors say what went wrong; anything else is logged and answered as ours."""
     if isinstance(exc, BillfoldError):
-        return error_response(exc.status_code, exc.code, exc.message, exc.details or None)
+        return error_response(
+            exc.status_code, exc.code, exc.message, exc.details or None, exc.headers
+        )
     if isinstance(exc, OperationalError):
         log.error("database.unavailable", error=str(exc.orig))
         return error_response(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,24 +19,75 @@ from sqlalchemy.orm import Session
 from billfold import audit
 from billfold.auth.models import ApiKey, User
 from billfold.db import utcnow
-from billfold.errors import NotFound, Unauthorized
+from billfold.errors import BillfoldError, Forbidden, NotFound, Unauthorized
 
 API_KEY_PREFIX = "bf_sk_"
 LAST_USED_PRECISION = timedelta(minutes=1)
-_hasher = PasswordHasher()  # Argon2id with the library's current recommended costs
+# OWASP's Argon2id recommendation: 19 MiB, two passes, one lane. Hashes made with other
+# costs (the library's 64 MiB default before) still verify, and are rehashed at login.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Each hash holds its 19 MiB while it runs: at most this many run at once per process, so a
+# flood of logins queues here (and then answers 503) instead of exhausting memory.
+MAX_CONCURRENT_HASHES = 4
+HASH_WAIT_SECONDS = 10.0
+_hashing = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
 # Verified against when an e-mail is unknown, so a login takes as long either way.
 _DUMMY_HASH = _hasher.hash("billfold-no-such-user")
 
 
+class HashingBusy(BillfoldError):
+    status_code = 503
+    code = "busy"
+    headers = {"Retry-After": "1"}
+
+
+@contextmanager
+def _hashing_slot() -> Iterator[None]:
+    if not _hashing.acquire(timeout=HASH_WAIT_SECONDS):
+        raise HashingBusy("Too many sign-ins at once; try again in a moment")
+    try:
+        yield
+    finally:
+        _hashing.release()
+
+
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _hashing_slot():
+        return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    with _hashing_slot():
+        try:
+            return (
+                _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def set_password(session: Session, user: User, password: str, *, actor: str, via: str) -> None:
+    """A new password: every token issued before it stops working; the change is audited."""
+    user.password_hash = hash_password(password)
+    revoke_tokens(user)
+    audit.record(session, actor, "user.password_change", user.id, via=via)
+
+
+def revoke_tokens(user: User) -> None:
+    """Every access token issued to `user` so far stops working (they carry the version)."""
+    user.token_version = (user.token_version or 0) + 1
+
+
+class CurrentPasswordRequired(Forbidden):
+    code = "current_password_required"
+
+
+def check_current_password(user: User, password: str | None) -> None:
+    """A user changing their own credentials proves they know the current password."""
+    if password is None:
+        raise CurrentPasswordRequired("Give currentPassword to change the e-mail or password")
+    if not verify_password(user.password_hash, password):
+        raise CurrentPasswordRequired("The current password is wrong", code="wrong_password")
 
 
 @dataclass(frozen=True)
@@ -47,6 +101,7 @@ class TokenIssuer:
         now = utcnow()
         claims = {
             "sub": user.id,
+            "ver": user.token_version or 0,
             "role": str(user.role),
             "iss": self.issuer,
             "iat": now,
@@ -54,7 +109,8 @@ class TokenIssuer:
         }
         return jwt.encode(claims, self.secret, algorithm=self.algorithm)
 
-    def subject(self, token: str) -> str:
+    def subject(self, token: str) -> tuple[str, int]:
+        """The user ID a valid token names, and the token version it was issued under."""
         try:
             claims = jwt.decode(
                 token,
@@ -67,7 +123,11 @@ class TokenIssuer:
             raise Unauthorized("The access token has expired", code="token_expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is not valid", code="invalid_token") from exc
-        return str(claims["sub"])
+        # Tokens from before versions existed carry none: they belong to version 0.
+        version = claims.get("ver", 0)
+        if not isinstance(version, int):
+            raise Unauthorized("The access token is not valid", code="invalid_token")
+        return str(claims["sub"]), version
 
 
 @dataclass(frozen=True)
@@ -101,6 +161,11 @@ def authenticate(session: Session, email: str, password: str) -> User:
         raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
     if not verify_password(user.password_hash, password):
         raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    assert user.password_hash is not None  # verified above
+    if _hasher.check_needs_rehash(user.password_hash):
+        # Made with older costs: the password is at hand now, so store it at today's.
+        user.password_hash = hash_password(password)
+        audit.record(session, user.id, "user.password_rehash", user.id)
     return user
 
 
@@ -145,14 +210,14 @@ def resolve_callers(
         else {}
     )
     stale: set[str] = set()
-    subjects: dict[str, str | Unauthorized] = {}
+    subjects: dict[str, tuple[str, int] | Unauthorized] = {}
     for credential in credentials:
         if credential not in digests:
             try:
                 subjects[credential] = tokens.subject(credential)
             except Unauthorized as exc:
                 subjects[credential] = exc
-    user_ids = {s for s in subjects.values() if isinstance(s, str)}
+    user_ids = {s[0] for s in subjects.values() if isinstance(s, tuple)}
     users = {u.id: u for u in session.scalars(_USERS, {"ids": list(user_ids)})} if user_ids else {}
     now = utcnow()
     callers: list[Caller | Unauthorized] = []
@@ -172,9 +237,13 @@ def resolve_callers(
         if isinstance(subject, Unauthorized):
             callers.append(subject)
             continue
-        user = users.get(subject)
+        user_id, version = subject
+        user = users.get(user_id)
         if user is None or user.deleted_at is not None:
             callers.append(Unauthorized("The account no longer exists", code="invalid_token"))
+        elif version != (user.token_version or 0):
+            # The password or e-mail changed since this token was issued.
+            callers.append(Unauthorized("The access token was revoked", code="token_revoked"))
         else:
             callers.append(Caller(user=user))
     if stale:

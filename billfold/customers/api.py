@@ -74,6 +74,7 @@ def update_user(
         company_name=body.company_name,
         password=body.password,
         role=body.role,
+        current_password=body.current_password,
     )
     with services.db.transaction() as session:
         return ok(UserOut.of(service.update_user(session, caller, user_id, changes)))

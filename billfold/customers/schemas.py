@@ -28,6 +28,8 @@ class UserPatchIn(InputModel):
     company_name: str | None = Field(default=None, max_length=200)
     password: str | None = Field(default=None, min_length=8, max_length=128)
     role: Role | None = None
+    # Needed when users change their own e-mail or password.
+    current_password: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class UserOut(ApiModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -12,7 +13,13 @@ from sqlalchemy.orm import Session
 
 from billfold import audit
 from billfold.auth.models import Role, User
-from billfold.auth.service import Caller, hash_password
+from billfold.auth.service import (
+    Caller,
+    check_current_password,
+    hash_password,
+    revoke_tokens,
+    set_password,
+)
 from billfold.config import CustomerCreation
 from billfold.customers.models import Customer
 from billfold.db import utcnow
@@ -27,6 +34,11 @@ REMOVE_JOB = "customers.remove"
 
 class EmailTaken(Conflict):
     code = "email_taken"
+
+
+# What follows an e-mail change in the same transaction (a link to verify the new address,
+# a notice to the old one): filled in by billfold/registry.py.
+ON_EMAIL_CHANGED: list[Callable[[Session, User, str], None]] = []
 
 
 def register(
@@ -96,33 +108,53 @@ class ProfileChanges:
     company_name: str | None = None
     password: str | None = None
     role: Role | None = None
+    # Required when users change their own e-mail or password.
+    current_password: str | None = None
 
 
 def update_user(
     session: Session, caller: Caller, user_id: str, changes: ProfileChanges
 ) -> Customer:
+    """Edit a profile. Credentials (e-mail, password) follow stricter rules: a user changing
+    their own gives the current password; an admin may change anyone else's, a service key
+    only the e-mail (never a password); every such change revokes the tokens issued before."""
     customer = get_customer(session, caller, user_id)
     user = customer.user
+    email_change = changes.email is not None and changes.email.strip() != user.email
+    if email_change or changes.password is not None:
+        if caller.user is not None and caller.user.id == user.id:
+            check_current_password(user, changes.current_password)
+        elif changes.password is not None and caller.is_service:
+            # A leaked service key must not be enough to take over an account.
+            raise Forbidden("A service key cannot set a password", code="password_not_settable")
     if changes.role is not None and changes.role != user.role:
         # Not even a service key: an admin could mint service keys of their own.
         if caller.user is None or not caller.user.is_admin:
             raise Forbidden("Only an admin may change a role")
         user.role = changes.role
     if changes.password is not None:
-        user.password_hash = hash_password(changes.password)
+        set_password(session, user, changes.password, actor=caller.actor, via="profile")
     if changes.company_name is not None:
         user.company_name = changes.company_name or None
     pushed_fields_changed = False
     if changes.name is not None and changes.name.strip() != user.name:
         user.name = changes.name.strip()
         pushed_fields_changed = True
-    if changes.email is not None and changes.email.strip() != user.email:
+    if email_change:
+        assert changes.email is not None
+        old_email = user.email
         if changes.email.strip().lower() != user.email_normalized:
             _ensure_email_free(session, changes.email.strip().lower())
             user.is_email_verified = False
         user.email = changes.email.strip()
         user.email_normalized = user.email.lower()
         pushed_fields_changed = True
+        revoke_tokens(user)
+        audit.record(
+            session, caller.actor, "user.email_change", user.id, via="profile", old=old_email
+        )
+        for hook in ON_EMAIL_CHANGED:
+            hook(session, user, old_email)
     if pushed_fields_changed:
         customer.profile_version += 1
         enqueue(session, PUSH_JOB, {"customer_id": customer.id})
@@ -233,7 +265,7 @@ def _ensure_email_free(session: Session, email_normalized: str) -> None:
 
 
 def _changed(changes: ProfileChanges) -> list[str]:
-    return [k for k, v in vars(changes).items() if v is not None and k != "password"] + (
+    return [k for k, v in vars(changes).items() if v is not None and "password" not in k] + (
         ["password"] if changes.password is not None else []
     )
 

@@ -114,7 +114,7 @@ def test_stripe_down_registration_edits_and_catch_up_happen_once(
     new_email = unique_email()
     patched = client.patch(
         f"/users/{user['id']}",
-        json={"name": "After", "email": new_email},
+        json={"name": "After", "email": new_email, "currentPassword": "correct horse 1"},
         headers=auth(data["access_token"]),
     )
     assert patched.status_code == 200

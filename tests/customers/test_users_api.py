@@ -183,7 +183,7 @@ def test_name_and_email_change_reaches_stripe_through_one_job(
 ) -> None:
     user, token = _signed_up(client, name="Old Name")
     new_email = unique_email("renamed")
-    change = {"name": "New Name", "email": new_email}
+    change = {"name": "New Name", "email": new_email, "currentPassword": PASSWORD}
 
     response = client.patch(f"/users/{user['id']}", json=change, headers=auth(token))
     assert response.status_code == 200
@@ -198,7 +198,12 @@ def test_name_and_email_change_reaches_stripe_through_one_job(
     assert remote.name == "New Name"
     assert remote.email == new_email
 
-    again = client.patch(f"/users/{user['id']}", json=change, headers=auth(token))
+    # The e-mail change revoked the old token: sign in again to repeat the same edit.
+    assert _error(client.get("/users/me", headers=auth(token)), 401)["code"] == "token_revoked"
+    fresh = client.post("/auth/login", json={"email": new_email, "password": PASSWORD})
+    again = client.patch(
+        f"/users/{user['id']}", json=change, headers=auth(fresh.json()["data"]["access_token"])
+    )
     assert again.status_code == 200
     pushes = _jobs(services, PUSH_JOB)
     assert len(pushes) == 1
@@ -221,7 +226,7 @@ def test_email_change_to_another_users_email_is_409_in_any_case(
     for spelling in (taken, taken.upper(), taken.swapcase(), f"  {taken.title()} "):
         response = client.patch(
             f"/users/{user['id']}",
-            json={"name": "Changed Too", "email": spelling},
+            json={"name": "Changed Too", "email": spelling, "currentPassword": PASSWORD},
             headers=auth(token),
         )
         assert _error(response, 409)["code"] == "email_taken", spelling
