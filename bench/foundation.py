@@ -2,7 +2,7 @@
 jobs per second through the worker. Real parts: uvicorn over HTTP, localstripe, and SQLite or
 a throwaway PostgreSQL. Prints figures; asserts nothing about speed.
 
-    .venv/bin/python bench/foundation.py [--db sqlite|postgresql] [-n 200]
+    .venv/bin/python bench/foundation.py [--db sqlite|postgresql] [-n 200] [--registration-only]
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("-n", type=int, default=200, help="registrations per scenario")
     parser.add_argument("--jobs", type=int, default=2000, help="jobs for the queue benchmark")
+    parser.add_argument(
+        "--registration-only", action="store_true", help="skip the job worker benchmarks"
+    )
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
 
@@ -107,6 +110,8 @@ def main() -> None:
                 else "with inline Stripe customer (on_registration)"
             )
             report(label, samples)
+    if args.registration_only:
+        return
 
     # The job benchmarks get a database of their own: the registrations above left link
     # jobs behind, which a worker that knows only the no-op kind would bury.

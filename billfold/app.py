@@ -36,6 +36,13 @@ from billfold.pages.errors import page_error
 from billfold.pages.security import is_page
 from billfold.payments import api as payments_api
 from billfold.payments import catalog_api
+from billfold.ratelimits.limiter import Limiter
+from billfold.ratelimits.middleware import (
+    RateLimitMiddleware,
+    routes_from_settings,
+    rules_from_settings,
+)
+from billfold.ratelimits.storage import DatabaseStorage
 from billfold.registry import build_worker
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
@@ -57,6 +64,12 @@ def create_app(
         secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
     )
     batcher = ConsumeBatcher(services, tokens, threads=settings.credits_consume_batch_threads)
+    limiter = Limiter(
+        DatabaseStorage(services.db),
+        secret(settings.jwt_secret),
+        enabled=settings.rate_limits_enabled,
+    )
+    rate_rules = rules_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +93,8 @@ def create_app(
     app.state.services = services
     app.state.consume_batcher = batcher
     app.state.tokens = tokens
+    app.state.limiter = limiter
+    app.state.rate_rules = rate_rules
     for router in (
         customers_api.router,
         auth_api.router,
@@ -96,6 +111,9 @@ def create_app(
     _add_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=services.db)
     app.add_middleware(ConsumeHotPath, batcher=batcher)
+    app.add_middleware(
+        RateLimitMiddleware, limiter=limiter, routes=routes_from_settings(rate_rules)
+    )
     app.add_middleware(_RequestContext)
     return app
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,6 +45,21 @@ class Settings(BaseSettings):
     jwt_expires_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
 
     backend_url: str = "http://127.0.0.1:8000"
+
+    # Accounts: whether an account whose e-mail is not verified yet gets its trial (and the
+    # license e-mail) at sign-up or only once verified, and how long e-mailed links last.
+    email_verification_required: bool = False
+    email_verification_ttl_hours: int = Field(default=48, ge=1, le=24 * 30)
+    password_reset_ttl_minutes: int = Field(default=30, ge=5, le=24 * 60)
+
+    # Rate limits (`limits` notation: "10/minute;100/hour"), counted in the database so they
+    # hold across server processes; per client address and per credential (or e-mail).
+    rate_limits_enabled: bool = True
+    rate_limit_login: str = "10/minute;100/hour"
+    rate_limit_signup: str = "5/minute;30/hour"
+    rate_limit_account_mail: str = "5/minute;30/hour"
+    rate_limit_consume: str = "600000/minute"
+    rate_limit_check: str = "600000/minute"
 
     job_lease_seconds: float = Field(default=60.0, gt=0)
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
@@ -102,6 +118,21 @@ class Settings(BaseSettings):
     # METRICS_PUBLIC says it may be open (e.g. reachable only from the scraper's network).
     metrics_token: SecretStr | None = None
     metrics_public: bool = False
+
+    @field_validator(
+        "rate_limit_login",
+        "rate_limit_signup",
+        "rate_limit_account_mail",
+        "rate_limit_consume",
+        "rate_limit_check",
+    )
+    @classmethod
+    def _limits_notation(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '10/minute;100/hour': {exc}") from exc
+        return value
 
     @model_validator(mode="after")
     def _lease_outlives_stripe_calls(self) -> Settings:

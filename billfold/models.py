@@ -1,7 +1,7 @@
 """Imports every table so Alembic and the tests see the whole schema."""
 
 from billfold.audit import AuditEntry
-from billfold.auth.models import ApiKey, User
+from billfold.auth.models import AccountLink, ApiKey, User
 from billfold.credits.models import (
     CreditAccount,
     CreditPackage,
@@ -14,10 +14,12 @@ from billfold.jobs.models import Job
 from billfold.mail.models import OutboxMail
 from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
+from billfold.ratelimits.models import RateLimitCounter
 from billfold.subscriptions.models import License, Plan, Subscription
 from billfold.webhooks.models import StripeEvent
 
 __all__ = [
+    "AccountLink",
     "ApiKey",
     "AuditEntry",
     "CreditAccount",
@@ -34,6 +36,7 @@ __all__ = [
     "Payment",
     "Plan",
     "Product",
+    "RateLimitCounter",
     "Refund",
     "SavedCard",
     "SignInLink",

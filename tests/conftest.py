@@ -127,6 +127,10 @@ def make_settings(database_url: str, stripe_base: str, **overrides: Any) -> Sett
         "job_backoff_base_seconds": 0.01,
         "job_backoff_max_seconds": 0.05,
         "job_poll_seconds": 0.05,
+        # Tests sign many users up and in from one address; tests of the limits set their own.
+        "rate_limit_login": "100000/minute",
+        "rate_limit_signup": "100000/minute",
+        "rate_limit_account_mail": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from billfold.auth import service
-from billfold.auth.deps import AdminDep, ServicesDep, TokensDep
+from billfold.auth.deps import AdminDep, RateLimitsDep, ServicesDep, TokensDep
 from billfold.customers.schemas import SessionOut, UserOut
 from billfold.customers.service import get_customer
 from billfold.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
@@ -22,7 +22,11 @@ class LoginIn(InputModel):
 
 
 @router.post("/auth/login", tags=["auth"])
-def login(body: LoginIn, services: ServicesDep, tokens: TokensDep) -> Envelope[SessionOut]:
+def login(
+    body: LoginIn, services: ServicesDep, tokens: TokensDep, limits: RateLimitsDep
+) -> Envelope[SessionOut]:
+    # Per address in the middleware; per account here, against guessing from many addresses.
+    limits.enforce("login", "email", body.email)
     with services.db.transaction() as session:
         user = service.authenticate(session, body.email, body.password)
         customer = get_customer(session, service.Caller(user=user), user.id)

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from billfold.auth.service import Caller, TokenIssuer, credential_from_header, resolve_caller
 from billfold.errors import Forbidden
+from billfold.ratelimits.limiter import Limiter, Rule
 from billfold.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="A user's JWT or a service API key")
@@ -27,8 +28,24 @@ async def _tokens(request: Request) -> TokenIssuer:
     return tokens
 
 
+class RateLimits:
+    """The process's limiter and its rules, for limits on a value in the body (an e-mail)."""
+
+    def __init__(self, limiter: Limiter, rules: dict[str, Rule]) -> None:
+        self.limiter = limiter
+        self.rules = rules
+
+    def enforce(self, rule: str, scope: str, who: str) -> None:
+        self.limiter.enforce(self.rules[rule], scope, who.strip().lower())
+
+
+async def _limits(request: Request) -> RateLimits:
+    return RateLimits(request.app.state.limiter, request.app.state.rate_rules)
+
+
 ServicesDep = Annotated[Services, Depends(_services)]
 TokensDep = Annotated[TokenIssuer, Depends(_tokens)]
+RateLimitsDep = Annotated[RateLimits, Depends(_limits)]
 
 
 async def _credential(

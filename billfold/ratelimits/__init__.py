@@ -1,0 +1,1 @@
+"""Rate limits shared by every server process: counters in the database."""
