@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from billfold.credits import outcomes as credit_outcomes
 from billfold.credits import purchase as credit_purchase
 from billfold.credits import recharge
+from billfold.customers import account_links, stripe_sync
 from billfold.customers import handlers as customer_events
 from billfold.customers import service as customers
-from billfold.customers import stripe_sync
+from billfold.customers.models import Customer
 from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
@@ -71,10 +74,14 @@ def build_worker(services: Services, name: str | None = None) -> Worker[Services
     )
 
 
-ON_SIGN_UP.append(
-    lambda session, customer, services: lifecycle.start_trial(
-        session, customer, services.settings, services.licenses
-    )
-)
+def _start_trial(session: Session, customer: Customer, services: Services) -> None:
+    lifecycle.start_trial(session, customer, services.settings, services.licenses)
+
+
+ON_SIGN_UP.append(_start_trial)
+account_links.ON_FIRST_VERIFICATION.append(_start_trial)
+customers.ON_EMAIL_CHANGED.append(account_links.after_email_change)
+for _kind, _page in account_links.FILLERS.items():
+    outbox.SECRET_FILLERS[_kind] = account_links.link_filler(_page)
 
 stripe_sync.BEFORE_STRIPE_REMOVAL.extend([lifecycle.end_for_deleted_customer, methods.detach_all])

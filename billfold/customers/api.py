@@ -77,7 +77,8 @@ def update_user(
         current_password=body.current_password,
     )
     with services.db.transaction() as session:
-        return ok(UserOut.of(service.update_user(session, caller, user_id, changes)))
+        customer = service.update_user(session, caller, user_id, changes, services.settings)
+        return ok(UserOut.of(customer))
 
 
 @router.delete("/users/{user_id}", tags=["users"])

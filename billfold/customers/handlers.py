@@ -9,6 +9,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from billfold.auth.models import User
+from billfold.config import Settings
+from billfold.customers.account_links import propose_email
 from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.services import Services
@@ -58,11 +60,13 @@ def on_customer_updated(services: Services, event: dict[str, Any]) -> Outcome:
         ):
             # Our own edit is on its way to Stripe and will overwrite this one.
             return Outcome(EventStatus.PROCESSED, customer.id, "local edit pending; kept ours")
-        note = _apply_profile(session, customer.user, current)
+        note = _apply_profile(session, services.settings, customer.user, current)
         return Outcome(EventStatus.PROCESSED, customer.id, note)
 
 
-def _apply_profile(session: Session, user: User, current: StripeCustomer) -> str | None:
+def _apply_profile(
+    session: Session, settings: Settings, user: User, current: StripeCustomer
+) -> str | None:
     if current.name and current.name != user.name:
         user.name = current.name
     if current.email and current.email.lower() != user.email_normalized:
@@ -74,8 +78,9 @@ def _apply_profile(session: Session, user: User, current: StripeCustomer) -> str
         if taken:
             log.warning("customer.stripe_email_taken", user_id=user.id)
             return "Stripe's e-mail belongs to another account here; kept ours"
-        user.email, user.email_normalized = current.email, current.email.lower()
-        user.is_email_verified = False
+        # The login e-mail changes only once the new address is proven: whoever edited the
+        # Stripe customer (or its portal) must not be able to redirect password resets.
+        return propose_email(session, settings, user, current.email)
     return None
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from billfold.auth.models import Role
 from billfold.config import CustomerCreation
 from billfold.customers import service
+from billfold.customers.account_links import send_verification
 from billfold.customers.models import Customer
 from billfold.customers.stripe_sync import LinkInProgress, ensure_stripe_customer
 from billfold.services import Services
@@ -48,8 +49,12 @@ def sign_up(
             creation=settings.stripe_customer_creation,
             link_delay=timedelta(seconds=2 * settings.stripe_inline_timeout_seconds),
         )
-        for hook in ON_SIGN_UP:
-            hook(session, customer, services)
+        send_verification(session, settings, customer.user)
+        # With EMAIL_VERIFICATION_REQUIRED, the trial (and its license e-mail) waits for the
+        # address to be proven (account_links.ON_FIRST_VERIFICATION).
+        if not settings.email_verification_required:
+            for hook in ON_SIGN_UP:
+                hook(session, customer, services)
         customer_id = customer.id
     if settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION:
         try:

@@ -20,7 +20,7 @@ from billfold.auth.service import (
     revoke_tokens,
     set_password,
 )
-from billfold.config import CustomerCreation
+from billfold.config import CustomerCreation, Settings
 from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -38,7 +38,7 @@ class EmailTaken(Conflict):
 
 # What follows an e-mail change in the same transaction (a link to verify the new address,
 # a notice to the old one): filled in by billfold/registry.py.
-ON_EMAIL_CHANGED: list[Callable[[Session, User, str], None]] = []
+ON_EMAIL_CHANGED: list[Callable[[Session, Settings, User, str], None]] = []
 
 
 def register(
@@ -113,7 +113,7 @@ class ProfileChanges:
 
 
 def update_user(
-    session: Session, caller: Caller, user_id: str, changes: ProfileChanges
+    session: Session, caller: Caller, user_id: str, changes: ProfileChanges, settings: Settings
 ) -> Customer:
     """Edit a profile. Credentials (e-mail, password) follow stricter rules: a user changing
     their own gives the current password; an admin may change anyone else's, a service key
@@ -143,18 +143,20 @@ def update_user(
     if email_change:
         assert changes.email is not None
         old_email = user.email
-        if changes.email.strip().lower() != user.email_normalized:
+        new_address = changes.email.strip().lower() != user.email_normalized
+        if new_address:
             _ensure_email_free(session, changes.email.strip().lower())
             user.is_email_verified = False
         user.email = changes.email.strip()
         user.email_normalized = user.email.lower()
         pushed_fields_changed = True
-        revoke_tokens(user)
         audit.record(
             session, caller.actor, "user.email_change", user.id, via="profile", old=old_email
         )
-        for hook in ON_EMAIL_CHANGED:
-            hook(session, user, old_email)
+        if new_address:  # not a change of letter case only
+            revoke_tokens(user)
+            for hook in ON_EMAIL_CHANGED:
+                hook(session, settings, user, old_email)
     if pushed_fields_changed:
         customer.profile_version += 1
         enqueue(session, PUSH_JOB, {"customer_id": customer.id})

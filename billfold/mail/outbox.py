@@ -6,6 +6,8 @@ with the same Message-ID (chosen before the first try), so receivers can tell it
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
@@ -25,6 +27,20 @@ from billfold.services import Services
 log = structlog.get_logger("billfold.mail")
 
 SEND_JOB = "mail.send"
+
+# A secret an e-mail carries (the token of a single-use link) is never stored in the outbox:
+# the body holds a placeholder `{{secret:<kind>:<argument>}}`, filled in by the send job with
+# the function registered here for that kind (billfold/registry.py).
+SECRET_FILLERS: dict[str, Callable[[Services, str], str]] = {}
+_PLACEHOLDER = re.compile(r"\{\{secret:([a-z_]+):([A-Za-z0-9_]+)\}\}")
+
+
+def secret_placeholder(kind: str, argument: str) -> str:
+    return "{{secret:" + kind + ":" + argument + "}}"
+
+
+def _fill_secrets(services: Services, body: str) -> str:
+    return _PLACEHOLDER.sub(lambda m: SECRET_FILLERS[m[1]](services, m[2]), body)
 
 
 def queue_mail(
@@ -70,8 +86,10 @@ def send_job(services: Services, payload: dict[str, Any]) -> None:
             mail.message_id = make_msgid(domain="billfold")
         mail.attempts += 1
         try:
-            message = _message(mail, services.settings.mail_from)
-        except (ValueError, TypeError) as exc:
+            message = _message(
+                mail, services.settings.mail_from, _fill_secrets(services, mail.body_text)
+            )
+        except (ValueError, TypeError, KeyError) as exc:
             raise PermanentJobError(f"cannot build mail {mail_id}: {exc}") from exc
         kind = mail.kind
     backend = backend_for(services.settings)
@@ -85,7 +103,7 @@ def send_job(services: Services, payload: dict[str, Any]) -> None:
     log.info("mail.sent", mail_id=mail_id, kind=kind, backend=backend.name)
 
 
-def _message(mail: OutboxMail, sender: str) -> EmailMessage:
+def _message(mail: OutboxMail, sender: str, body: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = mail.to_address
@@ -93,7 +111,7 @@ def _message(mail: OutboxMail, sender: str) -> EmailMessage:
     # The time it was queued, so every try sends the same message.
     message["Date"] = format_datetime(mail.created_at)
     message["Message-ID"] = mail.message_id
-    message.set_content(mail.body_text)
+    message.set_content(body)
     return message
 
 

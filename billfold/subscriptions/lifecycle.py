@@ -33,6 +33,8 @@ def start_trial(
     session: Session, customer: Customer, settings: Settings, keys: SigningKeys
 ) -> None:
     """A new customer starts on the trial plan, with no Stripe customer, licensed at once."""
+    if session.scalar(select(Subscription.id).where(Subscription.customer_id == customer.id)):
+        return  # started already (a verification that follows a sign-up that started it)
     plan = session.scalar(select(Plan).where(Plan.code == TRIAL))
     if plan is None or not plan.active:
         return
