@@ -187,6 +187,19 @@ def propose_email(session: Session, settings: Settings, user: User, email: str) 
     return "Stripe's e-mail differs: kept ours until the new address is verified"
 
 
+def pending_emails(session: Session, user_id: str) -> list[str]:
+    """The (lower-cased) addresses a live verification link of the user was sent to."""
+    found = session.scalars(
+        select(AccountLink.email).where(
+            AccountLink.user_id == user_id,
+            AccountLink.purpose == LinkPurpose.VERIFY_EMAIL,
+            AccountLink.used_at.is_(None),
+            AccountLink.expires_at > utcnow(),
+        )
+    )
+    return [e.lower() for e in found]
+
+
 def verify_email(services: Services, session: Session, token: str) -> User:
     """Follow a verification link: the address it was sent to is proven (and becomes the
     login e-mail when it was a proposed change)."""

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from billfold.auth.models import Role
 from billfold.config import CustomerCreation
 from billfold.customers import stripe_sync
+from billfold.customers.account_links import pending_emails
 from billfold.customers.models import Customer
 from billfold.customers.service import LINK_JOB
 from billfold.jobs.models import Job, JobStatus
@@ -52,6 +53,8 @@ class _CustomerSide:
     stripe_id: str | None
     name: str
     email: str
+    # Addresses awaiting verification (a Stripe-side e-mail edit waits for one, issue #9).
+    proposed_emails: frozenset[str]
     push_pending: bool
     link_expected: bool  # none yet, though one is due and no job is on its way to make it
     tracked_subscription: str | None
@@ -85,6 +88,7 @@ def _customer_side(services: Services, customer_id: str) -> _CustomerSide | None
             and not any(p.get("customer_id") == customer_id for p in queued),
             name=customer.user.name,
             email=customer.user.email,
+            proposed_emails=frozenset(pending_emails(session, customer.user_id)),
             push_pending=customer.stripe_synced_version < customer.profile_version,
             tracked_subscription=subscription.stripe_subscription_id if subscription else None,
             tracked_status=str(subscription.status) if subscription else None,
@@ -122,7 +126,9 @@ def _customer(services: Services, subject: Subject) -> list[Drift]:
             Drift(subject, "customer", subject.id, ours.stripe_id, "gone_in_stripe", detail, repair)
         ]
     found: list[Drift] = []
-    if (remote.name or "", (remote.email or "").lower()) != (ours.name, ours.email.lower()):
+    remote_email = (remote.email or "").lower()
+    email_differs = remote_email != ours.email.lower() and remote_email not in ours.proposed_emails
+    if (remote.name or "") != ours.name or email_differs:
         detail = f"ours {ours.name!r} <{ours.email}> · Stripe {remote.name!r} <{remote.email}>"
         if ours.push_pending:
             repair = as_job(

@@ -27,7 +27,7 @@ from billfold.ratelimits.limiter import Limiter, Rule
 from billfold.ratelimits.models import RateLimitCounter
 from billfold.ratelimits.storage import DatabaseStorage
 from billfold.services import Services
-from billfold.stripe_standin import free_port
+from billfold.standin import free_port
 
 # The shipped defaults (conftest raises them for the other tests).
 DEFAULTS = {
