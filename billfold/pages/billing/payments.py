@@ -98,6 +98,7 @@ def pay(
     try:
         method = chosen_card(services, caller, form)
         outcome = intents.pay_with_card(services, caller, payment_id, method)
+        outcome.raise_if_order_canceled()
     except BillfoldError as exc:
         return pages.redirect(back, error=say(exc))
     return after_attempt(
@@ -116,6 +117,7 @@ def confirmed(
         if payment.stripe_payment_intent_id is None:
             raise InvalidInput("This payment has not reached Stripe yet")
         outcome = intents.confirm(services, caller, payment.stripe_payment_intent_id)
+        outcome.raise_if_order_canceled()
     except BillfoldError as exc:
         return pages.redirect(back, error=say(exc))
     payment = outcome.payment
