@@ -34,6 +34,7 @@ class Pages:
             autoescape=select_autoescape(("html",)),
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates ship with the package: no stat() per render
         )
         self.env.filters["money"] = format_money
         self.env.filters["when"] = _when

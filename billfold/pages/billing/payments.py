@@ -18,7 +18,7 @@ from billfold.errors import BillfoldError, InvalidInput, NotFound
 from billfold.pages.billing.outcomes import payment_outcome, say
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
 from billfold.pages.rendering import Pages
-from billfold.payments import intents, methods
+from billfold.payments import intents, methods, orders
 from billfold.payments.models import Payment, PaymentStatus
 from billfold.services import Services
 
@@ -70,6 +70,8 @@ def authenticate_page(
             select(CreditPurchase).where(CreditPurchase.payment_id == payment.id)
         )
         cards = methods.saved_cards(session, customer.id)
+        order = orders.get_order(session, customer, payment.order_id) if payment.order_id else None
+        lines = [(line.quantity, line.product_name) for line in order.lines] if order else []
     client_secret = None
     if payment.status == PaymentStatus.REQUIRES_ACTION and payment.stripe_payment_intent_id:
         client_secret = services.stripe.retrieve_payment_intent(
@@ -81,6 +83,7 @@ def authenticate_page(
         section="/billing/credits" if payment.order_id is None else "/billing/orders",
         payment=payment,
         purchase=purchase,
+        order_lines=lines,
         cards=cards,
         current_card=payment.payment_method_id
         or (purchase.payment_method_id if purchase else None),
