@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from datetime import timedelta
 
@@ -25,7 +26,8 @@ from billfold.pages import sessions
 from billfold.payments import catalog, orders
 from billfold.standin import LocalStripe
 
-PAGES = ("/billing", "/billing/credits", "/billing/orders")
+# /healthz first: the floor (HTTP, middleware, no database) the pages' figures stand on.
+PAGES = ("/healthz", "/billing", "/billing/credits", "/billing/orders")
 
 
 def main() -> None:
@@ -65,6 +67,7 @@ def main() -> None:
             httpx.Client(base_url=base, cookies={sessions.SESSION_COOKIE: token}) as client,
         ):
             print(
+                f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) "
                 f"Billing pages on {args.db}: a customer with {args.entries} ledger entries "
                 f"and 20 orders, {args.n} requests per page"
             )
