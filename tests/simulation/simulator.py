@@ -25,7 +25,7 @@ import httpx
 import stripe
 from conftest import STRIPE_KEY, WEBHOOK_SECRET
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from support.netfault import FaultyLink
 from support.payments import GENERIC_DECLINE, VISA, browser_pays, card
 from support.stripe_events import delivery
@@ -35,6 +35,7 @@ from support.worker_process import start_worker_process
 from billfold.config import Settings
 from billfold.credits.models import CreditAccount, CreditPurchase, EntryKind, LedgerEntry
 from billfold.customers.models import Customer
+from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
 from billfold.payments.models import Order, Payment, Product, Refund
@@ -379,11 +380,18 @@ class Simulation:
 
         def idle() -> bool:
             self.worker.run_until_idle(max_jobs=500)
+            # Recurring jobs are always pending, far ahead: only what is due soon counts.
+            soon = utcnow() + timedelta(seconds=10)
             with self.services.db.transaction() as session:
                 left = session.scalar(
                     select(func.count())
                     .select_from(Job)
-                    .where(Job.status.in_([JobStatus.PENDING, JobStatus.RUNNING]))
+                    .where(
+                        or_(
+                            Job.status == JobStatus.RUNNING,
+                            and_(Job.status == JobStatus.PENDING, Job.run_at <= soon),
+                        )
+                    )
                 )
             return not left
 
