@@ -92,6 +92,17 @@ def test_localstripe_sends_signed_webhooks(localstripe: LocalStripe) -> None:
     assert event.type == "customer.created"
 
 
+def test_localstripe_lists_no_refunds_for_an_intent_never_charged(
+    localstripe: LocalStripe,
+) -> None:
+    client = client_for(localstripe.url)
+    intent = client.v1.payment_intents.create(params={"amount": 500, "currency": "usd"})
+
+    listed = client.v1.refunds.list(params={"payment_intent": intent.id})
+
+    assert listed.data == []
+
+
 def test_faultylink_forwards_when_up(link: FaultyLink, localstripe: LocalStripe) -> None:
     email = unique_email()
     client_for(link.url).v1.customers.create(params={"email": email})

@@ -7,7 +7,7 @@ launcher applies these patches to localstripe before serving (never to Billfold 
 - PaymentIntents accept `receipt_email`, `description`, `automatic_payment_methods` and
   `setup_future_usage`, and take a new payment method after a decline; they can be listed
   by `customer`; off-session, a card that needs 3-D Secure fails `authentication_required`.
-  Refunds accept `reason`.
+  Refunds accept `reason`, and an intent never charged lists no refunds (not a 500).
 - Stripe's decline test cards (…0002 generic, …9995 insufficient funds, …9987 lost, …9979
   stolen, …0069 expired, …0127 incorrect CVC, …0119 processing error) decline at charge
   time with their `decline_code`, as in Stripe's testing docs; setting one up for later
@@ -162,6 +162,20 @@ def apply() -> None:
         return refund
 
     r.Refund._api_create = classmethod(refund_api_create)
+    refund_list = r.Refund._api_list_all.__func__
+
+    def refund_api_list(cls: Any, url: str, /, **data: Any) -> Any:
+        # An intent never charged has no refunds: Stripe lists none (localstripe failed 500).
+        intent_id = data.get("payment_intent")
+        if isinstance(intent_id, str) and intent_id.startswith("pi_"):
+            intent = r.PaymentIntent._api_retrieve(intent_id)
+            if intent.latest_charge is None:
+                empty = refund_list(cls, url, charge=None, limit=data.get("limit"))
+                empty._list = []
+                return empty
+        return refund_list(cls, url, **data)
+
+    r.Refund._api_list_all = classmethod(refund_api_list)
 
     def set_attribute(self: Any, name: str, value: Any) -> None:
         before = self.__dict__.get(name, None)
