@@ -38,6 +38,7 @@ from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.payments.janitor import sweep
 from billfold.payments.models import Order, Payment, Product, Refund
 from billfold.reconcile.service import reconcile
 from billfold.services import Services
@@ -371,9 +372,25 @@ class Simulation:
         self._drain()
         backfill_events(self.services, self.started)
         self._drain()
+        if not wait_until(self._janitor_settled, 30, 0.2):
+            self._fail(self.steps + 1, "the janitor left payments or refunds open")
         reconcile(self.services, fix=True, quiet_seconds=0)
         self._drain()
-        self.trace.append("end: Stripe back, events delivered, backfill, reconcile --fix")
+        self.trace.append("end: Stripe back, webhooks in, backfill, janitor, reconcile --fix")
+
+    def _janitor_settled(self) -> bool:
+        """One janitor sweep (it looks only at records older than its lease), then: is
+        anything still `creating` or `pending`?"""
+        sweep(self.services)
+        self._drain()
+        with self.services.db.transaction() as session:
+            creating = session.scalar(
+                select(func.count()).select_from(Payment).where(Payment.status == "creating")
+            )
+            pending = session.scalar(
+                select(func.count()).select_from(Refund).where(Refund.status == "pending")
+            )
+        return not creating and not pending
 
     def _drain(self) -> None:
         """Run jobs until none is left; leases of a killed worker run out first."""

@@ -42,6 +42,8 @@ def settings_overrides() -> dict[str, Any]:
         "job_lease_seconds": 3.0,
         "customer_link_lease_seconds": 3.0,
         "stripe_timeout_seconds": 2.0,
+        # …and the janitor looks at what the run left open soon after the faults stop.
+        "payment_janitor_lease_seconds": 2.5,
     }
 
 
