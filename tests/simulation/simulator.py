@@ -91,6 +91,7 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.kills_left = max(1, self.steps // 40)  # a worker start costs seconds
 
     # -- running -----------------------------------------------------------------------
 
