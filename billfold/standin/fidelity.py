@@ -14,10 +14,18 @@ launcher applies these patches to localstripe before serving (never to Billfold 
   (a SetupIntent, as the pages' Stripe.js does) is declined with its `decline_code` too.
 - A refund sends `charge.refunded`; attaching and detaching a PaymentMethod send
   `payment_method.attached|detached`.
+- Cards report their brand from the number (Visa, Mastercard, Amex, Discover, JCB, Diners,
+  UnionPay); 15-digit Amex numbers and 4-digit CVCs are accepted; Stripe's `pm_card_*`
+  test PaymentMethod IDs (mastercard, amex, discover, authenticationRequired…) work.
+- Cancelling a PaymentIntent sends `payment_intent.canceled` (with `cancellation_reason`);
+  one with `setup_future_usage` saves its card to the customer when it succeeds.
+
+Subscriptions, Checkout and the billing portal live in `billing`, `checkout` and `portal`.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 DECLINE_CODES = {
@@ -41,6 +49,8 @@ def apply() -> None:
 
     def payment_intent_init(self: Any, *args: Any, **kwargs: Any) -> None:
         extra = {k: kwargs.pop(k) for k in _PI_EXTRA if k in kwargs}
+        if kwargs.get("payment_method") in TEST_PAYMENT_METHODS:  # a new card each time
+            kwargs["payment_method"] = r.PaymentMethod._api_retrieve(kwargs["payment_method"]).id
         pi_init(self, *args, **kwargs)
         self.receipt_email = extra.get("receipt_email")
         self.description = extra.get("description")
@@ -202,3 +212,120 @@ def apply() -> None:
             ) from exc
 
     r.SetupIntent._attach_pm = setup_attach_pm
+
+    _card_brands(r)
+    _payment_intent_lifecycle(r)
+    _test_payment_methods(r)
+
+
+def card_brand(number: str) -> str:
+    """The brand Stripe reports for a card number (by its leading digits)."""
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in ("34", "37"):
+        return "amex"
+    if number[:2] in {"51", "52", "53", "54", "55"} or 2221 <= int(number[:4] or 0) <= 2720:
+        return "mastercard"
+    if number.startswith(("6011", "65")) or 644 <= int(number[:3] or 0) <= 649:
+        return "discover"
+    if number.startswith("35"):
+        return "jcb"
+    if number[:2] in ("30", "36", "38", "39"):
+        return "diners"
+    if number.startswith("62"):
+        return "unionpay"
+    return "unknown"
+
+
+def _card_brands(r: Any) -> None:
+    """Cards say their brand; 14- and 15-digit numbers (Amex, Diners) and 4-digit CVCs work."""
+    pm_init = r.PaymentMethod.__init__
+
+    def payment_method_init(self: Any, *args: Any, card: Any = None, **kwargs: Any) -> None:
+        number = cvc = None
+        if isinstance(card, dict) and isinstance(card.get("number"), str):
+            number = "".join(card["number"].split())
+            cvc = card.get("cvc")
+            # localstripe takes 16 digits and a 3-digit CVC only: give it those, then the truth.
+            card = {**card, "number": number.ljust(16, "0")[:16], "cvc": "123"}
+            if not number.isdigit() or not 13 <= len(number) <= 19:
+                raise r.UserError(
+                    402, "Your card number is incorrect.", {"code": "incorrect_number"}
+                )
+            if not isinstance(cvc, str) or not cvc.isdigit() or len(cvc) not in (3, 4):
+                raise r.UserError(
+                    402, "Your card's security code is invalid.", {"code": "invalid_cvc"}
+                )
+        pm_init(self, *args, card=card, **kwargs)
+        if number is not None and self.type == "card":
+            object.__setattr__(self, "_card_number", number)
+            self.card["last4"] = number[-4:]
+            self.card["brand"] = card_brand(number)
+            self.card["fingerprint"] = r.fingerprint(number)
+            self.card["country"] = "US"
+
+    r.PaymentMethod.__init__ = payment_method_init
+
+
+def _payment_intent_lifecycle(r: Any) -> None:
+    """`payment_intent.canceled` on cancel; `setup_future_usage` saves the card on success."""
+    from billfold.standin import web
+
+    def cancel(id: str, cancellation_reason: str | None = None, **_: Any) -> Any:
+        intent = r.PaymentIntent._api_retrieve(id)
+        cancelable = ("requires_payment_method", "requires_capture", "requires_confirmation")
+        if intent.status not in (*cancelable, "requires_action"):
+            raise r.UserError(
+                400,
+                f"You cannot cancel this PaymentIntent because it has a status of {intent.status}.",
+                {"code": "payment_intent_unexpected_state"},
+            )
+        intent._canceled = True
+        intent.next_action = None
+        intent.cancellation_reason = cancellation_reason
+        intent.canceled_at = int(time.time())
+        r.schedule_webhook(r.Event("payment_intent.canceled", intent))
+        return intent
+
+    web.api("POST", "/v1/payment_intents/{id}/cancel", cancel)
+    on_success = r.PaymentIntent._on_success
+
+    def succeeded(self: Any) -> None:
+        if getattr(self, "setup_future_usage", None) and self.customer and self.payment_method:
+            method = r.PaymentMethod._api_retrieve(self.payment_method)
+            if method.customer is None:
+                method.customer = self.customer  # sends payment_method.attached
+            method._set_up_for_off_session = True
+        on_success(self)
+
+    r.PaymentIntent._on_success = succeeded
+
+
+#: Stripe's test PaymentMethod IDs (usable without sending a card number) and their cards.
+TEST_PAYMENT_METHODS = {
+    "pm_card_visa": "4242424242424242",
+    "pm_card_visa_debit": "4000056655665556",
+    "pm_card_mastercard": "5555555555554444",
+    "pm_card_amex": "378282246310005",
+    "pm_card_discover": "6011111111111117",
+    "pm_card_visa_chargeDeclined": "4000000000000002",
+    "pm_card_chargeDeclinedInsufficientFunds": "4000000000009995",
+    "pm_card_chargeCustomerFail": "4000000000000341",
+    "pm_card_authenticationRequired": "4000002760003184",
+    "pm_card_authenticationRequiredOnSetup": "4000002500003155",
+    "pm_card_threeDSecure2Required": "4000000000003220",
+}
+
+
+def _test_payment_methods(r: Any) -> None:
+    """`pm_card_*` IDs give a new PaymentMethod with Stripe's test card for that name."""
+
+    def canonical(cls: Any, id: str) -> Any:
+        number = TEST_PAYMENT_METHODS.get(id)
+        if number is None:
+            return None
+        cvc = "1234" if number.startswith(("34", "37")) else "123"
+        card = {"number": number, "exp_month": "12", "exp_year": "2034", "cvc": cvc}
+        return r.PaymentMethod(type="card", card=card)
+
+    r.PaymentMethod._try_get_canonical_test_article = classmethod(canonical)

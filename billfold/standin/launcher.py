@@ -44,7 +44,8 @@ def serve(port: int, host: str = DEFAULT_HOST, parent_pid: int | None = None) ->
     from aiohttp import web
     from localstripe import resources, server
 
-    from billfold.standin import fidelity
+    from billfold.standin import billing, checkout, fidelity, pages, portal
+    from billfold.standin import web as standin_web
 
     def _no_dump(self: Any) -> None:
         return None
@@ -52,6 +53,11 @@ def serve(port: int, host: str = DEFAULT_HOST, parent_pid: int | None = None) ->
     # localstripe pickles its whole store to a fixed /tmp path on every write; skip it.
     resources.Store.dump_to_disk = _no_dump
     fidelity.apply()
+    billing.apply()
+    checkout.apply()
+    portal.apply()
+    pages.apply()
+    standin_web.install(server.app, f"http://{host}:{port}")
     # localstripe's own start() binds '::' (fails where IPv6 is off); bind `host` instead.
     access_log: logging.Logger | None = None
     if os.environ.get(LOG_ENV, "").strip().lower() not in ("", "0", "false", "no"):

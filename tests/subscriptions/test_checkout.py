@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import stripe
+from factories import register
 from fastapi.testclient import TestClient
 from subscription_steps import (
     ON_FIRST_PAYMENT,
@@ -373,3 +374,14 @@ def test_another_users_subscription_and_license_are_never_visible_or_changeable(
     # An admin may look, by naming the customer.
     seen = client.get("/subscriptions/me", params=query, headers=admin)
     assert seen.json()["data"] == before
+
+
+def test_resume_without_a_cancellation_is_refused(client: TestClient) -> None:
+    data = register(client)
+    answer = client.post(
+        "/subscriptions/resume",
+        json={},
+        headers={"Authorization": f"Bearer {data['access_token']}"},
+    )
+    assert answer.status_code in (404, 409)
+    assert answer.json()["error"]["code"] in ("no_subscription", "not_canceling")
