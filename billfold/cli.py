@@ -60,11 +60,27 @@ def _services(settings: Settings) -> Services:
 
 
 @app.command()
-def migrate() -> None:
-    """Bring the database schema up to date."""
+def migrate(
+    trial_plan: Annotated[
+        bool, typer.Option(help="Create the free `trial` plan if there is no plan of that code")
+    ] = True,
+) -> None:
+    """Bring the database schema up to date (and make sure a `trial` plan exists)."""
     settings = _settings()
     migrations.upgrade(settings.database_url)
     console.print(f"Database is up to date: {_safe_url(settings.database_url)}")
+    if trial_plan:
+        _ensure_trial_plan(settings)
+
+
+def _ensure_trial_plan(settings: Settings) -> None:
+    """A fresh install grants new customers the trial (and its license) at sign-up."""
+    from billfold.subscriptions.plans import TRIAL, seed_default_plans
+
+    with Database(settings.database_url).transaction() as session:
+        made = seed_default_plans(session, price_ids={}, actor="cli", codes={TRIAL})
+    if made:
+        console.print(f"Created the {TRIAL!r} plan: new customers start on a free trial.")
 
 
 @app.command()
@@ -283,6 +299,7 @@ def dev(
         )
         migrations.upgrade(settings.database_url)
         _seed_demo_plans(settings)
+        _seed_demo_catalog(settings)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
         _create_admin(Database(settings.database_url), admin_email, admin_password, "Admin")
         standin.register_webhook(
@@ -293,9 +310,25 @@ def dev(
         console.print(f"API docs:       {settings.backend_url}/docs")
         console.print(f"Billing pages:  {settings.backend_url}/billing")
         console.print(f"Stripe stand-in: {standin.url} (localstripe, in memory)")
+        console.print(f"Webhook secret: {webhook_secret}")
         console.print(f"Database:       {_safe_url(settings.database_url)}")
         console.print(f"Admin:          {admin_email} / {admin_password}")
         console.print(f"Metrics:        {settings.backend_url}/metrics (Bearer {metrics_token})")
+        console.print(
+            "Test cards:     4242 4242 4242 4242 succeeds · 4000 0027 6000 3184 asks for "
+            "3-D Secure · 4000 0000 0000 0341 is declined when charged · any future expiry, "
+            "any CVC",
+            soft_wrap=True,
+        )
+        console.print("A card without a browser (answers a payment method ID, pm_…):")
+        console.print(
+            f"  curl -s {standin.url}/v1/payment_methods -u sk_test_dev: -d type=card "
+            "-d 'card[number]=4242424242424242' -d 'card[exp_month]=12' "
+            "-d 'card[exp_year]=2034' -d 'card[cvc]=123'",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
         console.rule()
         _serve(settings, host, port, run_worker=True)
     finally:
@@ -321,6 +354,32 @@ def _seed_demo_plans(settings: Settings) -> None:
     }
     with Database(settings.database_url).transaction() as session:
         seed_default_plans(session, price_ids=prices, actor="dev")
+
+
+def _seed_demo_catalog(settings: Settings) -> None:
+    """Example products to order and credit packages to buy, so every page has something."""
+    from billfold.credits.packages import create_package, list_packages
+    from billfold.payments.catalog import ProductFields, create_product, list_products
+
+    currency = settings.stripe_currency
+    with Database(settings.database_url).transaction() as session:
+        if not list_products(session, include_inactive=True):
+            for name, amount, stock in (("Sticker pack", 500, 100), ("Billfold T-shirt", 2500, 20)):
+                fields = ProductFields(
+                    name=name, unit_amount=amount, currency=currency, stock=stock
+                )
+                create_product(session, fields, actor="dev")
+        if not list_packages(session, include_inactive=True):
+            for credits, price in ((1_000, 1_000), (5_000, 4_500), (20_000, 16_000)):
+                create_package(
+                    session,
+                    name=f"{credits:,} credits",
+                    credits=credits,
+                    price=price,
+                    currency=currency,
+                    active=True,
+                    actor="dev",
+                )
 
 
 @license_cli.command("verify")

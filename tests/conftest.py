@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from psycopg import sql
 from support.netfault import FaultyLink
 from support.postgres import ThrowawayPostgres
-from support.stripe_fakes import StandInWithFixtures
+from support.stripe_events import EventRelay
 
 from billfold import migrations
 from billfold.app import create_app
@@ -37,6 +37,8 @@ WEBHOOK_SECRET = "whsec_test_billfold"
 LICENSE_KEY = "bGljZW5zZS1zaWduaW5nLWtleS1mb3ItdGVzdHMtMDE="
 os.environ.setdefault("LICENSE_PRIVATE_KEY", LICENSE_KEY)
 STRIPE_KEY = "sk_test_billfold"
+# Set it to also run the `stripe_facing` tests against Stripe's own test mode.
+REAL_STRIPE_KEY = os.environ.get("STRIPE_TEST_SECRET_KEY", "").strip()
 DATABASES = [
     d.strip() for d in os.environ.get("BILLFOLD_TEST_DATABASES", "sqlite").split(",") if d.strip()
 ]
@@ -157,19 +159,8 @@ def settings(
 
 
 @pytest.fixture
-def stripe_fakes() -> list[StandInWithFixtures]:
-    """The HTTP clients the app's Stripe gateways use: each records its faked calls."""
-    return []
-
-
-@pytest.fixture
-def services(settings: Settings, stripe_fakes: list[StandInWithFixtures]) -> Iterator[Services]:
-    def http(timeout: float) -> StandInWithFixtures:
-        client = StandInWithFixtures(timeout)
-        stripe_fakes.append(client)
-        return client
-
-    built = Services.build(settings, stripe_http=http)
+def services(settings: Settings) -> Iterator[Services]:
+    built = Services.build(settings)
     yield built
     built.db.dispose()
 
@@ -204,4 +195,30 @@ def stripe_api(localstripe: LocalStripe) -> stripe.StripeClient:
         STRIPE_KEY,
         base_addresses={"api": localstripe.url},
         http_client=stripe.HTTPXClient(allow_sync_methods=True),
+    )
+
+
+@pytest.fixture
+def stripe_events(stripe_api: stripe.StripeClient) -> EventRelay:
+    """The stand-in's events from now on, to relay to Billfold: `stripe_events.relay(client)`."""
+    return EventRelay(stripe_api, WEBHOOK_SECRET)
+
+
+@pytest.fixture(params=["standin", "stripe"])
+def stripe_facing(request: pytest.FixtureRequest) -> stripe.StripeClient:
+    """A Stripe client for a test of Stripe's own behaviour (mark it `stripe_facing`): the
+    stand-in, and Stripe's test mode too when STRIPE_TEST_SECRET_KEY is set."""
+    if request.param == "standin":
+        standin: LocalStripe = request.getfixturevalue("localstripe")
+        return stripe.StripeClient(
+            STRIPE_KEY,
+            base_addresses={"api": standin.url},
+            http_client=stripe.HTTPXClient(allow_sync_methods=True),
+        )
+    if not REAL_STRIPE_KEY:
+        pytest.skip("STRIPE_TEST_SECRET_KEY is not set: real Stripe not tried")
+    if not REAL_STRIPE_KEY.startswith(("sk_test_", "rk_test_")):
+        pytest.fail("STRIPE_TEST_SECRET_KEY must be a test-mode key (sk_test_…)")
+    return stripe.StripeClient(
+        REAL_STRIPE_KEY, http_client=stripe.HTTPXClient(allow_sync_methods=True)
     )

@@ -15,6 +15,7 @@ from billfold.stripe_gateway.errors import (
 from billfold.stripe_gateway.objects import (
     StripeCard,
     StripeCustomer,
+    StripeInvoice,
     StripePaymentIntent,
     StripeRefund,
     StripeSubscription,
@@ -26,6 +27,7 @@ __all__ = [
     "StripeCustomer",
     "StripeFailure",
     "StripeGateway",
+    "StripeInvoice",
     "StripeNotFound",
     "StripePaymentIntent",
     "StripeRefund",

@@ -6,7 +6,12 @@ from typing import Any
 
 from billfold.stripe_gateway.base import GatewayBase, idempotency_key
 from billfold.stripe_gateway.errors import StripeNotFound
-from billfold.stripe_gateway.objects import StripeSubscription, parse_subscription
+from billfold.stripe_gateway.objects import (
+    StripeInvoice,
+    StripeSubscription,
+    parse_invoice,
+    parse_subscription,
+)
 
 
 class BillingCalls(GatewayBase):
@@ -72,6 +77,13 @@ class BillingCalls(GatewayBase):
             return [parse_subscription(sub) for sub in page.auto_paging_iter()]
 
         return self._call("subscription.list", subscriptions, stripe_customer_id=stripe_customer_id)
+
+    def retrieve_invoice(self, invoice_id: str) -> StripeInvoice:
+        return self._call(
+            "invoice.retrieve",
+            lambda: parse_invoice(self._client.v1.invoices.retrieve(invoice_id)),
+            invoice_id=invoice_id,
+        )
 
     def update_subscription(
         self, subscription_id: str, *, key: str, params: dict[str, Any]

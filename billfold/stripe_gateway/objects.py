@@ -155,3 +155,30 @@ def parse_subscription(resource: Any) -> StripeSubscription:
         canceled_at=obj.get("canceled_at"),
         metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
     )
+
+
+@dataclass(frozen=True)
+class StripeInvoice:
+    id: str
+    status: str
+    amount_due: int
+    currency: str
+    attempt_count: int
+    hosted_invoice_url: str | None
+    subscription: str | None
+
+
+def parse_invoice(resource: Any) -> StripeInvoice:
+    obj = _plain(resource)
+    subscription = obj.get("subscription") or (
+        ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    )
+    return StripeInvoice(
+        id=obj["id"],
+        status=obj["status"],
+        amount_due=int(obj.get("amount_due") or 0),
+        currency=str(obj.get("currency") or ""),
+        attempt_count=int(obj.get("attempt_count") or 0),
+        hosted_invoice_url=obj.get("hosted_invoice_url"),
+        subscription=_id_of(subscription),
+    )

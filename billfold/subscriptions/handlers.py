@@ -16,6 +16,7 @@ from billfold.customers.models import Customer
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
+from billfold.subscriptions.dunning import on_payment_problem
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time
@@ -115,5 +116,6 @@ HANDLERS: dict[str, EventHandler] = {
     "customer.subscription.updated": on_subscription,
     "customer.subscription.deleted": on_subscription,
     "invoice.paid": on_invoice,
-    "invoice.payment_failed": on_invoice,
+    "invoice.payment_failed": on_payment_problem,
+    "invoice.payment_action_required": on_payment_problem,
 }

@@ -44,8 +44,10 @@ class Terms:
 def terms(subscription: Subscription, settings: Settings, now: datetime) -> Terms:
     """What a license for this subscription may say; it never outlasts what was paid for.
 
-    Trial: until the trial ends. Active: the paid period plus a short grace. Past due: the
-    paid period only, no grace. Canceled or any other state: no features, expired now.
+    Trial: until the trial ends. Active: the paid period plus a short grace. Past due (a
+    renewal Stripe could not collect; Stripe has already moved the period on): the grace
+    from now, while the customer pays, never past the period. Canceled or any other state:
+    no features, expired now.
     """
     status = SubscriptionStatus(subscription.status)
     features = subscription.plan.features if status in ENTITLED else {}
@@ -55,7 +57,7 @@ def terms(subscription: Subscription, settings: Settings, now: datetime) -> Term
     elif status == SubscriptionStatus.ACTIVE and period_end is not None:
         expires = period_end + timedelta(days=settings.license_grace_days)
     elif status == SubscriptionStatus.PAST_DUE and period_end is not None:
-        expires = period_end
+        expires = min(period_end, now + timedelta(days=settings.license_grace_days))
     else:
         expires = now
     return Terms(str(status), features, max(expires, now))

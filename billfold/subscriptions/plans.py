@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -78,10 +79,19 @@ def list_plans(session: Session, *, include_inactive: bool = False) -> list[Plan
     return list(session.scalars(query))
 
 
-def seed_default_plans(session: Session, *, price_ids: dict[str, str], actor: str) -> list[Plan]:
-    """Create the default plans that are missing, with the given Stripe price per code."""
+def seed_default_plans(
+    session: Session,
+    *,
+    price_ids: dict[str, str],
+    actor: str,
+    codes: Collection[str] | None = None,
+) -> list[Plan]:
+    """Create the default plans that are missing (of `codes`, or all), with the given Stripe
+    price per code."""
     made = []
     for spec in DEFAULT_PLANS:
+        if codes is not None and spec["code"] not in codes:
+            continue
         if session.scalar(select(Plan.id).where(Plan.code == spec["code"])):
             continue
         fields = {k: v for k, v in spec.items() if k != "price"}
