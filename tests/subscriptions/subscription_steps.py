@@ -1,25 +1,25 @@
-"""Steps of a subscription's life for the tests: plans with real localstripe prices, a new
-customer on the trial, Stripe completing the Checkout Billfold asked for, and signed webhook
-deliveries of the objects Stripe then holds."""
+"""Steps of a subscription's life for the tests: plans with real stand-in prices, a new
+customer on the trial, the customer paying on the stand-in's Checkout page (plain form
+posts, as a browser would), the stand-in's clock moved to a period's end, and the events
+the stand-in sent relayed to Billfold signed (as `stripe listen --forward-to` does)."""
 
 from __future__ import annotations
 
-import copy
 import json
+import re
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import stripe
-from conftest import WEBHOOK_SECRET
+from conftest import STRIPE_KEY, WEBHOOK_SECRET
 from factories import auth, register
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from support.payments import VISA, card
 from support.stripe_events import delivery, event
-from support.stripe_fakes import StandInWithFixtures, fixture
 
 from billfold.customers.models import Customer
 from billfold.mail.models import OutboxMail
@@ -171,13 +171,65 @@ def checkout(
     return data
 
 
-def checkout_requests(stripe_fakes: list[StandInWithFixtures]) -> list[dict[str, Any]]:
-    """What Billfold asked Stripe to put in each Checkout Session, in order."""
-    return [p for c in stripe_fakes for path, p in c.faked if path == "/v1/checkout/sessions"]
+def session_id_of(checkout_url: str) -> str:
+    """The Checkout Session behind the URL Billfold answered (the stand-in's hosted page)."""
+    found = re.search(r"/checkout/(cs_[A-Za-z0-9_]+)$", checkout_url)
+    assert found, checkout_url
+    return found.group(1)
 
 
-def portal_requests(stripe_fakes: list[StandInWithFixtures]) -> list[dict[str, Any]]:
-    return [p for c in stripe_fakes for path, p in c.faked if path == "/v1/billing_portal/sessions"]
+def checkout_session(stripe_api: stripe.StripeClient, checkout_url: str) -> dict[str, Any]:
+    return as_dict(stripe_api.v1.checkout.sessions.retrieve(session_id_of(checkout_url)))
+
+
+def checkout_sessions(
+    stripe_api: stripe.StripeClient, stripe_customer: str
+) -> list[dict[str, Any]]:
+    """The customer's Checkout Sessions in the stand-in, oldest first."""
+    listed = stripe_api.v1.checkout.sessions.list(
+        params={"customer": stripe_customer, "limit": 100}
+    )
+    return sorted((as_dict(s) for s in listed.data), key=lambda s: (s["created"], s["id"]))
+
+
+def portal_sessions_page(url: str) -> str:
+    answer = httpx.get(url)
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def pay_on_page(url: str, number: str = VISA, **form: str) -> httpx.Response:
+    """Submit the card form of a stand-in page (Checkout or an invoice's) as a browser would."""
+    fields = {"number": number, "exp": "12/34", "cvc": "123", **form}
+    return httpx.post(url, data=fields, follow_redirects=False)
+
+
+def authenticate_on_page(page: httpx.Response, *, complete: bool) -> httpx.Response:
+    """Press "Complete" or "Fail" on the stand-in's 3-D Secure page."""
+    assert "Complete authentication" in page.text, page.text
+    action = re.search(r"<form method='post' action='([^']+)'>", page.text)
+    method = re.search(r"name='payment_method' value='([^']+)'", page.text)
+    assert action, page.text
+    assert method, page.text
+    url = str(page.request.url.join(action.group(1)))
+    outcome = "complete" if complete else "fail"
+    return httpx.post(url, data={"payment_method": method.group(1), "outcome": outcome})
+
+
+def page_alert(page: httpx.Response) -> str:
+    found = re.search(r"<p role='alert'>([^<]*)</p>", page.text)
+    return found.group(1) if found else ""
+
+
+def advance(standin_url: str, subscription_id: str) -> dict[str, Any]:
+    """Move the stand-in's clock to the end of the subscription's trial or period."""
+    answer = httpx.post(
+        f"{standin_url}/v1/test_helpers/subscriptions/{subscription_id}/advance",
+        headers={"Authorization": f"Bearer {STRIPE_KEY}"},
+    )
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data
 
 
 def use_card(stripe_api: stripe.StripeClient, stripe_customer_id: str, number: str) -> None:
@@ -199,33 +251,17 @@ class Paid:
 
 
 def complete_checkout(
-    stripe_api: stripe.StripeClient, request: dict[str, Any], number: str = VISA
+    stripe_api: stripe.StripeClient, checkout_url: str, number: str = VISA
 ) -> Paid:
-    """Do in localstripe what Stripe does when the customer pays the session Billfold asked
-    for: the card saved, the subscription made with the session's price and
-    subscription_data.metadata, its first invoice paid."""
-    use_card(stripe_api, request["customer"], number)
-    subscription = stripe_api.v1.subscriptions.create(
-        params={
-            "customer": request["customer"],
-            "items": [{"plan": request["line_items"]["0"]["price"]}],
-            "metadata": request["subscription_data"]["metadata"],
-        }
+    """The customer pays on the stand-in's Checkout page; answers what Stripe then holds."""
+    page = pay_on_page(checkout_url, number)
+    assert page.status_code == 303, page.text
+    session = checkout_session(stripe_api, checkout_url)
+    assert page.headers["location"] == session["success_url"].replace(
+        "{CHECKOUT_SESSION_ID}", session["id"]
     )
+    subscription = stripe_api.v1.subscriptions.retrieve(session["subscription"])
     invoice = stripe_api.v1.invoices.retrieve(str(subscription.latest_invoice))
-    session = copy.deepcopy(fixture("checkout.session"))
-    session.update(
-        id=f"cs_test_{uuid.uuid4().hex}",
-        mode="subscription",
-        customer=request["customer"],
-        client_reference_id=request["client_reference_id"],
-        metadata=request["metadata"],
-        success_url=request["success_url"],
-        cancel_url=request["cancel_url"],
-        subscription=subscription.id,
-        status="complete",
-        payment_status="paid",
-    )
     return Paid(session, as_dict(subscription), as_dict(invoice))
 
 

@@ -19,7 +19,8 @@ from subscription_steps import (
     Member,
     as_dict,
     checkout,
-    checkout_requests,
+    checkout_session,
+    checkout_sessions,
     complete_checkout,
     current_claims,
     deliver,
@@ -27,12 +28,11 @@ from subscription_steps import (
     license_mails,
     licenses_of,
     me,
-    portal_requests,
+    portal_sessions_page,
     seed_plans,
     sign_up,
     stripe_customer_of,
 )
-from support.stripe_fakes import StandInWithFixtures
 
 from billfold.jobs.worker import Worker
 from billfold.services import Services
@@ -56,13 +56,11 @@ def _subscribed(
     client: TestClient,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
     member: Member,
     plan: str = "starter",
 ) -> str:
-    """The member buys `plan` through Checkout; answers the Stripe subscription ID."""
-    checkout(client, member, plan)
-    paid = complete_checkout(stripe_api, checkout_requests(stripe_fakes)[-1])
+    """The member buys `plan` on the stand-in's Checkout page; answers the subscription ID."""
+    paid = complete_checkout(stripe_api, checkout(client, member, plan)["checkout_url"])
     deliver_paid_checkout(client, paid)
     worker.run_until_idle()
     assert me(client, member)["status"] == "active"
@@ -96,31 +94,31 @@ def test_checkout_makes_one_stripe_customer_and_a_subscription_session_carrying_
     client: TestClient,
     services: Services,
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
     first = checkout(client, member, "starter")["checkout_url"]
     second = checkout(client, member, "professional")["checkout_url"]
     assert first != second
-    assert first.startswith("https://checkout.stripe.com/")
     stripe_customer = stripe_customer_of(services, member.customer_id)
     assert _stripe_customers_with(stripe_api, member.email) == [stripe_customer]
     ours = as_dict(stripe_api.v1.customers.retrieve(str(stripe_customer)))
     assert ours["metadata"]["customer_id"] == member.customer_id
-    requests = checkout_requests(stripe_fakes)
-    assert [r["line_items"]["0"]["price"] for r in requests] == [
-        PRICE["starter"],
-        PRICE["professional"],
-    ]
-    for request, plan in zip(requests, ("starter", "professional"), strict=True):
-        assert request["mode"] == "subscription"
-        assert request["customer"] == stripe_customer
-        assert request["client_reference_id"] == member.customer_id
-        assert request["metadata"]["customer_id"] == member.customer_id
-        assert request["metadata"]["plan"] == plan
-        assert request["subscription_data"]["metadata"] == request["metadata"]
-        assert request["line_items"]["0"]["quantity"] == "1"
-        assert (request["success_url"], request["cancel_url"]) == (
+    sessions = [checkout_session(stripe_api, url) for url in (first, second)]
+    listed = checkout_sessions(stripe_api, str(stripe_customer))
+    assert {s["id"] for s in listed} == {s["id"] for s in sessions}
+    for session, plan in zip(sessions, ("starter", "professional"), strict=True):
+        assert (session["url"], session["status"], session["mode"]) == (
+            first if plan == "starter" else second,
+            "open",
+            "subscription",
+        )
+        [line] = stripe_api.v1.checkout.sessions.line_items.list(session["id"]).data
+        assert (as_dict(line)["price"]["id"], line.quantity) == (PRICE[plan], 1)
+        assert session["customer"] == stripe_customer
+        assert session["client_reference_id"] == member.customer_id
+        assert session["metadata"]["customer_id"] == member.customer_id
+        assert session["metadata"]["plan"] == plan
+        assert (session["success_url"], session["cancel_url"]) == (
             URLS["success_url"],
             URLS["cancel_url"],
         )
@@ -152,7 +150,6 @@ def test_checkout_refuses_unknown_inactive_and_free_plans_and_bad_urls_before_st
     client: TestClient,
     admin: dict[str, str],
     services: Services,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
     client.patch("/plans/professional", json={"active": False}, headers=admin).raise_for_status()
@@ -168,30 +165,30 @@ def test_checkout_refuses_unknown_inactive_and_free_plans_and_bad_urls_before_st
     for body, status, code in cases:
         answer = client.post("/subscriptions/checkout", json=body, headers=member.headers)
         assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), body
-    assert checkout_requests(stripe_fakes) == []
     assert stripe_customer_of(services, member.customer_id) is None
 
 
 @pytest.mark.usefixtures("plans")
 def test_checkout_while_subscribed_is_a_conflict_and_allowed_again_once_canceled(
     client: TestClient,
+    services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
-    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    _subscribed(client, worker, stripe_api, member)
     again = client.post(
         "/subscriptions/checkout", json={"plan": "professional", **URLS}, headers=member.headers
     )
     assert (again.status_code, again.json()["error"]["code"]) == (409, "already_subscribed")
-    assert len(checkout_requests(stripe_fakes)) == 1
+    stripe_customer = str(stripe_customer_of(services, member.customer_id))
+    assert len(checkout_sessions(stripe_api, stripe_customer)) == 1
     canceled = client.post(
         "/subscriptions/cancel", json={"atPeriodEnd": False}, headers=member.headers
     )
     assert canceled.json()["data"]["status"] == "canceled"
     assert checkout(client, member, "professional")["checkout_url"]
-    assert len(checkout_requests(stripe_fakes)) == 2
+    assert len(checkout_sessions(stripe_api, stripe_customer)) == 2
 
 
 @pytest.mark.usefixtures("plans")
@@ -218,14 +215,13 @@ def test_change_plan_is_refused_without_a_paid_subscription_or_to_a_free_or_unkn
     client: TestClient,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
     on_trial = client.post(
         "/subscriptions/change-plan", json={"plan": "starter"}, headers=member.headers
     )
     assert (on_trial.status_code, on_trial.json()["error"]["code"]) == (409, "no_paid_subscription")
-    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    _subscribed(client, worker, stripe_api, member)
     for plan, status, code in (
         ("trial", 409, "plan_not_purchasable"),
         ("gold", 404, "plan_not_found"),
@@ -244,10 +240,9 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
-    subscription_id = _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    subscription_id = _subscribed(client, worker, stripe_api, member)
     client.post(
         "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
     ).raise_for_status()
@@ -273,18 +268,19 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
             "metadata": {"plan": "professional"},
         }
     ]
-    remote = stripe_api.v1.subscriptions.retrieve(subscription_id)
-    assert remote.cancel_at_period_end is False
-    # Billfold answers what Stripe now holds. (localstripe knows items[].plan, not
-    # items[].price, so there the price stays; real Stripe switches it.)
-    plan_in_stripe = {price: code for code, price in PRICE.items()}[as_dict(remote)["plan"]["id"]]
-    assert answer.json()["data"]["plan"] == plan_in_stripe
+    remote = as_dict(stripe_api.v1.subscriptions.retrieve(subscription_id))
+    assert remote["cancel_at_period_end"] is False
+    assert remote["items"]["data"][0]["price"]["id"] == PRICE["professional"]
+    assert remote["metadata"]["plan"] == "professional"
+    assert answer.json()["data"]["plan"] == "professional"
+    assert answer.json()["data"]["features"] == PRO_FEATURES
     assert answer.json()["data"]["cancel_at_period_end"] is False
     assert me(client, member)["cancel_at_period_end"] is False
     assert len(licenses_of(services, member.customer_id)) == issued + 1
 
+    assert current_claims(client, services, member)["features"] == PRO_FEATURES
     same = client.post(
-        "/subscriptions/change-plan", json={"plan": plan_in_stripe}, headers=member.headers
+        "/subscriptions/change-plan", json={"plan": "professional"}, headers=member.headers
     )
     assert same.status_code == 200
     assert len(sent) == 1  # already on that plan: nothing asked of Stripe
@@ -297,10 +293,9 @@ def test_a_plan_change_made_in_stripe_reaches_the_subscription_and_a_new_license
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
-    subscription_id = _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    subscription_id = _subscribed(client, worker, stripe_api, member)
     item = stripe_api.v1.subscriptions.retrieve(subscription_id)["items"].data[0].id
     changed = stripe_api.v1.subscriptions.update(
         subscription_id, params={"items": [{"id": item, "plan": PRICE["professional"]}]}
@@ -319,27 +314,28 @@ def test_portal_answers_a_billing_portal_url_for_the_callers_own_stripe_customer
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     member = sign_up(client)
-    _subscribed(client, worker, stripe_api, stripe_fakes, member)
+    _subscribed(client, worker, stripe_api, member)
     answer = client.post(
         "/subscriptions/portal",
         json={"returnUrl": "https://app.example/billing"},
         headers=member.headers,
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json()["data"]["url"].startswith("https://billing.stripe.com/")
-    [request] = portal_requests(stripe_fakes)
-    assert request == {
-        "customer": stripe_customer_of(services, member.customer_id),
-        "return_url": "https://app.example/billing",
-    }
+    page = portal_sessions_page(answer.json()["data"]["url"])
+    stripe_customer = stripe_customer_of(services, member.customer_id)
+    assert stripe_customer is not None
+    email = as_dict(stripe_api.v1.customers.retrieve(stripe_customer))["email"]
+    assert email in page
+    assert "<td>Starter</td>" in page or "price_test_starter" in page
+    assert "<td>active</td>" in page
+    assert "visa ending 4242" in page
+    assert "href='https://app.example/billing'" in page
     bad = client.post(
         "/subscriptions/portal", json={"returnUrl": "billing"}, headers=member.headers
     )
     assert bad.status_code == 422
-    assert len(portal_requests(stripe_fakes)) == 1
 
 
 @pytest.mark.usefixtures("plans")
@@ -348,10 +344,9 @@ def test_another_users_subscription_and_license_are_never_visible_or_changeable(
     admin: dict[str, str],
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     owner, other = sign_up(client), sign_up(client)
-    _subscribed(client, worker, stripe_api, stripe_fakes, owner)
+    _subscribed(client, worker, stripe_api, owner)
     before = me(client, owner)
     assert me(client, other)["customerId"] == other.customer_id
     assert me(client, other)["plan"] == "trial"
@@ -370,7 +365,6 @@ def test_another_users_subscription_and_license_are_never_visible_or_changeable(
         answer = client.post(path, json={**body, **extra}, headers=other.headers)
         assert answer.status_code == 404, (path, answer.text)
     assert me(client, owner) == before
-    assert portal_requests(stripe_fakes) == []
     # An admin may look, by naming the customer.
     seen = client.get("/subscriptions/me", params=query, headers=admin)
     assert seen.json()["data"] == before

@@ -24,7 +24,6 @@ from subscription_steps import (
     Member,
     at,
     checkout,
-    checkout_requests,
     complete_checkout,
     current_license,
     deliver_paid_checkout,
@@ -33,7 +32,6 @@ from subscription_steps import (
     sign_up,
     stripe_customer_of,
 )
-from support.stripe_fakes import StandInWithFixtures
 from typer.testing import CliRunner, Result
 
 from billfold.app import create_app
@@ -90,12 +88,10 @@ def test_a_paid_license_carries_our_ids_plan_features_status_and_expiry_never_a_
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
     seed_plans(client, admin, stripe_api)
     member = sign_up(client)
-    checkout(client, member)
-    paid = complete_checkout(stripe_api, checkout_requests(stripe_fakes)[-1])
+    paid = complete_checkout(stripe_api, checkout(client, member)["checkout_url"])
     deliver_paid_checkout(client, paid)
     worker.run_until_idle()
 

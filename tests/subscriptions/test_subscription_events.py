@@ -20,7 +20,6 @@ from subscription_steps import (
     as_dict,
     at,
     checkout,
-    checkout_requests,
     complete_checkout,
     deliver,
     deliver_paid_checkout,
@@ -34,8 +33,7 @@ from subscription_steps import (
     stripe_customer_of,
     subscription_now,
 )
-from support.stripe_events import delivery, event
-from support.stripe_fakes import StandInWithFixtures, fixture
+from support.stripe_events import delivery, event, fixture
 
 from billfold.audit import AuditEntry
 from billfold.jobs.worker import Worker
@@ -56,15 +54,9 @@ def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeC
 
 
 @pytest.fixture
-def paid(
-    client: TestClient,
-    member: Member,
-    stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
-) -> Paid:
-    """The member paid for starter on Stripe's page; no event delivered yet."""
-    checkout(client, member)
-    return complete_checkout(stripe_api, checkout_requests(stripe_fakes)[-1])
+def paid(client: TestClient, member: Member, stripe_api: stripe.StripeClient) -> Paid:
+    """The member paid for starter on the stand-in's Checkout page; no event delivered yet."""
+    return complete_checkout(stripe_api, checkout(client, member)["checkout_url"])
 
 
 def _events(paid: Paid) -> dict[str, dict[str, Any]]:
@@ -351,12 +343,12 @@ def test_a_second_paid_checkout_does_not_replace_the_live_subscription(
     member: Member,
     paid: Paid,
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> None:
+    # The customer had opened two Checkout pages during the trial and paid both.
+    other_page = checkout(client, member)["checkout_url"]
     deliver_paid_checkout(client, paid)
     worker.run_until_idle()
-    # The customer had opened two Checkout pages during the trial and paid both.
-    second = complete_checkout(stripe_api, checkout_requests(stripe_fakes)[0])
+    second = complete_checkout(stripe_api, other_page)
     deliver_paid_checkout(client, second)
     worker.run_until_idle()
 
