@@ -75,6 +75,33 @@ def test_migrate_creates_the_schema(env: dict[str, str | None], db_url: str) -> 
     assert _run(env, "migrate").exit_code == 0  # running it again is harmless
 
 
+def test_migrate_makes_the_trial_plan_once_so_a_new_customer_starts_on_the_trial(
+    env: dict[str, str | None], api: TestClient
+) -> None:
+    first = _run(env, "migrate")
+    assert first.exit_code == 0, first.output
+    assert "Created the 'trial' plan" in first.output
+    again = _run(env, "migrate")
+    assert "trial" not in again.output
+    headers = auth(register(api)["access_token"])
+    mine = api.get("/subscriptions/me", headers=headers)
+    assert (mine.json()["data"]["plan"], mine.json()["data"]["status"]) == ("trial", "trialing")
+    plans = api.get("/plans", headers=headers).json()["data"]
+    assert [p["code"] for p in plans] == ["trial"]
+
+
+def test_migrate_without_the_trial_plan_leaves_plans_to_the_admin(
+    env: dict[str, str | None], db_url: str
+) -> None:
+    assert _run(env, "migrate", "--no-trial-plan").exit_code == 0
+    engine = create_engine(db_url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM plans").scalar() == 0
+    finally:
+        engine.dispose()
+
+
 def test_create_admin_makes_an_admin_who_can_log_in(
     env: dict[str, str | None], api: TestClient
 ) -> None:

@@ -8,11 +8,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from billfold.config import Settings
 from billfold.customers.models import Customer
+from billfold.db import utcnow
 from billfold.mail.outbox import queue_mail
 from billfold.money import format_money
 from billfold.services import Services
 from billfold.stripe_gateway import StripeInvoice, StripeNotFound
+from billfold.subscriptions import licenses
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import Outcome, event_object, event_time
@@ -47,12 +50,18 @@ def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
         if subscription is None:
             return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {remote.id}")
         if invoice.status == "open":
-            _mail(session, subscription, invoice, needs_action=event["type"] == ACTION_REQUIRED)
+            needs_action = event["type"] == ACTION_REQUIRED
+            _mail(session, subscription, invoice, services.settings, needs_action=needs_action)
         return Outcome(EventStatus.PROCESSED, subscription.customer_id)
 
 
 def _mail(
-    session: Session, subscription: Subscription, invoice: StripeInvoice, *, needs_action: bool
+    session: Session,
+    subscription: Subscription,
+    invoice: StripeInvoice,
+    settings: Settings,
+    *,
+    needs_action: bool,
 ) -> None:
     customer = session.get(Customer, subscription.customer_id)
     if customer is None or customer.deleted_at is not None:
@@ -65,8 +74,7 @@ def _mail(
     else:
         subject = f"Your payment of {amount} for {plan} failed"
         reason = "We could not charge your card on file."
-    until = subscription.current_period_ends_at
-    keeps = f" until {until:%Y-%m-%d}" if until else ""
+    until = licenses.terms(subscription, settings, utcnow()).expires_at
     queue_mail(
         session,
         to=customer.user.email,
@@ -79,8 +87,8 @@ def _mail(
                 "",
                 invoice.hosted_invoice_url or "(your billing page)",
                 "",
-                f"Your {plan} plan stays available{keeps}; after that it pauses until the "
-                "invoice is paid.",
+                f"Your {plan} plan stays available until {until:%Y-%m-%d %H:%M} UTC; after "
+                "that it pauses until the invoice is paid.",
             ]
         ),
         kind=MAIL_KIND,
