@@ -16,7 +16,7 @@ from billfold.customers.models import Customer
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
-from billfold.subscriptions.dunning import on_payment_problem
+from billfold.subscriptions import dunning
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time
@@ -99,15 +99,30 @@ def on_subscription(services: Services, event: dict[str, Any]) -> Outcome:
     )
 
 
-def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
-    invoice = event_object(event)
+def _subscription_of_invoice(invoice: dict[str, Any]) -> str | None:
     subscription = invoice.get("subscription") or (
         ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     )
-    if not subscription:
+    return _id(subscription)
+
+
+def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
+    invoice = event_object(event)
+    subscription_id = _subscription_of_invoice(invoice)
+    if not subscription_id:
         return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
-    subscription_id = subscription if isinstance(subscription, str) else subscription["id"]
     return _apply(services, event, subscription_id, stripe_customer=invoice.get("customer"))
+
+
+def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
+    """A renewal Stripe could not collect: see `dunning`."""
+    invoice = event_object(event)
+    subscription_id = _subscription_of_invoice(invoice)
+    if not subscription_id:
+        return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
+    if not _is_ours(services, subscription_id, None, invoice.get("customer")):
+        return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {subscription_id}")
+    return dunning.on_payment_problem(services, event)
 
 
 HANDLERS: dict[str, EventHandler] = {
