@@ -31,7 +31,7 @@ class Services:
         *,
         stripe_http: Callable[[float], Any] | None = None,
     ) -> Services:
-        """`stripe_http(timeout)` makes the SDK's HTTP client (tests fake a few endpoints)."""
+        """`stripe_http(timeout)` makes the SDK's HTTP client (None: the SDK's own)."""
         return cls(
             settings=settings,
             db=db or Database(settings.database_url),
