@@ -12,7 +12,6 @@ from sqlalchemy import select
 from subscription_steps import (
     Member,
     checkout,
-    checkout_requests,
     complete_checkout,
     deliver_paid_checkout,
     me,
@@ -22,7 +21,6 @@ from subscription_steps import (
 )
 from support.netfault import FaultyLink
 from support.payments import saved_card
-from support.stripe_fakes import StandInWithFixtures
 from support.waiting import wait_until
 
 from billfold.jobs.models import Job, JobStatus
@@ -47,13 +45,11 @@ def subscribed_with_a_card(
     client: TestClient,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
 ) -> tuple[Member, str, str]:
     """A member paying for `starter` through Checkout, with a second card saved through us;
     answers the member, the Stripe subscription ID and that card's ID."""
     member = sign_up(client)
-    checkout(client, member, "starter")
-    paid = complete_checkout(stripe_api, checkout_requests(stripe_fakes)[-1])
+    paid = complete_checkout(stripe_api, checkout(client, member, "starter")["checkout_url"])
     deliver_paid_checkout(client, paid)
     worker.run_until_idle()
     assert me(client, member)["status"] == "active"
@@ -117,10 +113,9 @@ def test_deleting_an_account_cancels_its_subscription_and_detaches_its_cards(
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
     settings_overrides: dict[str, Any],
 ) -> None:
-    member, subscription_id, _pm = subscribed_with_a_card(client, worker, stripe_api, stripe_fakes)
+    member, subscription_id, _pm = subscribed_with_a_card(client, worker, stripe_api)
     stripe_customer_id = stripe_customer_of(services, member.customer_id)
     assert stripe_customer_id is not None
 
@@ -140,11 +135,10 @@ def test_account_deleted_while_stripe_is_down_stops_billing_once_stripe_is_back(
     services: Services,
     worker: Worker[Services],
     stripe_api: stripe.StripeClient,
-    stripe_fakes: list[StandInWithFixtures],
     stripe_link: FaultyLink,
     settings_overrides: dict[str, Any],
 ) -> None:
-    member, subscription_id, _pm = subscribed_with_a_card(client, worker, stripe_api, stripe_fakes)
+    member, subscription_id, _pm = subscribed_with_a_card(client, worker, stripe_api)
     stripe_customer_id = stripe_customer_of(services, member.customer_id)
     assert stripe_customer_id is not None
     stripe_link.down()
