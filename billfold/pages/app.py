@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from billfold.pages import docs, signin
+from billfold.pages import account, docs, signin
 from billfold.pages.billing import routes as billing
 from billfold.pages.rendering import HERE, Pages, brand_css
 from billfold.pages.security import PageHeaders, PageSecurity
@@ -20,6 +20,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     app.include_router(signin.api)
     app.include_router(signin.router)
     app.include_router(billing.router)
+    app.include_router(account.router)
     docs.install(app)
     app.mount("/billing/static", StaticFiles(directory=HERE / "static"), name="pages-static")
     css = brand_css(services.settings)

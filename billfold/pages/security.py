@@ -23,7 +23,7 @@ from billfold.errors import Forbidden
 CSRF_COOKIE = "bf_csrf"
 CSRF_FIELD = "csrf_token"
 # Paths answered as pages (HTML); everything else stays the JSON API.
-PAGE_PREFIXES = ("/billing", "/admin", "/docs")
+PAGE_PREFIXES = ("/billing", "/admin", "/account", "/docs")
 STRIPE_JS = "https://js.stripe.com/v3/"
 
 

@@ -11,7 +11,7 @@ from pydantic import Field, HttpUrl
 from starlette.responses import Response
 
 from billfold.auth import service as auth
-from billfold.auth.deps import PrivilegedDep, ServicesDep
+from billfold.auth.deps import PrivilegedDep, RateLimitsDep, ServicesDep
 from billfold.auth.models import User
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import RegisterIn
@@ -54,14 +54,24 @@ def sign_in_page(request: Request, pages: PagesDep, next: NextQuery = "/billing"
 
 
 @router.post("/billing/sign-in")
-def sign_in(request: Request, form: FormDep, pages: PagesDep, services: ServicesDep) -> Response:
+def sign_in(
+    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+) -> Response:
     email, target = field(form, "email"), safe_next(field(form, "next"))
     try:
+        # The API's limits on guessing: per address and per account.
+        limits.enforce("login", "address", request.client.host if request.client else "")
+        limits.enforce("login", "email", email)
         with services.db.transaction() as session:
             user = auth.authenticate(session, email, str(form.get("password") or ""))
     except BillfoldError as exc:
         return pages.render(
-            request, "sign_in.html", status_code=401, next=target, email=email, error=exc.message
+            request,
+            "sign_in.html",
+            status_code=exc.status_code,
+            next=target,
+            email=email,
+            error=exc.message,
         )
     return _signed_in_response(pages, services, user, target, None)
 
@@ -73,10 +83,11 @@ def sign_up_page(request: Request, pages: PagesDep) -> Response:
 
 @router.post("/billing/sign-up")
 def sign_up_submit(
-    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep
+    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
 ) -> Response:
     values = {k: field(form, k) for k in ("name", "email", "company_name")}
     try:
+        limits.enforce("signup", "address", request.client.host if request.client else "")
         body = validated(
             RegisterIn,
             {

@@ -1,0 +1,95 @@
+"""The pages the account e-mails link to: verifying an e-mail address and resetting a
+forgotten password (the links carry a single-use token; a GET only shows a form, so a mail
+scanner fetching the link does not use it up), and asking for a reset link."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from billfold.auth.api import ResetConfirmIn
+from billfold.auth.deps import RateLimitsDep, ServicesDep
+from billfold.customers import account_links
+from billfold.errors import BillfoldError
+from billfold.pages.deps import FormDep, PagesDep, field, validated
+
+router = APIRouter(include_in_schema=False)
+TokenQuery = Annotated[str, Query(max_length=200)]
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+@router.get("/account/verify-email")
+def verify_page(request: Request, pages: PagesDep, token: TokenQuery = "") -> Response:
+    return pages.render(request, "account/verify.html", token=token)
+
+
+@router.post("/account/verify-email")
+def verify(
+    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+) -> Response:
+    try:
+        limits.enforce("account_mail", "address", _address(request))
+        with services.db.transaction() as session:
+            account_links.verify_email(services, session, field(form, "token"))
+    except BillfoldError as exc:
+        return pages.render(
+            request, "account/verify.html", status_code=exc.status_code, token="", error=exc.message
+        )
+    return pages.redirect("/billing", notice="Your e-mail address is verified.")
+
+
+@router.get("/account/reset-password")
+def reset_page(request: Request, pages: PagesDep, token: TokenQuery = "") -> Response:
+    return pages.render(request, "account/reset.html", token=token)
+
+
+@router.post("/account/reset-password")
+def reset(
+    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+) -> Response:
+    token = field(form, "token")
+    try:
+        limits.enforce("account_mail", "address", _address(request))
+        body = validated(
+            ResetConfirmIn, {"token": token, "password": str(form.get("password") or "")}
+        )
+        with services.db.transaction() as session:
+            account_links.reset_password(session, body.token, body.password)
+    except BillfoldError as exc:
+        return pages.render(
+            request,
+            "account/reset.html",
+            status_code=exc.status_code,
+            token=token,
+            error=exc.message,
+        )
+    return pages.redirect("/billing/sign-in", notice="Your password is changed: sign in with it.")
+
+
+@router.get("/billing/forgot-password")
+def forgot_page(request: Request, pages: PagesDep) -> Response:
+    return pages.render(request, "account/forgot.html")
+
+
+@router.post("/billing/forgot-password")
+def forgot(
+    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+) -> Response:
+    email = field(form, "email")
+    try:
+        limits.enforce("account_mail", "email", email)
+        with services.db.transaction() as session:
+            account_links.request_password_reset(session, services.settings, email)
+    except BillfoldError as exc:
+        return pages.render(
+            request, "account/forgot.html", status_code=exc.status_code, error=exc.message
+        )
+    return pages.redirect(
+        "/billing/sign-in",
+        notice="If an account uses this e-mail, we sent it a link to choose a new password.",
+    )
