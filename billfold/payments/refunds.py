@@ -22,6 +22,7 @@ from billfold.jobs.queue import enqueue
 from billfold.observability import REFUNDED_AMOUNT, REFUNDS
 from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
+from billfold.payments.receipts import queue_refund_notice
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure, StripeNotFound, StripeRefund
 
@@ -301,6 +302,9 @@ def _transition(
         purpose_of(payment).refunded(
             session, payment, refunded_total(session, payment.id), settings
         )
+        refund = session.get(Refund, refund_id)
+        assert refund is not None
+        queue_refund_notice(session, refund)
     log.info("refund.status", refund_id=refund_id, status=str(status))
 
 

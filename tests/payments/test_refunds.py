@@ -20,6 +20,7 @@ from support.waiting import wait_until
 from billfold.audit import AuditEntry
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.mail.models import OutboxMail
 from billfold.payments.models import Refund, RefundStatus
 from billfold.payments.refunds import REFUND_JOB
 from billfold.services import Services
@@ -714,3 +715,40 @@ def test_refund_retried_with_the_same_idempotency_key_is_made_once(
     assert retry.json()["data"]["id"] == first.json()["data"]["id"]
     assert payment(client, admin, paid["payment_id"])["amountRefunded"] == 300
     assert len(stripe_refunds(stripe_api, paid["payment_intent_id"])) == 1
+
+
+# -- the customer hears of it ------------------------------------------------------------
+
+
+def _refund_mails(services: Services) -> list[OutboxMail]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(OutboxMail).where(OutboxMail.kind == "refund")))
+
+
+def test_each_refund_emails_the_customer_once(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, Any],
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+) -> None:
+    paid = paid_payment(client, admin, buyer, stripe_api, amount=1000)
+    assert _refund_mails(services) == []
+
+    first = refund(client, admin, paid["payment_id"], amount=300).json()["data"]
+    second = refund(client, admin, paid["payment_id"], amount=200).json()["data"]
+    # Stripe's charge.refunded for the same refunds, twice, adds no e-mail.
+    evt = event("charge.refunded", charge_of(stripe_api, paid["payment_intent_id"]))
+    deliver(client, evt)
+    deliver(client, event("charge.refunded", evt["data"]["object"]))
+    worker.run_until_idle()
+
+    mails = _refund_mails(services)
+    assert sorted(m.dedupe_key for m in mails) == sorted(
+        [f"refund:{first['id']}", f"refund:{second['id']}"]
+    )
+    assert {m.to_address for m in mails} == {buyer["email"]}
+    bodies = {m.dedupe_key: m.body_text for m in mails}
+    assert "We refunded 3.00 USD of your payment of 10.00 USD" in bodies[f"refund:{first['id']}"]
+    assert "We refunded 2.00 USD" in bodies[f"refund:{second['id']}"]
