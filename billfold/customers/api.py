@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from billfold.auth.deps import CallerDep, PrivilegedDep, ServicesDep, TokensDep
-from billfold.customers import directory, service
+from billfold.customers import directory, privacy_export, service
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import (
     CustomerOut,
@@ -91,7 +91,7 @@ def delete_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envel
 @router.get("/users/{user_id}/export", tags=["users"], summary="Privacy export")
 def export_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[dict[str, Any]]:
     with services.db.transaction() as session:
-        return ok(service.export(session, caller, user_id))
+        return ok(privacy_export.export(session, caller, user_id))
 
 
 @router.get("/customers", tags=["customers"], summary="List and search customers (admin, service)")

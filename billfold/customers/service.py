@@ -25,7 +25,6 @@ from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.errors import Conflict, Forbidden, InvalidInput, NotFound
 from billfold.jobs.queue import enqueue
-from billfold.webhooks.models import StripeEvent
 
 LINK_JOB = "customers.link"
 PUSH_JOB = "customers.push"
@@ -206,59 +205,6 @@ def find_customers(
     if stripe_customer_id:
         query = query.where(Customer.stripe_customer_id == stripe_customer_id)
     return list(session.scalars(query.limit(100)))
-
-
-def export(session: Session, caller: Caller, user_id: str) -> dict[str, Any]:
-    """Everything we hold on one customer, for a privacy (data subject) request."""
-    customer = get_customer(session, caller, user_id)
-    user = customer.user
-    subjects = [user.id, customer.id]
-    audit_entries = session.scalars(
-        select(audit.AuditEntry)
-        .where(audit.AuditEntry.subject_id.in_(subjects))
-        .order_by(audit.AuditEntry.created_at)
-    )
-    events = session.scalars(
-        select(StripeEvent)
-        .where(StripeEvent.customer_id == customer.id)
-        .order_by(StripeEvent.received_at)
-    )
-    return {
-        "user": {
-            "id": user.id,
-            "name": user.name,
-            "email": user.email,
-            "role": str(user.role),
-            "companyName": user.company_name,
-            "isEmailVerified": user.is_email_verified,
-            "createdAt": user.created_at.isoformat(),
-            "updatedAt": user.updated_at.isoformat(),
-        },
-        "customer": {
-            "id": customer.id,
-            "stripeCustomerId": customer.stripe_customer_id,
-            "stripeLinkedAt": _iso(customer.stripe_linked_at),
-            "createdAt": customer.created_at.isoformat(),
-        },
-        "auditLog": [
-            {
-                "action": a.action,
-                "actor": a.actor,
-                "at": a.created_at.isoformat(),
-                "details": a.details,
-            }
-            for a in audit_entries
-        ],
-        "stripeEvents": [
-            {
-                "id": e.id,
-                "type": e.type,
-                "status": str(e.status),
-                "receivedAt": e.received_at.isoformat(),
-            }
-            for e in events
-        ],
-    }
 
 
 def _ensure_email_free(session: Session, email_normalized: str) -> None:
