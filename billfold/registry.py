@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from billfold.auth import service as auth_service
 from billfold.credits import outcomes as credit_outcomes
 from billfold.credits import purchase as credit_purchase
 from billfold.credits import recharge
@@ -17,6 +18,7 @@ from billfold.customers.models import Customer
 from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.mail import outbox
+from billfold.pages import sessions as page_sessions
 from billfold.payments import handlers as payment_events
 from billfold.payments import janitor, methods, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
@@ -81,6 +83,7 @@ def _start_trial(session: Session, customer: Customer, services: Services) -> No
 ON_SIGN_UP.append(_start_trial)
 account_links.ON_FIRST_VERIFICATION.append(_start_trial)
 customers.ON_EMAIL_CHANGED.append(account_links.after_email_change)
+auth_service.ON_TOKENS_REVOKED.append(page_sessions.end_user_sessions)
 for _kind, _page in account_links.FILLERS.items():
     outbox.SECRET_FILLERS[_kind] = account_links.link_filler(_page)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,13 +69,20 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 def set_password(session: Session, user: User, password: str, *, actor: str, via: str) -> None:
     """A new password: every token issued before it stops working; the change is audited."""
     user.password_hash = hash_password(password)
-    revoke_tokens(user)
+    revoke_tokens(session, user)
     audit.record(session, actor, "user.password_change", user.id, via=via)
 
 
-def revoke_tokens(user: User) -> None:
-    """Every access token issued to `user` so far stops working (they carry the version)."""
+# What else ends with a credential change (the pages' browser sessions): billfold/registry.py.
+ON_TOKENS_REVOKED: list[Callable[[Session, User], None]] = []
+
+
+def revoke_tokens(session: Session, user: User) -> None:
+    """Every access token issued to `user` so far stops working (they carry the version),
+    and so does every other kind of session registered in ON_TOKENS_REVOKED."""
     user.token_version = (user.token_version or 0) + 1
+    for hook in ON_TOKENS_REVOKED:
+        hook(session, user)
 
 
 class CurrentPasswordRequired(Forbidden):

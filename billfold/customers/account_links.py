@@ -225,7 +225,7 @@ def _adopt_email(session: Session, user: User, email: str) -> None:
         raise EmailTaken("An account with this e-mail already exists")
     old = user.email
     user.email, user.email_normalized = email, email.lower()
-    revoke_tokens(user)
+    revoke_tokens(session, user)
     audit.record(session, user.id, "user.email_change", user.id, via="verification", old=old)
     customer = session.scalar(select(Customer).where(Customer.user_id == user.id))
     if customer is not None:

@@ -153,7 +153,7 @@ def update_user(
             session, caller.actor, "user.email_change", user.id, via="profile", old=old_email
         )
         if new_address:  # not a change of letter case only
-            revoke_tokens(user)
+            revoke_tokens(session, user)
             for hook in ON_EMAIL_CHANGED:
                 hook(session, settings, user, old_email)
     if pushed_fields_changed:

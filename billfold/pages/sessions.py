@@ -75,6 +75,11 @@ def end_session(session: Session, token: str | None) -> None:
         session.execute(delete(WebSession).where(WebSession.token_hash == _digest(token)))
 
 
+def end_user_sessions(session: Session, user: User) -> None:
+    """Every browser session of `user` ends (their password or e-mail changed)."""
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+
+
 def mint_link(
     session: Session, user: User, *, return_url: str | None, lifetime: timedelta, actor: str
 ) -> tuple[SignInLink, str]:

@@ -221,3 +221,19 @@ def test_unknown_billing_page_is_a_page_not_json(client: TestClient) -> None:
     assert response.status_code == 404
     assert "text/html" in response.headers["content-type"]
     assert "There is no such page" in response.text
+
+
+def test_a_password_change_ends_every_browser_session(client: TestClient) -> None:
+    data = register(client)
+    user = data["user"]
+    sign_in(client, user["email"], "correct horse 1")
+    assert client.get("/billing", follow_redirects=False).status_code == 200
+
+    changed = client.patch(
+        f"/users/{user['id']}",
+        json={"password": "battery staple 2", "currentPassword": "correct horse 1"},
+        headers={"Authorization": f"Bearer {data['access_token']}"},
+    )
+    assert changed.status_code == 200, changed.text
+
+    assert client.get("/billing", follow_redirects=False).status_code == 303
