@@ -53,9 +53,6 @@ def routes_from_settings(rules: dict[str, Rule]) -> list[LimitedRoute]:
     return [
         LimitedRoute("POST", "/auth/login", rules["login"]),
         LimitedRoute("POST", "/users", rules["signup"]),
-        # The pages' forms: the same rules as the API's routes.
-        LimitedRoute("POST", "/billing/sign-in", rules["login"]),
-        LimitedRoute("POST", "/billing/sign-up", rules["signup"]),
         LimitedRoute("POST", "/auth/password-reset/request", rules["account_mail"]),
         LimitedRoute("POST", "/auth/password-reset/confirm", rules["account_mail"]),
         LimitedRoute("POST", "/auth/verify-email", rules["account_mail"]),
