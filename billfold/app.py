@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.auth import api as auth_api
@@ -26,7 +27,7 @@ from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
 from billfold.errors import BillfoldError, InvalidInput
-from billfold.http_errors import error_response, invalid_request, response_for
+from billfold.http_errors import error_response, invalid_request, response_for, unparsable_json
 from billfold.idempotency import IdempotencyMiddleware
 from billfold.observability import configure_logging
 from billfold.operations import api as operations_api
@@ -44,6 +45,7 @@ from billfold.ratelimits.middleware import (
 )
 from billfold.ratelimits.storage import DatabaseStorage
 from billfold.registry import build_worker
+from billfold.request_guard import BodyTooLarge, RequestGuard, too_large
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
@@ -91,6 +93,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
+    app.state.request_services = services.for_requests()
     app.state.consume_batcher = batcher
     app.state.tokens = tokens
     app.state.limiter = limiter
@@ -109,12 +112,21 @@ def create_app(
     _add_operations_routes(app, services)
     install_pages(app, services)
     _add_error_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, db=services.db)
+    app.add_middleware(
+        IdempotencyMiddleware,
+        db=services.db,
+        retention=timedelta(hours=settings.idempotency_retention_hours),
+    )
     app.add_middleware(ConsumeHotPath, batcher=batcher)
     app.add_middleware(
         RateLimitMiddleware, limiter=limiter, routes=routes_from_settings(rate_rules)
     )
     app.add_middleware(_RequestContext)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_request_body_bytes,
+        max_webhook_body_bytes=settings.max_webhook_body_bytes,
+    )
     return app
 
 
@@ -169,8 +181,30 @@ def _add_error_handlers(app: FastAPI) -> None:
             error = BillfoldError(str(exc.detail), code="http_error")
             error.status_code = exc.status_code
             return page_error(request, error)
+        if isinstance(exc, BodyTooLarge):
+            return too_large(exc.limit)
+        unparsable = unparsable_json(exc.__cause__) if exc.status_code == 400 else None
+        if unparsable is not None:
+            return unparsable
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        response = error_response(exc.status_code, code, str(exc.detail))
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (each route takes one method, so the
+    route that refused knows only its own): each is tried against the app's routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class _RequestContext:

@@ -394,11 +394,21 @@ def license_verify(
     from billfold.subscriptions.keys import SigningKeys, key_id, load_public_key
     from billfold.subscriptions.licenses import InvalidLicense, verify
 
-    if public_key is not None:
-        key = load_public_key(public_key.read_text())
-        known = {key_id(key): key}
-    else:
-        known = SigningKeys.from_settings(_settings()).public_keys()
+    try:
+        if public_key is not None:
+            key = load_public_key(public_key.read_text())
+            known = {key_id(key): key}
+        else:
+            known = SigningKeys.from_settings(_settings()).public_keys()
+    except MissingSettings as exc:
+        console.print(
+            "[red]No key to verify with: set LICENSE_PRIVATE_KEY (the server's setting) or "
+            "pass --public-key FILE.pem[/red]"
+        )
+        raise typer.Exit(2) from exc
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]Cannot read the public key: {exc}[/red]")
+        raise typer.Exit(2) from exc
     try:
         claims = verify(token, known)
     except InvalidLicense as exc:

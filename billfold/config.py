@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     # best: a second thread halves the batches and fights the event loop for the GIL.
     credits_consume_batch_threads: int = Field(default=1, ge=1, le=32)
 
+    # The largest request body accepted (413 beyond): JSON API calls, and Stripe's webhook
+    # events, which carry whole objects (an invoice with many lines) and so get more room.
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_webhook_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    # How long an Idempotency-Key's record (and its kept answer) lives before it is purged.
+    idempotency_retention_hours: int = Field(default=24, ge=1, le=24 * 90)
+
     # Whether each `billfold serve` process also runs a job worker (`--no-worker` clears it).
     serve_job_worker: bool = True
 

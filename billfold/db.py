@@ -56,11 +56,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def make_engine(url: str) -> Engine:
+    """The engine; its errors never carry their bound parameters (password hashes, e-mails),
+    which would otherwise reach the logs with the error."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
         _make_sqlite_transactions_immediate(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=10, max_overflow=40, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _make_sqlite_transactions_immediate(engine: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from billfold.db import utcnow
@@ -20,11 +20,32 @@ class ApiModel(BaseModel):
 
 
 class InputModel(ApiModel):
-    """A request body: unknown fields are refused rather than silently dropped."""
+    """A request body: unknown fields are refused rather than silently dropped, strings are
+    stripped before their length is checked, and none may hold a NUL character (PostgreSQL
+    cannot store one; the path, query and headers are checked by `RequestGuard`)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise ValueError("NUL characters are not allowed")
+        return data
+
+
+def _holds_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:  # deeper than any body we accept; the fields' own types refuse it
+        return False
+    if isinstance(value, dict):
+        return any(_holds_nul(k, depth + 1) or _holds_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v, depth + 1) for v in value)
+    return False
 
 
 class Envelope(BaseModel, Generic[T]):

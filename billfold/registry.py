@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from billfold import idempotency
 from billfold.auth import service as auth_service
 from billfold.credits import outcomes as credit_outcomes
 from billfold.credits import purchase as credit_purchase
@@ -50,6 +51,9 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     janitor.CANCEL_INTENT_JOB: JobKind(janitor.cancel_intent_job),
     janitor.JANITOR_JOB: JobKind(
         janitor.janitor_job, every=lambda s: s.settings.payment_janitor_interval_seconds
+    ),
+    idempotency.PURGE_JOB: JobKind(
+        idempotency.purge_job, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
     ),
 }
 

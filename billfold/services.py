@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billfold.config import Settings
@@ -17,11 +17,16 @@ class Services:
     settings: Settings
     db: Database
     # Jobs use `stripe`, with the full timeout and network retries; a request that waits on
-    # Stripe inline (registration) uses `stripe_inline`, which gives up fast.
+    # Stripe inline uses `stripe_inline`, which gives up fast (`for_requests`).
     stripe: StripeGateway
     stripe_inline: StripeGateway
     # The keys that sign (and verify) license tokens.
     licenses: SigningKeys
+
+    def for_requests(self) -> Services:
+        """These services as HTTP routes get them: a person is waiting, so every Stripe call
+        gives up after the inline timeout (503 `stripe_unavailable`), never the jobs' one."""
+        return replace(self, stripe=self.stripe_inline)
 
     @classmethod
     def build(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import stripe
-from factories import auth, register
+from factories import auth, register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from support.netfault import FaultyLink
 from support.payments import make_product, saved_card
 
+from billfold.db import utcnow
+from billfold.idempotency import PURGE_EVERY, PURGE_JOB, IdempotencyRecord
+from billfold.jobs.models import Job, JobStatus
+from billfold.jobs.worker import Worker
 from billfold.payments.models import Order, Payment
 from billfold.services import Services
 
@@ -102,3 +107,100 @@ def test_overlong_key_is_a_clear_400(client: TestClient, buyer: dict[str, Any]) 
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+# -- no secrets at rest, and no record for ever ---------------------------------------------
+
+
+def records(services: Services) -> list[IdempotencyRecord]:
+    with services.db.transaction() as session:
+        return list(session.scalars(select(IdempotencyRecord)))
+
+
+def test_a_new_api_key_is_never_kept_and_a_retry_answers_409_without_a_second_key(
+    client: TestClient, admin: dict[str, str], services: Services
+) -> None:
+    headers = {**admin, "Idempotency-Key": "key-for-backend"}
+
+    made = client.post("/api-keys", json={"name": "backend"}, headers=headers)
+    again = client.post("/api-keys", json={"name": "backend"}, headers=headers)
+
+    assert made.status_code == 201, made.text
+    secret = made.json()["data"]["key"]
+    assert made.headers["cache-control"] == "no-store"
+    [record] = records(services)
+    assert record.response_status == 201
+    assert record.response_body is None
+    assert (again.status_code, again.json()["error"]["code"]) == (
+        409,
+        "idempotent_answer_withheld",
+    )
+    assert again.json()["error"]["details"] == {"originalStatus": 201}
+    assert secret not in again.text
+    listed = client.get("/api-keys", headers=admin).json()["data"]
+    assert [k["name"] for k in listed] == ["backend"]
+
+
+def test_sign_up_and_log_in_answers_keep_no_token_at_rest(
+    client: TestClient, services: Services
+) -> None:
+    email = unique_email()
+    body = {"name": "Ada", "email": email, "password": "correct horse 1"}
+    signed_up = client.post("/users", json=body, headers={"Idempotency-Key": "sign-up-1"})
+    logged_in = client.post(
+        "/auth/login",
+        json={"email": email, "password": "correct horse 1"},
+        headers={"Idempotency-Key": "log-in-1"},
+    )
+
+    assert signed_up.status_code == 201, signed_up.text
+    assert logged_in.status_code == 200, logged_in.text
+    tokens = [signed_up.json()["data"]["access_token"], logged_in.json()["data"]["access_token"]]
+    kept = records(services)
+    assert sorted(r.response_status or 0 for r in kept) == [200, 201]
+    for record in kept:
+        assert record.response_body is None
+    with services.db.engine.connect() as conn:
+        dump = " ".join(str(row) for row in conn.execute(select(IdempotencyRecord.__table__)))
+    for token in tokens:
+        assert token not in dump
+    assert "access_token" not in dump
+
+
+def test_an_answer_without_a_credential_is_still_kept_and_replayed(
+    client: TestClient, services: Services
+) -> None:
+    # A refused sign-up carries no token: it is kept and replayed as before.
+    body = {"name": "Ada", "email": "not-an-email", "password": "correct horse 1"}
+    first = client.post("/users", json=body, headers={"Idempotency-Key": "bad-sign-up"})
+    again = client.post("/users", json=body, headers={"Idempotency-Key": "bad-sign-up"})
+
+    assert first.status_code == again.status_code == 422
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    [record] = records(services)
+    assert record.response_body is not None
+
+
+def test_records_past_the_retention_are_purged_by_the_periodic_job(
+    services: Services, worker: Worker[Services]
+) -> None:
+    retention = timedelta(hours=services.settings.idempotency_retention_hours)
+    now = utcnow()
+    with services.db.transaction() as session:
+        for key, age in (("old", retention + timedelta(minutes=1)), ("new", timedelta(0))):
+            session.add(
+                IdempotencyRecord(
+                    scope="s", key=key, fingerprint="f", created_at=now - age, completed_at=now
+                )
+            )
+
+    worker.schedule_recurring()
+    worker.schedule_recurring()  # a second worker starting: still one job
+    worker.run_until_idle()
+
+    assert [r.key for r in records(services)] == ["new"]
+    with services.db.transaction() as session:
+        [job] = session.scalars(select(Job).where(Job.kind == PURGE_JOB))
+        assert job.status == JobStatus.PENDING  # waiting for its next run
+        assert job.run_at > utcnow() + PURGE_EVERY - timedelta(minutes=1)
+        assert job.last_error is None

@@ -8,7 +8,14 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from billfold.auth import service
-from billfold.auth.deps import AdminDep, CallerDep, RateLimitsDep, ServicesDep, TokensDep
+from billfold.auth.deps import (
+    NO_STORE,
+    AdminDep,
+    CallerDep,
+    RateLimitsDep,
+    ServicesDep,
+    TokensDep,
+)
 from billfold.customers import account_links
 from billfold.customers.schemas import Password, SessionOut, UserOut
 from billfold.customers.service import get_customer
@@ -22,7 +29,7 @@ class LoginIn(InputModel):
     password: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/auth/login", tags=["auth"])
+@router.post("/auth/login", tags=["auth"], dependencies=[NO_STORE])
 def login(
     body: LoginIn, services: ServicesDep, tokens: TokensDep, limits: RateLimitsDep
 ) -> Envelope[SessionOut]:
@@ -118,7 +125,7 @@ class NewApiKeyOut(ApiKeyOut):
     key: str
 
 
-@router.post("/api-keys", status_code=201, tags=["api keys"])
+@router.post("/api-keys", status_code=201, tags=["api keys"], dependencies=[NO_STORE])
 def create_api_key(
     body: ApiKeyIn, caller: AdminDep, services: ServicesDep
 ) -> Envelope[NewApiKeyOut]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from billfold.auth.service import Caller, TokenIssuer, credential_from_header, resolve_caller
@@ -19,7 +19,8 @@ _bearer = HTTPBearer(auto_error=False, description="A user's JWT or a service AP
 
 
 async def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
+    """The services with the inline Stripe gateway: a person waits on every route."""
+    services: Services = request.app.state.request_services
     return services
 
 
@@ -42,6 +43,15 @@ class RateLimits:
 async def _limits(request: Request) -> RateLimits:
     return RateLimits(request.app.state.limiter, request.app.state.rate_rules)
 
+
+async def _no_store(response: Response) -> None:
+    """An answer carrying a credential (a token, an API key) is never cached, and never kept
+    by the idempotency store, which reads this header (RFC 6749 §5.1 asks it of tokens)."""
+    response.headers["Cache-Control"] = "no-store"
+
+
+# `dependencies=[NO_STORE]` on every route whose answer carries a credential.
+NO_STORE = Depends(_no_store)
 
 ServicesDep = Annotated[Services, Depends(_services)]
 TokensDep = Annotated[TokenIssuer, Depends(_tokens)]

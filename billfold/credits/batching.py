@@ -358,7 +358,8 @@ def _replay(earlier: ledger.Posted, debit: Debit) -> ledger.Posted | Exception:
     differs."""
     if earlier.amount != -debit.amount:
         return ledger.KeyReused(
-            "This idempotency key was used for a different amount", original_amount=earlier.amount
+            "This idempotency key was used for a different amount",
+            original_amount=ledger.as_sent(earlier.kind, earlier.amount),
         )
     return dataclasses.replace(earlier, replayed=True)
 

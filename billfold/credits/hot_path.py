@@ -26,10 +26,9 @@ from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.consume import Debit
 from billfold.credits.schemas import ConsumeIn, ConsumeOut
 from billfold.envelope import ok
-from billfold.http_errors import error_response, invalid_request, response_for
+from billfold.http_errors import error_response, invalid_request, response_for, unparsable_json
 
 PATH = "/credits/consume"
-MAX_BODY = 64 * 1024  # a consume body is a few hundred bytes
 
 
 async def answer_consume(batcher: ConsumeBatcher, credential: str, body: ConsumeIn) -> bytes:
@@ -84,10 +83,6 @@ class ConsumeHotPath:
             raw = await _read_body(receive)
         except ClientDisconnect:
             return  # the caller hung up before the body ended: nothing is done, as in FastAPI
-        if raw is None:
-            response = error_response(413, "body_too_large", "The request body is too large")
-            await response(scope, receive, send)
-            return
         try:
             credential = credential_from_header(authorization)
             if not raw:
@@ -114,21 +109,16 @@ def _refusal(exc: Exception) -> Response:
         return invalid_request(exc.errors(), ("body",))
     if isinstance(exc, UnicodeDecodeError):
         return error_response(400, "http_error", "There was an error parsing the body")
-    return response_for(exc)
+    return unparsable_json(exc) or response_for(exc)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None past `MAX_BODY`."""
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (`RequestGuard`, outside, refuses one past its limit)."""
     chunks: list[bytes] = []
-    size = 0
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -170,10 +170,16 @@ def _append(
     return Posted(entry_id, amount, row.balance, kind, idempotency_key, now, False, policy_of(row))
 
 
+def as_sent(kind: EntryKind, amount: int) -> int:
+    """An entry's amount as its caller sent it: a consume of 25 is posted as -25."""
+    return -amount if kind == EntryKind.CONSUME else amount
+
+
 def _replay(entry: LedgerEntry, amount: int) -> Posted:
     if entry.amount != amount:
         raise KeyReused(
-            "This idempotency key was used for a different amount", original_amount=entry.amount
+            "This idempotency key was used for a different amount",
+            original_amount=as_sent(entry.kind, entry.amount),
         )
     return Posted(
         entry.id,

@@ -30,7 +30,7 @@ from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.db import new_id, utcnow
-from billfold.errors import Conflict, InvalidInput
+from billfold.errors import BillfoldError, Conflict, InvalidInput
 from billfold.jobs.queue import enqueue
 from billfold.mail.outbox import queue_mail
 from billfold.payments.intents import record
@@ -231,16 +231,54 @@ def trigger(services: Services, caller: Caller, customer_id: str | None = None) 
             raise Conflict("Auto-recharge is off", code="auto_recharge_disabled")
         purchase = start(session, customer.id, services.settings, manual=True)
         if purchase is None:
-            raise Conflict(
-                "A recharge is already under way or a daily cap was reached",
-                code="recharge_not_started",
-            )
+            raise _not_started(account)
         purchase_id = purchase.id
     recharge_job(services, {"purchase_id": purchase_id})
     with services.db.transaction() as session:
         fresh = session.get(CreditPurchase, purchase_id)
         assert fresh is not None
+        if fresh.status == PurchaseStatus.FAILED:
+            payment = session.get(Payment, fresh.payment_id)
+            raise RechargeFailed.of(fresh, payment)
         return fresh
+
+
+class RechargeFailed(BillfoldError):
+    """A triggered recharge whose charge failed: the card's decline, as a payment's is."""
+
+    status_code = 402
+    code = "recharge_failed"
+
+    @classmethod
+    def of(cls, purchase: CreditPurchase, payment: Payment | None) -> RechargeFailed:
+        decline = payment.decline_code if payment is not None else None
+        return cls(
+            (payment.failure_message if payment is not None else None)
+            or "The recharge failed; auto-recharge is now off",
+            code="card_declined" if decline else None,
+            decline_code=decline,
+            purchase_id=purchase.id,
+            payment_id=purchase.payment_id,
+            reason=purchase.failure,
+        )
+
+
+def _not_started(account: CreditAccount) -> Conflict:
+    """Why `start` claimed nothing for an enabled account: a recharge holds the slot, or
+    (having just released it) the day's caps were reached."""
+    if account.recharge_in_flight_id is not None:
+        return Conflict(
+            "A recharge is already under way",
+            code="recharge_not_started",
+            cause="in_flight",
+            recharge_in_flight_id=account.recharge_in_flight_id,
+        )
+    return Conflict(
+        "The daily auto-recharge cap is reached",
+        code="recharge_not_started",
+        cause="daily_cap",
+        paused_until=account.recharge_paused_until,
+    )
 
 
 def disable_after_failure(

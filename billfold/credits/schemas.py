@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from billfold.credits.models import EntryKind, PurchaseKind, PurchaseStatus
 from billfold.envelope import ApiModel, InputModel
+from billfold.money import Currency
 from billfold.payments.orders import MAX_AMOUNT
 from billfold.payments.schemas import OurId, StripeId
 
@@ -21,13 +22,8 @@ class PackageIn(InputModel):
     name: str = Field(min_length=1, max_length=200)
     credits: Credits
     price: int = Field(strict=True, ge=1, le=MAX_AMOUNT)
-    currency: str = Field(default="usd", pattern=r"^[A-Za-z]{3}$")
+    currency: Currency = "usd"
     active: bool = True
-
-    @field_validator("currency")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
 
 
 class PackagePatch(InputModel):

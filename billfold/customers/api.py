@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import CallerDep, PrivilegedDep, ServicesDep, TokensDep
+from billfold.auth.deps import NO_STORE, CallerDep, PrivilegedDep, ServicesDep, TokensDep
 from billfold.customers import directory, privacy_export, service
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import (
@@ -32,7 +32,7 @@ from billfold.paging import (
 router = APIRouter(responses=ERROR_RESPONSES)
 
 
-@router.post("/users", status_code=201, tags=["users"], summary="Register")
+@router.post("/users", status_code=201, tags=["users"], summary="Register", dependencies=[NO_STORE])
 def register(body: RegisterIn, services: ServicesDep, tokens: TokensDep) -> Envelope[SessionOut]:
     customer = sign_up(
         services,

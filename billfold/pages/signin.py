@@ -11,7 +11,7 @@ from pydantic import Field, HttpUrl
 from starlette.responses import Response
 
 from billfold.auth import service as auth
-from billfold.auth.deps import PrivilegedDep, RateLimitsDep, ServicesDep
+from billfold.auth.deps import NO_STORE, PrivilegedDep, RateLimitsDep, ServicesDep
 from billfold.auth.models import User
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import RegisterIn
@@ -141,7 +141,7 @@ class LinkOut(ApiModel):
     expires_at: datetime
 
 
-@api.post("/billing/sessions", status_code=201, tags=["billing pages"])
+@api.post("/billing/sessions", status_code=201, tags=["billing pages"], dependencies=[NO_STORE])
 def mint_link(body: LinkIn, caller: PrivilegedDep, services: ServicesDep) -> Envelope[LinkOut]:
     """A single-use URL that signs the customer in to the billing pages (expires in minutes)."""
     settings = services.settings

@@ -35,6 +35,7 @@ from billfold.stripe_gateway import (
     PaymentDeclined,
     StripeFailure,
     StripePaymentIntent,
+    StripeRejected,
 )
 
 log = structlog.get_logger("billfold.payments")
@@ -145,11 +146,24 @@ def _try_card(
     services: Services, payment: Payment, intent: StripePaymentIntent, method: str
 ) -> StripePaymentIntent:
     """Confirm the intent with this card, the customer present (3-D Secure may follow)."""
-    if intent.status not in ("requires_payment_method", "requires_confirmation"):
+    if intent.status not in _CONFIRMABLE:
         return intent
-    if intent.payment_method != method:
-        intent = services.stripe.set_intent_payment_method(intent.id, method, payment_id=payment.id)
-    return _confirm(services, payment, intent)
+    try:
+        if intent.payment_method != method:
+            intent = services.stripe.set_intent_payment_method(
+                intent.id, method, payment_id=payment.id
+            )
+        return _confirm(services, payment, intent)
+    except StripeRejected:
+        # A concurrent call for the same order confirmed the intent between our read and our
+        # confirm, and Stripe refuses a second one: answer where it stands now.
+        current = services.stripe.retrieve_payment_intent(intent.id)
+        if current.status in _CONFIRMABLE:
+            raise
+        return current
+
+
+_CONFIRMABLE = ("requires_payment_method", "requires_confirmation")
 
 
 def pay_with_card(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from billfold.envelope import ApiModel, InputModel
+from billfold.money import Currency
 from billfold.payments.methods import CardView
 from billfold.payments.models import OrderStatus, PaymentStatus, Refund, RefundStatus
 from billfold.payments.orders import MAX_AMOUNT
@@ -15,7 +16,6 @@ from billfold.payments.orders import MAX_AMOUNT
 # Strict: "12" or 12.0 is a client bug, not a price.
 MinorUnits = Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=1000)]
-Currency = Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")]
 StripeId = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_]+$")]
 OurId = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^[a-z]+_[0-9a-f]{32}$")]
 
@@ -27,11 +27,6 @@ class ProductIn(InputModel):
     currency: Currency = "usd"
     stock: int = Field(strict=True, ge=0, le=1_000_000_000)
     active: bool = True
-
-    @field_validator("currency")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
 
 
 class ProductPatch(InputModel):

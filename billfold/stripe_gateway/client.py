@@ -19,6 +19,12 @@ from billfold.stripe_gateway.payments import PaymentCalls
 
 __all__ = ["StripeGateway", "idempotency_key"]
 
+# What a Stripe event can be (and what our inbox's columns hold): a signed body outside these
+# is refused as not an event, rather than failing as it is stored.
+_MAX_EVENT_ID = 255
+_MAX_EVENT_TYPE = 100
+_LATEST_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
 
 class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, EventCalls):
     def __init__(
@@ -80,7 +86,7 @@ class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, EventCalls):
             stripe.WebhookSignature.verify_header(
                 payload, signature_header, self._webhook_secret, self._webhook_tolerance
             )
-            event = json.loads(payload)
+            event = json.loads(payload.decode("utf-8"))
         except stripe.SignatureVerificationError as exc:
             raise WebhookSignatureInvalid(
                 "Stripe-Signature does not match the body or is too old"
@@ -89,13 +95,22 @@ class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, EventCalls):
             raise WebhookSignatureInvalid(
                 "Webhook body is not JSON", code="invalid_payload"
             ) from exc
-        if not (
-            isinstance(event, dict)
-            and isinstance(event.get("id"), str)
-            and isinstance(event.get("type"), str)
-            and isinstance(event.get("created"), int)
-        ):
+        if not isinstance(event, dict) or not _is_stripe_event(event):
             raise WebhookSignatureInvalid(
                 "Webhook body is not a Stripe event", code="invalid_payload"
             )
         return event
+
+
+def _is_stripe_event(event: dict[str, Any]) -> bool:
+    event_id, event_type, created = event.get("id"), event.get("type"), event.get("created")
+    return (
+        isinstance(event_id, str)
+        and 0 < len(event_id) <= _MAX_EVENT_ID
+        and isinstance(event_type, str)
+        and 0 < len(event_type) <= _MAX_EVENT_TYPE
+        and "\x00" not in event_id + event_type
+        and isinstance(created, int)
+        and not isinstance(created, bool)
+        and 0 <= created <= _LATEST_CREATED
+    )

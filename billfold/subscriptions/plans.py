@@ -43,6 +43,7 @@ DEFAULT_PLANS: list[dict[str, Any]] = [
 def create_plan(session: Session, fields: dict[str, Any], *, actor: str) -> Plan:
     if session.scalar(select(Plan.id).where(Plan.code == fields["code"])):
         raise Conflict(f"A plan with code {fields['code']!r} exists", code="plan_exists")
+    _price_is_free(session, fields.get("stripe_price_id"), plan_id=None)
     plan = Plan(**fields)
     session.add(plan)
     session.flush()
@@ -52,11 +53,27 @@ def create_plan(session: Session, fields: dict[str, Any], *, actor: str) -> Plan
 
 def update_plan(session: Session, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
     plan = get_plan(session, code, include_inactive=True)
+    if "stripe_price_id" in changes:
+        _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
     for field, value in changes.items():
         setattr(plan, field, value)
     session.flush()
     audit.record(session, actor, "plan.update", plan.id, **{k: str(v) for k, v in changes.items()})
     return plan
+
+
+def _price_is_free(session: Session, stripe_price_id: str | None, *, plan_id: str | None) -> None:
+    """A Stripe price names one plan: it is how a subscription event finds its plan."""
+    if stripe_price_id is None:
+        return
+    holder = session.execute(
+        select(Plan.id, Plan.code).where(Plan.stripe_price_id == stripe_price_id)
+    ).first()
+    if holder is not None and holder.id != plan_id:
+        raise Conflict(
+            f"Stripe price {stripe_price_id!r} belongs to plan {holder.code!r}",
+            code="price_in_use",
+        )
 
 
 def get_plan(session: Session, code: str, *, include_inactive: bool = False) -> Plan:

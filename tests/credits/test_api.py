@@ -549,6 +549,7 @@ def test_the_same_idempotency_key_debits_once_and_answers_the_same(
     reused = consume(client, buyer["headers"], {**body, "amount": 41})
     assert reused.status_code == 409, reused.text
     assert error_code(reused) == "idempotency_key_reused"
+    assert reused.json()["error"]["details"] == {"original_amount": 40}  # as it was sent
     assert balance(client, buyer["headers"]) == 50
     assert len(ledger(client, buyer["headers"])) == 3
 

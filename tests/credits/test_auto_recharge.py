@@ -38,6 +38,7 @@ from billfold.credits.models import (
 )
 from billfold.credits.recharge import RECHARGE_JOB
 from billfold.db import utcnow
+from billfold.idempotency import PURGE_JOB
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
 from billfold.mail.models import OutboxMail
@@ -185,7 +186,9 @@ def unfinished_jobs(services: Services) -> list[Job]:
     with services.db.transaction() as session:
         return list(
             session.scalars(
-                select(Job).where(Job.status != JobStatus.DONE, Job.kind != JANITOR_JOB)
+                select(Job).where(
+                    Job.status != JobStatus.DONE, Job.kind.not_in([JANITOR_JOB, PURGE_JOB])
+                )
             )
         )
 
@@ -589,6 +592,7 @@ def test_the_daily_cap_stops_a_second_recharge_the_same_day_and_pauses_until_tom
     refused = client.post(f"{AUTO}/trigger", headers=headers)
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "recharge_not_started"
+    assert refused.json()["error"]["details"]["cause"] == "daily_cap"
 
 
 # -- manual trigger --------------------------------------------------------------------
@@ -634,8 +638,44 @@ def test_trigger_while_a_recharge_is_in_flight_is_409_and_starts_nothing(
     refused = client.post(f"{AUTO}/trigger", headers=headers)
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "recharge_not_started"
-    assert len(recharges(services, buyer["customerId"])) == 1
+    [in_flight] = recharges(services, buyer["customerId"])
+    assert refused.json()["error"]["details"] == {
+        "cause": "in_flight",
+        "recharge_in_flight_id": in_flight.id,
+    }
     assert intents(stripe_api, buyer["stripeCustomerId"]) == []
+
+
+def test_a_triggered_recharge_whose_card_declines_is_402_with_the_decline(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, Any],
+    services: Services,
+    stripe_api: stripe.StripeClient,
+) -> None:
+    headers = buyer["headers"]
+    set_up(
+        client,
+        admin,
+        buyer,
+        stripe_api,
+        start=300,
+        threshold=100,
+        rechargeCredits=250,
+        number=DECLINES_AT_CHARGE,
+    )
+
+    declined = client.post(f"{AUTO}/trigger", headers=headers)
+
+    assert declined.status_code == 402, declined.text
+    error = declined.json()["error"]
+    assert error["code"] == "card_declined"
+    [failed] = recharges(services, buyer["customerId"])
+    assert error["details"]["decline_code"] == "generic_decline"
+    assert error["details"]["purchase_id"] == failed.id
+    assert failed.status == PurchaseStatus.FAILED
+    assert balance(client, headers) == 300
+    assert auto_recharge(client, headers)["enabled"] is False
 
 
 def test_trigger_with_auto_recharge_off_is_409_auto_recharge_disabled(

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from starlette.types import Message, Receive, Scope, Send
 from support.credits import balance, grant, ledger
 
-from billfold.credits.hot_path import MAX_BODY, PATH, ConsumeHotPath
+from billfold.credits.hot_path import PATH, ConsumeHotPath
 from billfold.services import Services
 
 JSON = {"Content-Type": "application/json"}
@@ -61,6 +61,11 @@ CASES: list[tuple[str, bytes]] = [
     ("an empty body", b""),
     ("not UTF-8", b'{"amount": 5, "idempotencyKey": "\xff\xfe"}'),
     ("a bad customer ID", b'{"amount": 5, "idempotencyKey": "c", "customerId": "x y"}'),
+    ("a NUL in the key", b'{"amount": 5, "idempotencyKey": "c\\u0000"}'),
+    ("a 30,000-deep body", b"[" * 30_000 + b"]" * 30_000),
+    ("a 30,000-deep field", b'{"amount": 5, "reason": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
+    ("a 5,000-digit amount", b'{"amount": ' + b"9" * 5000 + b', "idempotencyKey": "c"}'),
+    ("a 5,000-digit float", b'{"amount": 1.' + b"9" * 5000 + b', "idempotencyKey": "c"}'),
 ]
 
 
@@ -112,7 +117,8 @@ def test_the_hot_path_keeps_the_request_id_and_refuses_an_oversized_body(
     answered = client.post(
         "/credits/consume", content=body, headers={**JSON, **buyer["headers"], "X-Request-ID": "r1"}
     )
-    huge = post(client, buyer["headers"], b" " * MAX_BODY + body, via_fastapi=False)
+    limit = client.app.state.services.settings.max_request_body_bytes  # type: ignore[attr-defined]
+    huge = post(client, buyer["headers"], b" " * limit + body, via_fastapi=False)
 
     assert answered.status_code == 200, answered.text
     assert answered.headers["x-request-id"] == "r1"

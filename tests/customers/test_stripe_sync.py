@@ -22,6 +22,7 @@ from billfold.config import Settings
 from billfold.customers import service
 from billfold.customers.models import Customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
+from billfold.idempotency import PURGE_JOB  # recurring: never drained
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import Worker
@@ -49,7 +50,9 @@ def pending_jobs(services: Services) -> list[Job]:
     with services.db.transaction() as session:
         return list(
             session.scalars(
-                select(Job).where(Job.status != JobStatus.DONE, Job.kind != JANITOR_JOB)
+                select(Job).where(
+                    Job.status != JobStatus.DONE, Job.kind.not_in([JANITOR_JOB, PURGE_JOB])
+                )
             )
         )
 

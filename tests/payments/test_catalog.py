@@ -513,3 +513,45 @@ def test_user_cannot_order_for_another_customer(
     assert _error(response, 404)["code"] == "not_found"
     with services.db.transaction() as session:
         assert session.scalars(select(Order)).all() == []
+
+
+def test_a_currency_iso_4217_does_not_know_is_422_for_products_and_packages(
+    client: TestClient, admin: dict[str, str], services: Services
+) -> None:
+    before = _rows(services)
+    for currency in ("zzz", "ZZZ", "xau", "xxx", "xts", "abc"):
+        product = {"name": "Widget", "unitAmount": 1200, "currency": currency, "stock": 4}
+        package = {"name": "pack", "credits": 100, "price": 100, "currency": currency}
+        for path, body in (("/products", product), ("/credits/packages", package)):
+            error = _error(client.post(path, json=body, headers=admin), 422)
+            assert error["code"] == "validation_error", (path, currency)
+            assert error["details"]["problems"][0]["field"] == "body.currency", path
+    assert _rows(services) == before
+    packages = client.get("/credits/packages", headers=admin).json()["data"]
+    assert packages == []
+
+
+def test_a_known_currency_is_accepted_in_any_case_and_kept_lower_case(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    made = client.post(
+        "/products",
+        json={"name": "Widget", "unitAmount": 1200, "currency": "CHF", "stock": 4},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["data"]["currency"] == "chf"
+
+
+def test_a_name_is_stripped_before_its_length_is_checked(
+    client: TestClient, admin: dict[str, str], services: Services
+) -> None:
+    base = {"unitAmount": 1200, "currency": "usd", "stock": 4}
+    too_long = client.post("/products", json={**base, "name": " " * 5 + "x" * 201}, headers=admin)
+    fits = client.post("/products", json={**base, "name": " " * 5 + "x" * 200 + " "}, headers=admin)
+    blank = client.post("/products", json={**base, "name": "   "}, headers=admin)
+
+    assert _error(too_long, 422)["code"] == "validation_error"
+    assert _error(blank, 422)["code"] == "validation_error"
+    assert fits.status_code == 201, fits.text
+    assert fits.json()["data"]["name"] == "x" * 200

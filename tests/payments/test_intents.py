@@ -426,3 +426,40 @@ def test_two_confirms_and_a_webhook_racing_record_one_success(
         )
         == 1
     )
+
+
+def test_twenty_parallel_saved_card_payments_of_one_order_answer_its_success_never_400(
+    client: TestClient,
+    admin: dict[str, str],
+    buyer: dict[str, Any],
+    services: Services,
+    stripe_api: stripe.StripeClient,
+) -> None:
+    product = make_product(client, admin, unit_amount=700, stock=5)
+    pm = saved_card(client, stripe_api, buyer["headers"])
+    made = client.post(
+        "/orders",
+        json={"items": [{"productId": product["id"], "quantity": 1}]},
+        headers=buyer["headers"],
+    )
+    order_id = made.json()["data"]["id"]
+    start = threading.Barrier(20)
+
+    def pay(_: int) -> httpx.Response:
+        start.wait()
+        return pay_intent(client, buyer["headers"], orderId=order_id, paymentMethodId=pm)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(pay, range(20)))
+
+    # Each call answers the success, or (arriving once the order is paid) that it is paid.
+    paid = [a for a in answers if a.status_code == 200]
+    late = [a for a in answers if a.status_code != 200]
+    assert paid, [a.text for a in answers]
+    assert {a.json()["data"]["status"] for a in paid} == {"succeeded"}
+    assert {a.json()["data"]["paymentId"] for a in paid} == {paid[0].json()["data"]["paymentId"]}
+    assert {(a.status_code, a.json()["error"]["code"]) for a in late} <= {
+        (409, "order_not_payable")
+    }, [a.text for a in late]
+    assert order(client, buyer["headers"], order_id)["status"] == "paid"
+    assert receipts(services, paid[0].json()["data"]["paymentId"]) == 1

@@ -273,3 +273,25 @@ def test_without_a_trial_plan_a_new_customer_has_no_subscription_and_no_license(
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "no_subscription")
     none = client.get("/licenses/me", headers=member.headers)
     assert (none.status_code, none.json()["error"]["code"]) == (404, "no_license")
+
+
+def test_license_verify_without_a_key_says_which_setting_is_missing_and_exits_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env is read
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello")
+
+    keyless = CliRunner().invoke(
+        cli_app, ["license", "verify", "a.b.c"], env={"LICENSE_PRIVATE_KEY": None}
+    )
+    bad_file = _cli("license", "verify", "a.b.c", "--public-key", str(not_a_key))
+
+    assert keyless.exit_code == 2, keyless.output
+    assert "LICENSE_PRIVATE_KEY" in keyless.output
+    assert "--public-key" in keyless.output
+    assert bad_file.exit_code == 2, bad_file.output
+    assert "Cannot read the public key" in bad_file.output
+    for result in (keyless, bad_file):
+        assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+        assert "Traceback" not in result.output

@@ -101,3 +101,25 @@ def test_a_plan_with_a_malformed_code_price_or_interval_is_refused(
         answer = client.post("/plans", json={**STARTER, **bad}, headers=admin)
         assert answer.status_code == 422, (bad, answer.text)
     assert _codes(client, admin) == []
+
+
+def test_a_stripe_price_already_on_another_plan_is_409_on_create_and_change(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    client.post("/plans", json=STARTER, headers=admin).raise_for_status()
+    other = {**STARTER, "code": "other", "stripePriceId": "price_other"}
+    client.post("/plans", json=other, headers=admin).raise_for_status()
+
+    copied = client.post("/plans", json={**STARTER, "code": "copy"}, headers=admin)
+    taken = client.patch(
+        "/plans/other", json={"stripePriceId": STARTER["stripePriceId"]}, headers=admin
+    )
+    kept = client.patch(
+        "/plans/starter", json={"stripePriceId": STARTER["stripePriceId"]}, headers=admin
+    )
+
+    for refused in (copied, taken):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "price_in_use"
+    assert kept.status_code == 200, kept.text
+    assert _codes(client, admin) == ["starter", "other"]

@@ -263,6 +263,42 @@ def test_unverifiable_delivery_answers_400_and_stores_nothing(
     assert count(services, Job) == 0
 
 
+@pytest.mark.parametrize(
+    "strange",
+    [
+        {"created": 10**12},
+        {"created": 10**20},
+        {"created": -1},
+        {"created": True},
+        {"type": "customer." + "x" * 200},
+        {"id": "evt_" + "x" * 300},
+        {"id": "evt_\x00"},
+        {"type": "customer.\x00updated"},
+    ],
+    ids=[
+        "created-1e12",
+        "created-1e20",
+        "created-negative",
+        "created-bool",
+        "long-type",
+        "long-id",
+        "nul-id",
+        "nul-type",
+    ],
+)
+def test_a_signed_event_beyond_what_stripe_sends_is_refused_400_and_stores_nothing(
+    client: TestClient, services: Services, strange: dict[str, Any]
+) -> None:
+    evt = {**event("customer.updated", {"id": "cus_whatever", "object": "customer"}), **strange}
+
+    response = deliver(client, evt)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_payload"
+    assert count(services, StripeEvent) == 0
+    assert count(services, Job) == 0
+
+
 # -- applying customer events ----------------------------------------------------------
 
 
