@@ -5,8 +5,8 @@ kept (see billfold/idempotency.py), and the ones already there are deleted: thei
 done, so a retry of one now simply does the work again (a log-in) or is refused by its own
 rules (a taken e-mail).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-29 19:50:00.000000
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
