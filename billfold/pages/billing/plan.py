@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
 from billfold.customers.service import acting_customer
@@ -46,7 +46,7 @@ def plan_page(
 
 @router.post("/billing/plan/checkout")
 def upgrade(
-    caller: PageCallerDep, form: FormDep, pages: PagesDep, services: ServicesDep
+    request: Request, caller: PageCallerDep, form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     base = services.settings.backend_url.rstrip("/")
     try:
@@ -59,7 +59,9 @@ def upgrade(
         )
     except BillfoldError as exc:
         return pages.redirect("/billing/plan", error=say(exc))
-    return RedirectResponse(url, status_code=303)
+    # A page that moves on to Checkout by itself, rather than a redirect: the CSP's
+    # form-action keeps forms to Billfold, and it also covers a form's redirects.
+    return pages.render(request, "billing/to_checkout.html", section="/billing/plan", url=url)
 
 
 @router.post("/billing/plan/change")
