@@ -7,6 +7,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
 from billfold.pages import account, docs, signin
+from billfold.pages.admin import routes as admin
 from billfold.pages.billing import routes as billing
 from billfold.pages.rendering import HERE, Pages, brand_css
 from billfold.pages.security import PageHeaders, PageSecurity
@@ -21,6 +22,7 @@ def install_pages(app: FastAPI, services: Services) -> None:
     app.include_router(signin.router)
     app.include_router(billing.router)
     app.include_router(account.router)
+    app.include_router(admin.router)
     docs.install(app)
     app.mount("/billing/static", StaticFiles(directory=HERE / "static"), name="pages-static")
     css = brand_css(services.settings)

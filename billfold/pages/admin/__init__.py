@@ -1,0 +1,1 @@
+"""The operator console under /admin: admins only, server-rendered, on the API's services."""

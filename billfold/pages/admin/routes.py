@@ -1,0 +1,11 @@
+"""All console page routes, gathered on one router."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from billfold.pages.admin import catalog, customers, dashboard, money, operations
+
+router = APIRouter(include_in_schema=False)
+for _module in (dashboard, customers, money, operations, catalog):
+    router.include_router(_module.router)
