@@ -309,6 +309,7 @@ def dev(
         console.print(f"API:            {settings.backend_url}")
         console.print(f"API docs:       {settings.backend_url}/docs")
         console.print(f"Billing pages:  {settings.backend_url}/billing")
+        console.print(f"Console:        {settings.backend_url}/admin (sign in as the admin)")
         console.print(f"Stripe stand-in: {standin.url} (localstripe, in memory)")
         console.print(f"Webhook secret: {webhook_secret}")
         console.print(f"Database:       {_safe_url(settings.database_url)}")
