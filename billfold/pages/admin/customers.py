@@ -13,7 +13,7 @@ from starlette.responses import Response
 from billfold.auth.deps import ServicesDep
 from billfold.credits import consume as spending
 from billfold.credits.models import EntryKind
-from billfold.customers import directory, service
+from billfold.customers import directory, privacy_export
 from billfold.errors import BillfoldError, InvalidInput
 from billfold.operations.customer_view import customer_overview
 from billfold.pages.admin.forms import choice, minor_units, whole
@@ -138,7 +138,7 @@ def grant_credits(
 def download_export(customer_id: str, caller: PageAdminDep, services: ServicesDep) -> Response:
     with services.db.transaction() as session:
         seen = customer_overview(session, customer_id)
-        data = service.export(session, caller, seen.customer.user_id)
+        data = privacy_export.export(session, caller, seen.customer.user_id)
     return Response(
         json.dumps(data, indent=2),
         media_type="application/json",
