@@ -248,13 +248,14 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
     ).raise_for_status()
     issued = len(licenses_of(services, member.customer_id))
     sent: list[dict[str, Any]] = []
-    real_update = services.stripe.update_subscription
+    # Routes call Stripe through the inline gateway (a person is waiting).
+    real_update = services.stripe_inline.update_subscription
 
     def update_subscription(subscription: str, *, key: str, params: dict[str, Any]) -> Any:
         sent.append(params)
         return real_update(subscription, key=key, params=params)
 
-    monkeypatch.setattr(services.stripe, "update_subscription", update_subscription)
+    monkeypatch.setattr(services.stripe_inline, "update_subscription", update_subscription)
 
     answer = client.post(
         "/subscriptions/change-plan", json={"plan": "professional"}, headers=member.headers
