@@ -58,6 +58,10 @@ class EventRelay:
     since: int = field(default_factory=lambda: int(time.time()) - 1)
     seen: set[str] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # Events of the same second that came before (another test's) are not this test's.
+        self.skip()
+
     def pending(self, *types: str) -> list[dict[str, Any]]:
         """The events not relayed yet (of `types`, if given), oldest first."""
         listed = self.stripe_api.v1.events.list(
