@@ -49,6 +49,7 @@ from billfold.request_guard import BodyTooLarge, RequestGuard, too_large
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
+from billfold.webhooks.outbound import api as outbound_webhooks_api
 
 
 def create_app(
@@ -107,6 +108,7 @@ def create_app(
         subscriptions_api.router,
         webhooks_api.router,
         operations_api.router,
+        outbound_webhooks_api.router,
     ):
         app.include_router(router)
     _add_operations_routes(app, services)

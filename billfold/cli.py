@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +41,8 @@ app.add_typer(events_cli, name="events")
 app.command("reconcile")(reconcile_command)
 jobs_cli = typer.Typer(help="Durable jobs: see them, and run dead ones again.")
 app.add_typer(jobs_cli, name="jobs")
+webhook_cli = typer.Typer(help="Outbound webhook endpoints: add, list, change, their log.")
+app.add_typer(webhook_cli, name="webhook-endpoints")
 console = Console()
 DEV_DATABASE = "billfold-dev.db"
 
@@ -265,6 +269,143 @@ def jobs_retry(
     for retried_id in retried:
         console.print(f"Retrying {retried_id}")
     console.print(f"{len(retried)} job(s) queued again.")
+EventTypesOption = Annotated[
+    list[str] | None,
+    typer.Option("--event-type", help="Send only this event type (repeat for more)"),
+]
+
+
+@webhook_cli.command("create")
+def webhook_create(
+    url: Annotated[str, typer.Option(help="Where to POST events")],
+    event_types: EventTypesOption = None,
+    description: Annotated[str | None, typer.Option(help="What it is for")] = None,
+) -> None:
+    """Add an endpoint and print its signing secret once."""
+    from billfold.webhooks.outbound import endpoints
+
+    settings = _settings()
+    with _cli_errors(), Database(settings.database_url).transaction() as session:
+        created = endpoints.create(
+            session,
+            settings,
+            url=url,
+            event_types=event_types,
+            description=description,
+            actor="cli",
+        )
+        endpoint_id = created.endpoint.id
+    console.print(f"Created webhook endpoint {endpoint_id}. Its signing secret is shown only now:")
+    print(created.secret)
+
+
+@webhook_cli.command("list")
+def webhook_list() -> None:
+    """List endpoints (never their secrets)."""
+    from billfold.webhooks.outbound import endpoints
+
+    with Database(_settings().database_url).transaction() as session:
+        table = Table("id", "url", "event types", "enabled", "disabled because")
+        for e in endpoints.list_endpoints(session):
+            table.add_row(
+                e.id,
+                e.url,
+                ", ".join(e.event_types) if e.event_types else "all",
+                "yes" if e.enabled else "no",
+                e.disabled_reason or "",
+            )
+    console.print(table)
+
+
+@webhook_cli.command("update")
+def webhook_update(
+    endpoint_id: str,
+    url: Annotated[str | None, typer.Option(help="A new URL")] = None,
+    event_types: EventTypesOption = None,
+    all_event_types: Annotated[bool, typer.Option(help="Send every event type")] = False,
+    enabled: Annotated[bool | None, typer.Option("--enable/--disable")] = None,
+) -> None:
+    """Change an endpoint's URL or event types, or enable or disable it."""
+    from billfold.webhooks.outbound import endpoints
+
+    settings = _settings()
+    changes = endpoints.EndpointChanges(
+        url=url, event_types=event_types, all_event_types=all_event_types, enabled=enabled
+    )
+    with _cli_errors(), Database(settings.database_url).transaction() as session:
+        endpoint = endpoints.update(session, settings, endpoint_id, changes, "cli")
+        state = "enabled" if endpoint.enabled else "disabled"
+    console.print(f"Updated {endpoint_id} ({state})")
+
+
+@webhook_cli.command("delete")
+def webhook_delete(endpoint_id: str) -> None:
+    """Remove an endpoint and its delivery log."""
+    from billfold.webhooks.outbound import endpoints
+
+    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+        endpoints.delete(session, endpoint_id, "cli")
+    console.print(f"Deleted {endpoint_id}")
+
+
+@webhook_cli.command("rotate-secret")
+def webhook_rotate(endpoint_id: str) -> None:
+    """A new signing secret (printed once); the old one keeps signing for the overlap."""
+    from billfold.webhooks.outbound import endpoints
+
+    settings = _settings()
+    with _cli_errors(), Database(settings.database_url).transaction() as session:
+        rotated = endpoints.rotate_secret(session, settings, endpoint_id, "cli")
+    console.print(
+        f"New secret for {endpoint_id}; the old one also signs for "
+        f"{settings.webhook_secret_overlap_hours:g} h. It is shown only now:"
+    )
+    print(rotated.secret)
+
+
+@webhook_cli.command("deliveries")
+def webhook_deliveries(
+    endpoint_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="How many, newest first")] = 50,
+) -> None:
+    """An endpoint's delivery log."""
+    from billfold.webhooks.outbound import endpoints
+
+    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+        table = Table("delivery", "event", "type", "status", "tries", "last answer", "created")
+        for view in endpoints.deliveries(session, endpoint_id, before=None, limit=limit):
+            d = view.delivery
+            table.add_row(
+                d.id,
+                view.event_id,
+                view.event_type,
+                str(d.status),
+                str(d.attempts),
+                str(d.last_status_code or d.last_error or ""),
+                f"{d.created_at:%Y-%m-%d %H:%M:%S}",
+            )
+    console.print(table)
+
+
+@webhook_cli.command("redeliver")
+def webhook_redeliver(endpoint_id: str, delivery_id: str) -> None:
+    """Send a delivery's event again, with the same webhook-id."""
+    from billfold.webhooks.outbound import endpoints
+
+    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+        view = endpoints.redeliver(session, endpoint_id, delivery_id, "cli")
+        new_id = view.delivery.id
+    console.print(f"Queued {new_id}")
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """A domain error ends the command with its message and exit code 1."""
+    try:
+        yield
+    except BillfoldError as exc:
+        console.print(f"[red]{exc.message} ({exc.code})[/red]")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -296,6 +437,7 @@ def dev(
             license_private_key=new_private_key_text(),
             pages_secure_cookies=False,  # the demo serves plain http
             metrics_token=metrics_token,
+            webhook_allow_private_urls="loopback",
         )
         migrations.upgrade(settings.database_url)
         _seed_demo_plans(settings)

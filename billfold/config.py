@@ -9,6 +9,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billfold.webhooks.outbound.urls import PrivateUrls
+
 
 class CustomerCreation(StrEnum):
     ON_REGISTRATION = "on_registration"
@@ -111,6 +113,16 @@ class Settings(BaseSettings):
     pages_session_hours: int = Field(default=12, ge=1, le=24 * 30)
     pages_link_minutes: int = Field(default=5, ge=1, le=60)
     pages_secure_cookies: bool = True
+    # Outbound webhooks: the key encrypting endpoint secrets (base64 of 32 bytes; unset:
+    # derived from JWT_SECRET), which private addresses endpoints may have, the request
+    # timeout, the retry schedule (seconds after each failed try, jittered), how long an
+    # endpoint may fail before it is disabled, and how long a rotated-out secret still signs.
+    webhook_secrets_key: SecretStr | None = None
+    webhook_allow_private_urls: PrivateUrls = PrivateUrls.NONE
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_disable_after_hours: float = Field(default=120.0, gt=0)
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
 
     mail_outbox_dir: Path = Path("mail-outbox")
     # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.
@@ -154,6 +166,21 @@ class Settings(BaseSettings):
                 "PAYMENT_JANITOR_LEASE_SECONDS must exceed STRIPE_TIMEOUT_SECONDS, or the "
                 "janitor could give up on a payment whose intent is still being made"
             )
+        return self
+
+    @property
+    def webhook_retry_delays(self) -> list[float]:
+        """WEBHOOK_RETRY_SCHEDULE as seconds: the wait after the 1st, 2nd… failed try."""
+        return [float(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+    @model_validator(mode="after")
+    def _retry_schedule_parses(self) -> Settings:
+        try:
+            delays = self.webhook_retry_delays
+        except ValueError as exc:
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds") from exc
+        if any(d < 0 for d in delays):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE may not have negative delays")
         return self
 
     def require(self, *names: str) -> None:

@@ -17,6 +17,7 @@ from billfold.payments.models import Order, OrderLine, Payment, Product, Refund,
 from billfold.ratelimits.models import RateLimitCounter
 from billfold.subscriptions.models import License, Plan, Subscription
 from billfold.webhooks.models import StripeEvent
+from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
     "AccountLink",
@@ -44,4 +45,7 @@ __all__ = [
     "Subscription",
     "User",
     "WebSession",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -28,6 +28,8 @@ from billfold.subscriptions import handlers as subscription_events
 from billfold.subscriptions import lifecycle
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
+from billfold.webhooks.outbound import delivery as outbound_delivery
+from billfold.webhooks.outbound.events import DELIVER_JOB
 
 EVENT_HANDLERS: dict[str, EventHandler] = {
     **customer_events.HANDLERS,
@@ -52,9 +54,13 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     janitor.JANITOR_JOB: JobKind(
         janitor.janitor_job, every=lambda s: s.settings.payment_janitor_interval_seconds
     ),
+<<<<<<< HEAD
     idempotency.PURGE_JOB: JobKind(
         idempotency.purge_job, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
     ),
+=======
+    DELIVER_JOB: JobKind(outbound_delivery.deliver_job),
+>>>>>>> 93a401a (Outbound webhooks: endpoints (API and CLI), encrypted signing secrets, signed deliveries by the job queue)
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
+
 from billfold.config import Settings
 from billfold.db import Database
 from billfold.stripe_gateway import StripeGateway
@@ -22,6 +24,8 @@ class Services:
     stripe_inline: StripeGateway
     # The keys that sign (and verify) license tokens.
     licenses: SigningKeys
+    # Sends outbound webhooks: WEBHOOK_TIMEOUT_SECONDS, keep-alive, never follows redirects.
+    webhook_http: httpx.Client
 
     def for_requests(self) -> Services:
         """These services as HTTP routes get them: a person is waiting, so every Stripe call
@@ -48,4 +52,9 @@ class Services:
                 http_factory=stripe_http,
             ),
             licenses=SigningKeys.from_settings(settings),
+            webhook_http=httpx.Client(
+                timeout=settings.webhook_timeout_seconds,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            ),
         )

@@ -1,0 +1,2 @@
+"""Outbound webhooks: events about our customers, signed (Standard Webhooks) and delivered to
+the host application's endpoints by the job queue."""

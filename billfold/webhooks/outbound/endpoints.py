@@ -1,0 +1,182 @@
+"""The host's webhook endpoints: add, list, change, remove, rotate the secret; the delivery
+log and redelivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billfold import audit
+from billfold.config import Settings
+from billfold.db import new_id, utcnow
+from billfold.errors import InvalidInput, NotFound
+from billfold.webhooks.outbound.catalog import EVENT_TYPES
+from billfold.webhooks.outbound.events import schedule
+from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from billfold.webhooks.outbound.secrets import SecretBox, new_signing_secret
+from billfold.webhooks.outbound.urls import check_url
+
+
+@dataclass(frozen=True)
+class CreatedEndpoint:
+    endpoint: WebhookEndpoint
+    secret: str  # shown once, at creation (and at each rotation)
+
+
+def _event_types(event_types: Sequence[str] | None) -> list[str] | None:
+    if event_types is None:
+        return None
+    unknown = sorted(set(event_types) - EVENT_TYPES.keys())
+    if unknown:
+        raise InvalidInput(
+            "Unknown event type(s): " + ", ".join(unknown), code="unknown_event_type"
+        )
+    if not event_types:
+        raise InvalidInput(
+            "Give at least one event type, or leave eventTypes out for all",
+            code="unknown_event_type",
+        )
+    return sorted(set(event_types))
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    *,
+    url: str,
+    event_types: Sequence[str] | None,
+    description: str | None,
+    actor: str,
+) -> CreatedEndpoint:
+    check_url(url, settings.webhook_allow_private_urls)
+    endpoint_id = new_id("whe")
+    plaintext = new_signing_secret()
+    endpoint = WebhookEndpoint(
+        id=endpoint_id,
+        url=url,
+        description=description,
+        event_types=_event_types(event_types),
+        enabled=True,
+        secret_encrypted=SecretBox.from_settings(settings).seal(plaintext, endpoint_id),
+    )
+    session.add(endpoint)
+    session.flush()
+    audit.record(session, actor, "webhook_endpoint.create", endpoint_id, url=url)
+    return CreatedEndpoint(endpoint, plaintext)
+
+
+def get(session: Session, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise NotFound("No such webhook endpoint")
+    return endpoint
+
+
+def list_endpoints(session: Session) -> list[WebhookEndpoint]:
+    return list(session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.created_at)))
+
+
+@dataclass(frozen=True)
+class EndpointChanges:
+    url: str | None = None
+    description: str | None = None
+    # `all_event_types` clears the filter; `event_types` sets it.
+    event_types: Sequence[str] | None = None
+    all_event_types: bool = False
+    enabled: bool | None = None
+
+
+def update(
+    session: Session, settings: Settings, endpoint_id: str, changes: EndpointChanges, actor: str
+) -> WebhookEndpoint:
+    endpoint = get(session, endpoint_id)
+    if changes.url is not None:
+        endpoint.url = check_url(changes.url, settings.webhook_allow_private_urls)
+    if changes.description is not None:
+        endpoint.description = changes.description or None
+    if changes.all_event_types:
+        endpoint.event_types = None
+    elif changes.event_types is not None:
+        endpoint.event_types = _event_types(changes.event_types)
+    if changes.enabled is not None and changes.enabled != endpoint.enabled:
+        endpoint.enabled = changes.enabled
+        endpoint.disabled_reason = None if changes.enabled else f"disabled by {actor}"
+        endpoint.failing_since = None
+    session.flush()
+    audit.record(session, actor, "webhook_endpoint.update", endpoint_id)
+    return endpoint
+
+
+def delete(session: Session, endpoint_id: str, actor: str) -> None:
+    endpoint = get(session, endpoint_id)
+    session.query(WebhookDelivery).filter(WebhookDelivery.endpoint_id == endpoint_id).delete()
+    session.delete(endpoint)
+    session.flush()
+    audit.record(session, actor, "webhook_endpoint.delete", endpoint_id)
+
+
+def rotate_secret(
+    session: Session, settings: Settings, endpoint_id: str, actor: str
+) -> CreatedEndpoint:
+    """A new secret signs from now on; the old one signs too for WEBHOOK_SECRET_OVERLAP_HOURS,
+    so every delivery carries two signatures while the receiver switches."""
+    endpoint = get(session, endpoint_id)
+    box = SecretBox.from_settings(settings)
+    old = box.open(endpoint.secret_encrypted, endpoint.id)
+    plaintext = new_signing_secret()
+    endpoint.previous_secret_encrypted = box.seal(old, endpoint.id)
+    endpoint.previous_secret_expires_at = utcnow() + timedelta(
+        hours=settings.webhook_secret_overlap_hours
+    )
+    endpoint.secret_encrypted = box.seal(plaintext, endpoint.id)
+    session.flush()
+    audit.record(session, actor, "webhook_endpoint.rotate_secret", endpoint_id)
+    return CreatedEndpoint(endpoint, plaintext)
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    delivery: WebhookDelivery
+    event_id: str
+    event_type: str
+
+
+def deliveries(
+    session: Session, endpoint_id: str, *, before: datetime | None, limit: int
+) -> list[DeliveryView]:
+    """The endpoint's delivery log, newest first; `before` pages on."""
+    get(session, endpoint_id)
+    query = (
+        select(WebhookDelivery, WebhookEvent.id, WebhookEvent.type)
+        .join(WebhookEvent, WebhookEvent.seq == WebhookDelivery.event_seq)
+        .where(WebhookDelivery.endpoint_id == endpoint_id)
+        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(WebhookDelivery.created_at < before)
+    return [
+        DeliveryView(d, event_id, event_type) for d, event_id, event_type in session.execute(query)
+    ]
+
+
+def redeliver(session: Session, endpoint_id: str, delivery_id: str, actor: str) -> DeliveryView:
+    """Send a delivery's event again (same `webhook-id`), as a new delivery in the log."""
+    endpoint = get(session, endpoint_id)
+    found = session.execute(
+        select(WebhookDelivery, WebhookEvent.id, WebhookEvent.type)
+        .join(WebhookEvent, WebhookEvent.seq == WebhookDelivery.event_seq)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == endpoint.id)
+    ).one_or_none()
+    if found is None:
+        raise NotFound("No such delivery")
+    original, event_id, event_type = found
+    (new_id_,) = schedule(session, [endpoint.id], original.event_seq, original.customer_id)
+    audit.record(session, actor, "webhook_delivery.redeliver", new_id_, original=delivery_id)
+    created = session.get(WebhookDelivery, new_id_)
+    assert created is not None
+    return DeliveryView(created, event_id, event_type)

@@ -1,0 +1,63 @@
+"""Endpoint URLs we may call: no private, loopback or link-local address (SSRF), unless the
+`WEBHOOK_ALLOW_PRIVATE_URLS` setting allows it."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from billfold.errors import InvalidInput
+
+
+class PrivateUrls(StrEnum):
+    NONE = "none"  # public addresses only
+    LOOPBACK = "loopback"  # and this machine (development, tests)
+    ALL = "all"  # and any private network (an in-house receiver)
+
+
+class UnsafeUrl(InvalidInput):
+    code = "unsafe_url"
+
+
+def check_url(url: str, allow: PrivateUrls) -> str:
+    """The URL if it is http(s) and every address its host resolves to is allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("The URL must be http:// or https:// with a host", code="invalid_url")
+    if parts.username or parts.password:
+        raise InvalidInput("The URL may not carry credentials", code="invalid_url")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise InvalidInput("The URL's port is not valid", code="invalid_url") from exc
+    for address in _addresses(parts.hostname, port):
+        if not _allowed(address, allow):
+            raise UnsafeUrl(
+                "The URL resolves to a private, loopback or link-local address",
+                host=parts.hostname,
+            )
+    return url
+
+
+def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidInput("The URL's host does not resolve", code="invalid_url") from exc
+    found = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        found.append(address)
+    return found
+
+
+def _allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: PrivateUrls) -> bool:
+    if allow is PrivateUrls.ALL:
+        return not (address.is_multicast or address.is_unspecified)
+    if address.is_loopback:
+        return allow is PrivateUrls.LOOPBACK
+    return address.is_global

@@ -1,0 +1,125 @@
+"""A real HTTP receiver for outbound webhooks: it verifies every delivery with the
+`standardwebhooks` library and answers as the test tells it (status, Retry-After, delay,
+hold until released), so faults are real network behaviour, not a mocked client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+@dataclass(frozen=True)
+class Received:
+    webhook_id: str
+    type: str
+    data: dict[str, Any]
+    headers: dict[str, str]
+    verified_with: tuple[str, ...]  # the secrets whose signature matched
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (beyond the sender's timeout = a slow receiver)
+    hold: threading.Event | None = None  # answer only once this is set
+
+
+class WebhookReceiver:
+    """Start with `WebhookReceiver.start(secrets)`; `.stop()` takes it down, `.restart()` up."""
+
+    def __init__(self, secrets: list[str], port: int = 0) -> None:
+        self.secrets = list(secrets)
+        self.received: list[Received] = []
+        self.rejected: list[str] = []
+        self.accepted: list[Received] = []  # answered with a 2xx
+        self.requests = 0
+        # Called for each verified delivery; answers how to reply (default: 200 at once).
+        self.respond: Callable[[Received], Answer] = lambda _r: Answer()
+        self._lock = threading.Lock()
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, secrets: list[str] | None = None) -> WebhookReceiver:
+        receiver = cls(secrets or [])
+        receiver.restart()
+        return receiver
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}/hooks"
+
+    def restart(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                answer = receiver._handle(body, {k.lower(): v for k, v in self.headers.items()})
+                if answer.hold is not None:
+                    answer.hold.wait(30)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        server.daemon_threads = True
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _handle(self, body: bytes, headers: dict[str, str]) -> Answer:
+        with self._lock:
+            self.requests += 1
+        matched = []
+        for secret in self.secrets:
+            try:
+                Webhook(secret).verify(body, headers)
+            except WebhookVerificationError:
+                continue
+            matched.append(secret)
+        if not matched:
+            with self._lock:
+                self.rejected.append(headers.get("webhook-id", "?"))
+            return Answer(status=400)
+        payload = json.loads(body)
+        received = Received(
+            headers["webhook-id"], payload["type"], payload["data"], headers, tuple(matched)
+        )
+        with self._lock:
+            self.received.append(received)
+        answer = self.respond(received)
+        if 200 <= answer.status < 300:
+            with self._lock:
+                self.accepted.append(received)
+        return answer
+
+    def accepted_ids(self) -> list[str]:
+        with self._lock:
+            return [r.webhook_id for r in self.accepted]
