@@ -37,6 +37,7 @@ from billfold.customers.models import Customer
 from billfold.db import UTCDateTime, new_id, utcnow
 from billfold.errors import InvalidInput, NotFound
 from billfold.services import Services
+from billfold.webhooks.outbound.notify import balance_crossings
 
 log = structlog.get_logger("billfold.credits")
 
@@ -242,6 +243,13 @@ def apply_batch(
             continue
         account.balance -= debit.amount
         account.entries += 1
+        balance_crossings(
+            session,
+            owner,
+            account.balance + debit.amount,
+            account.balance,
+            account.policy.threshold,
+        )
         posted = ledger.Posted(
             new_id("ctx"), -debit.amount, account.balance, EntryKind.CONSUME, key, now, False
         )

@@ -21,6 +21,7 @@ from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.rules import RechargePolicy
 from billfold.db import new_id, utcnow
 from billfold.errors import BillfoldError, Conflict
+from billfold.webhooks.outbound.notify import balance_crossings
 
 
 class InsufficientCredits(BillfoldError):
@@ -166,6 +167,9 @@ def _append(
             actor=actor,
             created_at=now,
         )
+    )
+    balance_crossings(
+        session, customer_id, row.balance - amount, row.balance, row.threshold_credits
     )
     return Posted(entry_id, amount, row.balance, kind, idempotency_key, now, False, policy_of(row))
 

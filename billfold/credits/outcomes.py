@@ -20,11 +20,12 @@ from billfold.credits.rules import clawback
 from billfold.db import utcnow
 from billfold.payments.models import Payment
 from billfold.payments.receipts import queue_receipt
+from billfold.webhooks.outbound.notify import credits_purchased
 
 
 def on_paid(session: Session, payment: Payment, _settings: Settings) -> None:
     purchase = _purchase_of(session, payment)
-    ledger.post(
+    posted = ledger.post(
         session,
         payment.customer_id,
         purchase.credits,
@@ -37,6 +38,7 @@ def on_paid(session: Session, payment: Payment, _settings: Settings) -> None:
     purchase.status = PurchaseStatus.SUCCEEDED
     purchase.granted_at = utcnow()
     _release_recharge(session, purchase)
+    credits_purchased(session, purchase, posted.balance_after)
     queue_receipt(session, payment)
 
 

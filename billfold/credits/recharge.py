@@ -37,6 +37,7 @@ from billfold.payments.intents import record
 from billfold.payments.methods import own_card
 from billfold.payments.models import TERMINAL, Payment
 from billfold.services import Services
+from billfold.webhooks.outbound.notify import recharge_failed
 
 log = structlog.get_logger("billfold.credits")
 
@@ -301,6 +302,7 @@ def disable_after_failure(
     audit.record(
         session, "system", "credits.auto_recharge.disabled", purchase.customer_id, reason=code
     )
+    recharge_failed(session, purchase, code)
     customer = session.get(Customer, purchase.customer_id)
     if customer is None or customer.deleted_at is not None:
         return

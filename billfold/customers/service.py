@@ -25,6 +25,7 @@ from billfold.customers.models import Customer
 from billfold.db import utcnow
 from billfold.errors import Conflict, Forbidden, InvalidInput, NotFound
 from billfold.jobs.queue import enqueue
+from billfold.webhooks.outbound.notify import customer_event
 
 LINK_JOB = "customers.link"
 PUSH_JOB = "customers.push"
@@ -68,6 +69,7 @@ def register(
             session.flush()
     except IntegrityError as exc:  # a concurrent registration won the race for this e-mail
         raise EmailTaken("An account with this e-mail already exists") from exc
+    customer_event(session, "customer.created", customer)
     if creation is CustomerCreation.ON_REGISTRATION and role is Role.USER:
         enqueue(session, LINK_JOB, {"customer_id": customer.id}, run_at=utcnow() + link_delay)
     return customer
@@ -166,6 +168,8 @@ def update_user(
         raise EmailTaken("An account with this e-mail already exists") from exc
     if caller.actor != user.id:
         audit.record(session, caller.actor, "user.update", user.id, fields=_changed(changes))
+    if pushed_fields_changed or changes.company_name is not None:
+        customer_event(session, "customer.updated", customer)
     return customer
 
 
@@ -183,7 +187,7 @@ def delete_user(session: Session, caller: Caller, user_id: str) -> Customer:
     customer.deleted_at = now
     enqueue(session, REMOVE_JOB, {"customer_id": customer.id})
     audit.record(session, caller.actor, "user.delete", user.id, customer_id=customer.id)
-    session.flush()
+    customer_event(session, "customer.deleted", customer)
     return customer
 
 

@@ -37,6 +37,7 @@ from billfold.stripe_gateway import (
     StripePaymentIntent,
     StripeRejected,
 )
+from billfold.webhooks.outbound.notify import payment_event
 
 log = structlog.get_logger("billfold.payments")
 
@@ -433,6 +434,7 @@ def apply_intent(
             assert payment is not None
             session.refresh(payment)
             purpose_of(payment).declined(session, payment, settings)
+            payment_event(session, "payment.failed", payment)
         outcome = "declined" if declined else str(status)
         PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
         log.info(
@@ -454,6 +456,7 @@ def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
         return
     purpose = purpose_of(payment)
     purpose.paid(session, payment, settings)
+    payment_event(session, "payment.succeeded", payment)
     # A charge.refunded may have been recorded before the success itself.
     if already_refunded := refunded_total(session, payment.id):
         purpose.refunded(session, payment, already_refunded, settings)

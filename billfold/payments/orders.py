@@ -15,6 +15,7 @@ from billfold.errors import Conflict, InvalidInput, NotFound
 from billfold.jobs.queue import enqueue
 from billfold.payments.catalog import get_product
 from billfold.payments.models import Order, OrderLine, OrderStatus, Product
+from billfold.webhooks.outbound.notify import order_paid
 
 log = structlog.get_logger("billfold.payments")
 
@@ -149,6 +150,7 @@ def fulfil(session: Session, order_id: str) -> None:
             order.oversold = True
             audit.record(session, "system", "order.oversold", order.id, product_id=line.product_id)
             log.warning("order.oversold", order_id=order.id, product_id=line.product_id)
+    order_paid(session, order)
 
 
 def record_refund(session: Session, order_id: str, *, amount_refunded: int) -> None:

@@ -25,6 +25,7 @@ from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatu
 from billfold.payments.receipts import queue_refund_notice
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure, StripeNotFound, StripeRefund
+from billfold.webhooks.outbound.notify import payment_refunded
 
 log = structlog.get_logger("billfold.payments")
 
@@ -305,6 +306,7 @@ def _transition(
         refund = session.get(Refund, refund_id)
         assert refund is not None
         queue_refund_notice(session, refund)
+        payment_refunded(session, payment, refund, refunded_total(session, payment.id))
     log.info("refund.status", refund_id=refund_id, status=str(status))
 
 

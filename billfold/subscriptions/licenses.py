@@ -20,6 +20,7 @@ from billfold.errors import BillfoldError
 from billfold.mail.outbox import queue_mail
 from billfold.subscriptions.keys import SigningKeys
 from billfold.subscriptions.models import License, Subscription, SubscriptionStatus
+from billfold.webhooks.outbound.notify import license_issued
 
 ISSUER = "billfold"
 ALGORITHM = "EdDSA"
@@ -96,6 +97,7 @@ def issue(
         claims, keys.private, algorithm=ALGORITHM, headers={"kid": keys.kid}
     )
     _mail(session, license_row)
+    license_issued(session, license_row)
     return license_row
 
 

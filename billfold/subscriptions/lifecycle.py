@@ -24,6 +24,7 @@ from billfold.subscriptions import licenses
 from billfold.subscriptions.keys import SigningKeys
 from billfold.subscriptions.models import Plan, Subscription, SubscriptionStatus
 from billfold.subscriptions.plans import TRIAL, get_plan, plan_for_price
+from billfold.webhooks.outbound.notify import subscription_changed
 
 log = structlog.get_logger("billfold.subscriptions")
 LINK_WAIT_SECONDS = 10.0
@@ -47,6 +48,7 @@ def start_trial(
     )
     session.add(subscription)
     session.flush()
+    subscription_changed(session, subscription, None)
     licenses.issue(session, subscription, settings, keys)
 
 
@@ -153,6 +155,7 @@ def apply_stripe_subscription(
         subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
     session.flush()
     if _license_facts(subscription) != before:
+        subscription_changed(session, subscription, str(before[1]))
         licenses.issue(session, subscription, settings, keys)
         log.info(
             "subscription.changed",
@@ -189,6 +192,7 @@ def _local_for(
         )
         session.add(found)
         session.flush()
+        subscription_changed(session, found, None)
     return found
 
 
@@ -227,6 +231,7 @@ def cancel(
         if stripe_id is None:  # a trial that never touched Stripe ends here
             subscription.status = SubscriptionStatus.CANCELED
             subscription.canceled_at = utcnow()
+            subscription_changed(session, subscription, str(SubscriptionStatus.TRIALING))
             licenses.issue(session, subscription, services.settings, services.licenses)
             audit.record(session, caller.actor, "subscription.cancel", subscription.id)
             return subscription
