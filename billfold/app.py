@@ -26,6 +26,7 @@ from billfold.credits import api as credits_api
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
+from billfold.entitlements import api as entitlements_api
 from billfold.errors import BillfoldError, InvalidInput
 from billfold.http_errors import error_response, invalid_request, response_for, unparsable_json
 from billfold.idempotency import IdempotencyMiddleware
@@ -109,6 +110,7 @@ def create_app(
         webhooks_api.router,
         operations_api.router,
         outbound_webhooks_api.router,
+        entitlements_api.router,
     ):
         app.include_router(router)
     _add_operations_routes(app, services)
