@@ -56,7 +56,8 @@ fi
 
 BILLFOLD_STAMP=.venv/.billfold-pyproject.sha256
 if ! sha256sum --status -c "$BILLFOLD_STAMP" 2>/dev/null; then
-  step "Installing billfold and its dev tools into .venv"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-  sha256sum pyproject.toml >"$BILLFOLD_STAMP"
+  step "Installing billfold, its Python client and the dev tools into .venv"
+  # The client (clients/python) is its own package; its tests run in the main suite.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
+  sha256sum pyproject.toml clients/python/pyproject.toml >"$BILLFOLD_STAMP"
 fi

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from billfold.auth.service import Caller
 from billfold.config import Settings
@@ -42,6 +42,9 @@ _FACTS = (
     .outerjoin(Subscription, Subscription.customer_id == Customer.id)
     .outerjoin(Plan, Plan.id == Subscription.plan_id)
     .outerjoin(CreditAccount, CreditAccount.customer_id == Customer.id)
+    # The plan comes in this row: no eager (inner) join of its own, which would drop
+    # customers without a subscription; the relationship then finds it in the session.
+    .options(lazyload(Subscription.plan))
 )
 
 

@@ -22,6 +22,7 @@ class Received:
     data: dict[str, Any]
     headers: dict[str, str]
     verified_with: tuple[str, ...]  # the secrets whose signature matched
+    body: bytes
 
 
 @dataclass
@@ -110,7 +111,7 @@ class WebhookReceiver:
             return Answer(status=400)
         payload = json.loads(body)
         received = Received(
-            headers["webhook-id"], payload["type"], payload["data"], headers, tuple(matched)
+            headers["webhook-id"], payload["type"], payload["data"], headers, tuple(matched), body
         )
         with self._lock:
             self.received.append(received)
