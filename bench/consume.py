@@ -317,7 +317,7 @@ def start_server(url: str, stripe_base: str, port: int, workers: int) -> subproc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts the processes slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
