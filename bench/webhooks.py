@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -82,6 +83,12 @@ def _receiver(port: int, secret: str) -> None:
 def _stats(port: int) -> dict[str, int]:
     stats: dict[str, int] = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=30).json()
     return stats
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux), to judge the cost apart from the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _settled(db: Database) -> tuple[int, int]:
@@ -182,6 +189,7 @@ def main() -> None:
                     break
                 time.sleep(0.2)
             elapsed = time.perf_counter() - started
+            cpu = sum(_cpu_seconds(w.pid) for w in workers)
         finally:
             for worker in workers:
                 worker.terminate()
@@ -205,6 +213,10 @@ def main() -> None:
     print(
         f"  delivered: {delivered / elapsed:8.0f} deliveries/s  ({delivered} in {elapsed:.1f} s, "
         f"worker start-up included)  failed={failed}"
+    )
+    print(
+        f"  worker CPU: {cpu / max(delivered, 1) * 1000:.2f} ms per delivery "
+        f"(~{max(delivered, 1) / max(cpu, 1e-9):.0f} deliveries/s per free core)"
     )
     if steady > 0:
         print(f"  first to last delivery: {delivered / steady:8.0f} deliveries/s ({steady:.1f} s)")

@@ -61,6 +61,7 @@ def upgrade() -> None:
             "event_seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
         sa.Column("customer_id", sa.String(length=40), nullable=True),
+        sa.Column("job_id", sa.String(length=40), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -30,6 +30,7 @@ from billfold.auth.models import Role, User
 from billfold.config import Settings
 from billfold.db import utcnow
 from billfold.errors import BillfoldError
+from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Defer, PermanentJobError
 from billfold.mail.outbox import queue_mail
 from billfold.services import Services
@@ -44,8 +45,9 @@ from billfold.webhooks.outbound.urls import check_url
 
 log = structlog.get_logger("billfold.webhooks.outbound")
 
-# While an earlier delivery for the same customer is being tried right now, look again soon.
-_ORDER_RECHECK = timedelta(milliseconds=200)
+# A delivery waiting for an earlier one of the same customer is woken when that one settles;
+# this is only the safety net, counted from the earlier one's next try.
+_ORDER_RECHECK = timedelta(seconds=2)
 _MAX_RETRY_AFTER = timedelta(hours=24)
 
 
@@ -94,6 +96,7 @@ def _prepare(session: Session, settings: Settings, delivery_id: str) -> _Prepare
         delivery.status = DeliveryStatus.FAILED
         delivery.last_error = "endpoint disabled"
         delivery.next_attempt_at = None
+        _wake_next(session, delivery)
         return None
     if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
         # A try was recorded but its job was not put back (the worker died in between).
@@ -194,6 +197,7 @@ def _record(
         delivery.next_attempt_at = None
         if endpoint.failing_since is not None:
             endpoint.failing_since = None
+        _wake_next(session, delivery)
         return None
     log.info("webhook.delivery_failed", delivery_id=delivery_id, status=status, error=error)
     if status == 410:
@@ -208,12 +212,36 @@ def _record(
     if final or delivery.attempts > len(delays):
         delivery.status = DeliveryStatus.FAILED
         delivery.next_attempt_at = None
+        _wake_next(session, delivery)
         return None
     wait = timedelta(seconds=delays[delivery.attempts - 1] * random.uniform(0.9, 1.1))
     if retry_after is not None:
         wait = max(wait, min(timedelta(seconds=retry_after), _MAX_RETRY_AFTER))
     delivery.next_attempt_at = utcnow() + wait
     return delivery.next_attempt_at
+
+
+def _wake_next(session: Session, settled: WebhookDelivery) -> None:
+    """The next pending delivery of the same customer to the same endpoint may go now."""
+    if settled.customer_id is None:
+        return
+    next_job = session.scalar(
+        select(WebhookDelivery.job_id)
+        .where(
+            WebhookDelivery.endpoint_id == settled.endpoint_id,
+            WebhookDelivery.customer_id == settled.customer_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.event_seq > settled.event_seq,
+        )
+        .order_by(WebhookDelivery.event_seq)
+        .limit(1)
+    )
+    if next_job is not None:
+        session.execute(
+            update(Job)
+            .where(Job.id == next_job, Job.status == JobStatus.PENDING)
+            .values(run_at=utcnow())
+        )
 
 
 def _disable(session: Session, endpoint: WebhookEndpoint, reason: str) -> None:

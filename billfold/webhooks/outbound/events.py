@@ -56,6 +56,7 @@ def schedule(
     deliveries = [
         {
             "id": new_id("whd"),
+            "job_id": new_id("job"),
             "endpoint_id": endpoint_id,
             "event_seq": event_seq,
             "customer_id": customer_id,
@@ -71,7 +72,7 @@ def schedule(
         insert(Job),
         [
             {
-                "id": new_id("job"),
+                "id": d["job_id"],
                 "kind": DELIVER_JOB,
                 "payload": {"delivery_id": d["id"]},
                 "status": JobStatus.PENDING,

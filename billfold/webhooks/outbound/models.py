@@ -70,6 +70,8 @@ class WebhookDelivery(Base):
     event_seq: Mapped[int] = mapped_column(ForeignKey("webhook_events.seq"))
     # Copied from the event: deliveries of one customer's events to one endpoint keep order.
     customer_id: Mapped[str | None] = mapped_column(String(40))
+    # The job that sends it: woken when the delivery before it (same customer) settles.
+    job_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[DeliveryStatus] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
