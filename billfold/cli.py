@@ -269,6 +269,8 @@ def jobs_retry(
     for retried_id in retried:
         console.print(f"Retrying {retried_id}")
     console.print(f"{len(retried)} job(s) queued again.")
+
+
 EventTypesOption = Annotated[
     list[str] | None,
     typer.Option("--event-type", help="Send only this event type (repeat for more)"),
