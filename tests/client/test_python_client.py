@@ -44,6 +44,7 @@ from billfold.standin.launcher import free_port
 
 # Billfold's operations a host backend does not call through the client: the admin's own
 # catalog and key management, a user's login, Stripe's webhook, operations endpoints.
+# A new Billfold operation fails the test below until it is added to the client or here.
 NOT_FOR_HOST_BACKENDS = {
     ("POST", "/auth/login"),
     ("GET", "/users/me"),
@@ -62,6 +63,13 @@ NOT_FOR_HOST_BACKENDS = {
     ("POST", "/webhooks/events/{event_id}/replay"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    # The operator console's views (offset-paged lists for people, not for code).
+    ("GET", "/audit-log"),
+    ("GET", "/dashboard"),
+    ("GET", "/jobs"),
+    ("POST", "/jobs/{job_id}/retry"),
+    ("GET", "/refunds"),
+    ("GET", "/subscriptions"),
 }
 
 

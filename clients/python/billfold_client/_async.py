@@ -246,6 +246,22 @@ class AsyncBillfold:
     ) -> JSON:
         return await self._run(ops.billing_portal(customer_id, return_url, idempotency_key))
 
+    async def resume_subscription(
+        self, customer_id: str, *, idempotency_key: str | None = None
+    ) -> JSON:
+        """Undo a cancel-at-period-end before the period ends."""
+        return await self._run(ops.resume_subscription(customer_id, idempotency_key))
+
+    async def billing_session(
+        self,
+        customer_id: str,
+        *,
+        return_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """A one-time sign-in link to the customer's billing pages (`url`, `expiresAt`)."""
+        return await self._run(ops.billing_session(customer_id, return_url, idempotency_key))
+
     async def license(self, customer_id: str) -> JSON:
         return await self._run(ops.license(customer_id))
 

@@ -251,6 +251,18 @@ def billing_portal(customer_id: str, return_url: str, key: str | None) -> Op[JSO
     return Op("POST", "/subscriptions/portal", body=body, idempotency_key=key)
 
 
+@_operation("POST", "/subscriptions/resume")
+def resume_subscription(customer_id: str, key: str | None) -> Op[JSON]:
+    body = {"customerId": customer_id}
+    return Op("POST", "/subscriptions/resume", body=body, idempotency_key=key)
+
+
+@_operation("POST", "/billing/sessions")
+def billing_session(customer_id: str, return_url: str | None, key: str | None) -> Op[JSON]:
+    body = _drop_none({"customerId": customer_id, "returnUrl": return_url})
+    return Op("POST", "/billing/sessions", body=body, idempotency_key=key)
+
+
 @_operation("GET", "/licenses/me")
 def license(customer_id: str) -> Op[JSON]:
     return Op("GET", "/licenses/me", params={"customerId": customer_id})

@@ -238,6 +238,20 @@ class Billfold:
     ) -> JSON:
         return self._run(ops.billing_portal(customer_id, return_url, idempotency_key))
 
+    def resume_subscription(self, customer_id: str, *, idempotency_key: str | None = None) -> JSON:
+        """Undo a cancel-at-period-end before the period ends."""
+        return self._run(ops.resume_subscription(customer_id, idempotency_key))
+
+    def billing_session(
+        self,
+        customer_id: str,
+        *,
+        return_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """A one-time sign-in link to the customer's billing pages (`url`, `expiresAt`)."""
+        return self._run(ops.billing_session(customer_id, return_url, idempotency_key))
+
     def license(self, customer_id: str) -> JSON:
         return self._run(ops.license(customer_id))
 
