@@ -54,13 +54,10 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     janitor.JANITOR_JOB: JobKind(
         janitor.janitor_job, every=lambda s: s.settings.payment_janitor_interval_seconds
     ),
-<<<<<<< HEAD
     idempotency.PURGE_JOB: JobKind(
         idempotency.purge_job, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
     ),
-=======
     DELIVER_JOB: JobKind(outbound_delivery.deliver_job),
->>>>>>> 93a401a (Outbound webhooks: endpoints (API and CLI), encrypted signing secrets, signed deliveries by the job queue)
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(
