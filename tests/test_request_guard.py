@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -66,7 +67,10 @@ def _call(
         "client": ("127.0.0.1", 1234),
         "server": ("testserver", 80),
     }
-    asyncio.run(asyncio.wait_for(app(scope, receive, send), timeout=30))
+    # A loop of its own on a thread of its own: Playwright's sync API, used by the browser tests
+    # in the same session, leaves an event loop running on the main thread.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(asyncio.run, asyncio.wait_for(app(scope, receive, send), timeout=30)).result()
     return sent, read
 
 
