@@ -27,10 +27,11 @@ from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
 from billfold.entitlements import api as entitlements_api
-from billfold.errors import BillfoldError, InvalidInput
-from billfold.http_errors import error_response, invalid_request, response_for, unparsable_json
-from billfold.idempotency import IdempotencyMiddleware
-from billfold.observability import configure_logging
+from billfold.kit.errors import BillfoldError, InvalidInput
+from billfold.kit.http_errors import error_response, invalid_request, response_for, unparsable_json
+from billfold.kit.idempotency import IdempotencyMiddleware
+from billfold.kit.observability import configure_logging
+from billfold.kit.request_guard import BodyTooLarge, RequestGuard, too_large
 from billfold.operations import api as operations_api
 from billfold.operations import metrics as operations_metrics
 from billfold.pages.app import install_pages
@@ -46,7 +47,6 @@ from billfold.ratelimits.middleware import (
 )
 from billfold.ratelimits.storage import DatabaseStorage
 from billfold.registry import build_worker
-from billfold.request_guard import BodyTooLarge, RequestGuard, too_large
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api

@@ -21,14 +21,14 @@ from billfold.auth import service as auth
 from billfold.auth.models import Role, User
 from billfold.config import MissingSettings, Settings
 from billfold.customers import service as customers
-from billfold.db import Database
-from billfold.errors import BillfoldError, NotFound
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
-from billfold.observability import configure_logging
-from billfold.paging import MAX_LIMIT
-from billfold.recovery_cli import events_cli, reconcile_command
+from billfold.kit.db import Database
+from billfold.kit.errors import BillfoldError, NotFound
+from billfold.kit.observability import configure_logging
+from billfold.kit.paging import MAX_LIMIT
+from billfold.reconcile.cli import events_cli, reconcile_command
 from billfold.services import Services
 from billfold.subscriptions.keys import new_private_key_text
 

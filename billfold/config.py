@@ -27,7 +27,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    database_url: str = Field(default="sqlite:///billfold.db")
+    database_url: str = Field(default="sqlite:///billfold.kit.db")
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None

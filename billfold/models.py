@@ -1,6 +1,5 @@
 """Imports every table so Alembic and the tests see the whole schema."""
 
-from billfold.audit import AuditEntry
 from billfold.auth.models import AccountLink, ApiKey, User
 from billfold.credits.models import (
     CreditAccount,
@@ -9,8 +8,9 @@ from billfold.credits.models import (
     LedgerEntry,
 )
 from billfold.customers.models import Customer
-from billfold.idempotency import IdempotencyRecord
 from billfold.jobs.models import Job
+from billfold.kit.audit import AuditEntry
+from billfold.kit.idempotency import IdempotencyRecord
 from billfold.mail.models import OutboxMail
 from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard

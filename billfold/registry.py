@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from billfold import idempotency
 from billfold.auth import service as auth_service
 from billfold.credits import outcomes as credit_outcomes
 from billfold.credits import purchase as credit_purchase
@@ -18,6 +17,7 @@ from billfold.customers import service as customers
 from billfold.customers.models import Customer
 from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
+from billfold.kit import idempotency
 from billfold.mail import outbox
 from billfold.pages import sessions as page_sessions
 from billfold.payments import handlers as payment_events

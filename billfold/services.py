@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from billfold.config import Settings
-from billfold.db import Database
+from billfold.kit.db import Database
 from billfold.stripe_gateway import StripeGateway
 from billfold.subscriptions.keys import SigningKeys
 

@@ -67,7 +67,7 @@ def _sqlite_url(template_dir: Path, tmp_path: Path, cache: dict[str, Any]) -> st
         template = template_dir / "template.db"
         migrations.upgrade(f"sqlite:///{template}")
         cache["sqlite"] = template
-    target = tmp_path / "billfold.db"
+    target = tmp_path / "billfold.kit.db"
     shutil.copy(cache["sqlite"], target)
     return f"sqlite:///{target}"
 

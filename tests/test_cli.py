@@ -18,7 +18,7 @@ import billfold.models  # noqa: F401  (registers every table on Base.metadata)
 from billfold.app import create_app
 from billfold.auth.models import Role, User
 from billfold.cli import app as cli_app
-from billfold.db import Base, Database
+from billfold.kit.db import Base, Database
 from billfold.standin import LocalStripe
 
 

@@ -16,7 +16,7 @@ from support.postgres import ThrowawayPostgres
 
 import billfold.models  # noqa: F401  (registers every table on Base.metadata)
 from billfold import migrations
-from billfold.db import Base
+from billfold.kit.db import Base
 
 MODEL_TABLES = set(Base.metadata.tables)
 

@@ -19,7 +19,7 @@ from billfold.auth.deps import (
 from billfold.customers import account_links
 from billfold.customers.schemas import Password, SessionOut, UserOut
 from billfold.customers.service import get_customer
-from billfold.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
+from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
 
 router = APIRouter(responses=ERROR_RESPONSES)
 

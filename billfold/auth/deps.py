@@ -11,7 +11,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from billfold.auth.service import Caller, TokenIssuer, credential_from_header, resolve_caller
-from billfold.errors import Forbidden
+from billfold.kit.errors import Forbidden
 from billfold.ratelimits.limiter import Limiter, Rule
 from billfold.services import Services
 

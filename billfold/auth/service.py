@@ -16,10 +16,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.models import ApiKey, User
-from billfold.db import utcnow
-from billfold.errors import BillfoldError, Forbidden, NotFound, Unauthorized
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import BillfoldError, Forbidden, NotFound, Unauthorized
 
 API_KEY_PREFIX = "bf_sk_"
 LAST_USED_PRECISION = timedelta(minutes=1)

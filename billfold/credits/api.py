@@ -28,7 +28,7 @@ from billfold.credits.schemas import (
     TransactionsPage,
 )
 from billfold.customers.service import acting_customer
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.payments.models import Payment
 from billfold.services import Services
 

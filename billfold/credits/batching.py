@@ -34,8 +34,8 @@ from billfold.credits.consume import Debit, consume
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.rules import RechargePolicy, recharge_due
 from billfold.customers.models import Customer
-from billfold.db import UTCDateTime, new_id, utcnow
-from billfold.errors import InvalidInput, NotFound
+from billfold.kit.db import UTCDateTime, new_id, utcnow
+from billfold.kit.errors import InvalidInput, NotFound
 from billfold.services import Services
 from billfold.webhooks.outbound.notify import balance_crossings
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from billfold import audit
 from billfold.auth.service import Caller
 from billfold.credits import ledger, recharge
 from billfold.credits.models import EntryKind
 from billfold.credits.rules import recharge_due
 from billfold.customers.service import acting_customer
-from billfold.db import utcnow
-from billfold.errors import InvalidInput
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import InvalidInput
 from billfold.services import Services
 
 

@@ -25,8 +25,8 @@ from billfold.auth.service import credential_from_header
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.consume import Debit
 from billfold.credits.schemas import ConsumeIn, ConsumeOut
-from billfold.envelope import ok
-from billfold.http_errors import error_response, invalid_request, response_for, unparsable_json
+from billfold.kit.envelope import ok
+from billfold.kit.http_errors import error_response, invalid_request, response_for, unparsable_json
 
 PATH = "/credits/consume"
 

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.rules import RechargePolicy
-from billfold.db import new_id, utcnow
-from billfold.errors import BillfoldError, Conflict
+from billfold.kit.db import new_id, utcnow
+from billfold.kit.errors import BillfoldError, Conflict
 from billfold.webhooks.outbound.notify import balance_crossings
 
 

@@ -17,7 +17,7 @@ from billfold.credits.models import (
 )
 from billfold.credits.recharge import disable_after_failure
 from billfold.credits.rules import clawback
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
 from billfold.payments.models import Payment
 from billfold.payments.receipts import queue_receipt
 from billfold.webhooks.outbound.notify import credits_purchased

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.credits.models import CreditPackage
 from billfold.credits.rules import PackageOption
-from billfold.errors import NotFound
+from billfold.kit import audit
+from billfold.kit.errors import NotFound
 
 
 def create_package(

@@ -22,7 +22,7 @@ from billfold.credits.models import (
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.errors import InvalidInput
+from billfold.kit.errors import InvalidInput
 from billfold.payments.intents import IntentOutcome, record, record_refusal
 from billfold.payments.methods import own_card
 from billfold.payments.models import Payment

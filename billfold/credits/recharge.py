@@ -18,7 +18,6 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.credits import packages
@@ -29,9 +28,10 @@ from billfold.credits.rules import PackageOption, choose_package, credits_needed
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.db import new_id, utcnow
-from billfold.errors import BillfoldError, Conflict, InvalidInput
 from billfold.jobs.queue import enqueue
+from billfold.kit import audit
+from billfold.kit.db import new_id, utcnow
+from billfold.kit.errors import BillfoldError, Conflict, InvalidInput
 from billfold.mail.outbox import queue_mail
 from billfold.payments.intents import record
 from billfold.payments.methods import own_card

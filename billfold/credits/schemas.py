@@ -8,8 +8,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from billfold.credits.models import EntryKind, PurchaseKind, PurchaseStatus
-from billfold.envelope import ApiModel, InputModel
-from billfold.money import Currency
+from billfold.kit.envelope import ApiModel, InputModel
+from billfold.kit.money import Currency
 from billfold.payments.orders import MAX_AMOUNT
 from billfold.payments.schemas import OurId, StripeId
 

@@ -19,15 +19,15 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.models import AccountLink, LinkPurpose, User
 from billfold.auth.service import Caller, revoke_tokens, set_password
 from billfold.config import Settings, secret
 from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB, EmailTaken, get_customer
-from billfold.db import new_id, utcnow
-from billfold.errors import BillfoldError, Conflict
 from billfold.jobs.queue import enqueue
+from billfold.kit import audit
+from billfold.kit.db import new_id, utcnow
+from billfold.kit.errors import BillfoldError, Conflict
 from billfold.mail.outbox import queue_mail, secret_placeholder
 from billfold.services import Services
 

@@ -17,9 +17,9 @@ from billfold.customers.schemas import (
     UserOut,
     UserPatchIn,
 )
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
-from billfold.errors import NotFound
-from billfold.paging import (
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.errors import NotFound
+from billfold.kit.paging import (
     CreatedFromQuery,
     CreatedToQuery,
     LimitQuery,

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from billfold.auth.models import User
 from billfold.customers.models import Customer
-from billfold.paging import Page, Period, fetch_page
+from billfold.kit.paging import Page, Period, fetch_page
 
 
 @dataclass(frozen=True)

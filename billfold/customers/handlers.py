@@ -12,7 +12,7 @@ from billfold.auth.models import User
 from billfold.config import Settings
 from billfold.customers.account_links import propose_email
 from billfold.customers.models import Customer
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCustomer, StripeNotFound
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time

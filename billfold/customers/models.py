@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billfold.auth.models import User
-from billfold.db import Base, UTCDateTime, new_id, utcnow
+from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
 
 
 class Customer(Base):

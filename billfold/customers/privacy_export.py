@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import inspect, or_, select
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.models import AccountLink
 from billfold.auth.service import Caller
 from billfold.credits.models import CreditAccount, CreditPurchase, LedgerEntry
 from billfold.customers.service import get_customer
+from billfold.kit import audit
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Order, Payment, SavedCard
 from billfold.subscriptions.models import License, Subscription

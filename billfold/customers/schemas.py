@@ -8,7 +8,7 @@ from pydantic import EmailStr, Field
 
 from billfold.auth.models import Role
 from billfold.customers.models import Customer
-from billfold.envelope import ApiModel, InputModel
+from billfold.kit.envelope import ApiModel, InputModel
 
 Name = Field(min_length=1, max_length=200)
 # Argon2 hashes any length, but a cap keeps a megabyte "password" from costing us seconds.

@@ -11,7 +11,6 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.models import Role, User
 from billfold.auth.service import (
     Caller,
@@ -22,9 +21,10 @@ from billfold.auth.service import (
 )
 from billfold.config import CustomerCreation, Settings
 from billfold.customers.models import Customer
-from billfold.db import utcnow
-from billfold.errors import Conflict, Forbidden, InvalidInput, NotFound
 from billfold.jobs.queue import enqueue
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, Forbidden, InvalidInput, NotFound
 from billfold.webhooks.outbound.notify import customer_event
 
 LINK_JOB = "customers.link"

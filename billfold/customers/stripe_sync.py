@@ -21,11 +21,11 @@ from sqlalchemy import func, or_, update
 from billfold.config import CustomerDeletion
 from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB
-from billfold.db import utcnow
-from billfold.errors import NotFound
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import Defer
-from billfold.observability import CUSTOMER_LINKS
+from billfold.kit.db import utcnow
+from billfold.kit.errors import NotFound
+from billfold.kit.observability import CUSTOMER_LINKS
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_key
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from billfold.auth.deps import CallerDep, ServicesDep
 from billfold.entitlements import service
 from billfold.entitlements.schemas import CheckIn, CheckOut, EntitlementOut, EntitlementsOut
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 
 router = APIRouter(tags=["entitlements"], responses=ERROR_RESPONSES)
 

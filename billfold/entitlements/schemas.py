@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from billfold.envelope import ApiModel, InputModel
+from billfold.kit.envelope import ApiModel, InputModel
 
 
 class CheckIn(InputModel):

@@ -13,9 +13,9 @@ from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.credits.models import CreditAccount
 from billfold.customers.models import Customer
-from billfold.db import utcnow
 from billfold.entitlements.rules import Entitlement, decide, every
-from billfold.errors import NotFound
+from billfold.kit.db import utcnow
+from billfold.kit.errors import NotFound
 from billfold.subscriptions.licenses import terms
 from billfold.subscriptions.models import Plan, Subscription
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold import audit
-from billfold.db import utcnow
-from billfold.errors import Conflict, NotFound
 from billfold.jobs import queue
 from billfold.jobs.models import Job, JobStatus
-from billfold.paging import Page, fetch_page
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, NotFound
+from billfold.kit.paging import Page, fetch_page
 
 
 class JobNotDead(Conflict):

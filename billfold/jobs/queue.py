@@ -11,8 +11,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
+from billfold.kit.db import utcnow
 
 DEFAULT_MAX_ATTEMPTS = 12
 

@@ -13,10 +13,10 @@ from typing import Any, Generic, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from billfold.db import Database, utcnow
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
-from billfold.observability import JOB_RESULTS
+from billfold.kit.db import Database, utcnow
+from billfold.kit.observability import JOB_RESULTS
 
 log = structlog.get_logger("billfold.jobs")
 

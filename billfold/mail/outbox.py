@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billfold.db import utcnow
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import PermanentJobError
+from billfold.kit.db import utcnow
 from billfold.mail.backends import backend_for
 from billfold.mail.models import MailStatus, OutboxMail
 from billfold.services import Services

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import billfold.models  # noqa: F401  (registers every table on Base.metadata)
-from billfold.db import Base, UTCDateTime
+from billfold.kit.db import Base, UTCDateTime
 
 config = context.config
 

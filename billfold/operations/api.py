@@ -7,12 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from billfold.auth.deps import AdminDep, PrivilegedDep, ServicesDep
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs.models import JobStatus
-from billfold.operations import audit_log, dashboard
-from billfold.operations.schemas import AuditEntryOut, DashboardOut, JobOut
-from billfold.paging import (
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.paging import (
     CreatedFromQuery,
     CreatedToQuery,
     LimitQuery,
@@ -21,6 +19,8 @@ from billfold.paging import (
     Period,
     paged,
 )
+from billfold.operations import audit_log, dashboard
+from billfold.operations.schemas import AuditEntryOut, DashboardOut, JobOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
 

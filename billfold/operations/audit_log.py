@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold.audit import AuditEntry
-from billfold.paging import Page, Period, fetch_page
+from billfold.kit.audit import AuditEntry
+from billfold.kit.paging import Page, Period, fetch_page
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from billfold.audit import AuditEntry
 from billfold.credits import ledger
 from billfold.credits.models import CreditAccount, CreditPurchase, LedgerEntry
 from billfold.customers.models import Customer
-from billfold.errors import NotFound
+from billfold.kit.audit import AuditEntry
+from billfold.kit.errors import NotFound
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Order, Payment, SavedCard
 from billfold.subscriptions.listing import license_history

@@ -23,11 +23,11 @@ from billfold.credits.models import (
 )
 from billfold.customers.models import Customer
 from billfold.customers.service import LINK_JOB
-from billfold.db import utcnow
-from billfold.errors import InvalidInput
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs import queue
 from billfold.jobs.models import Job, JobStatus
+from billfold.kit.db import utcnow
+from billfold.kit.errors import InvalidInput
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus, SavedCard
 from billfold.webhooks.models import StripeEvent
 

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from billfold.config import Settings
 from billfold.credits.models import CreditPurchase, PurchaseKind, PurchaseStatus
-from billfold.errors import Forbidden, Unauthorized
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs import queue
 from billfold.jobs.models import Job, JobStatus
-from billfold.observability import JOB_QUEUE_DEPTH
+from billfold.kit.errors import Forbidden, Unauthorized
+from billfold.kit.observability import JOB_QUEUE_DEPTH
 from billfold.webhooks.models import EventStatus, StripeEvent
 
 DEAD_JOBS = Gauge("billfold_jobs_dead", "Dead jobs (out of tries) by kind", ["kind"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from billfold.envelope import ApiModel
 from billfold.jobs.models import JobStatus
+from billfold.kit.envelope import ApiModel
 
 
 class SignupsOut(ApiModel):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from billfold.auth.api import ResetConfirmIn
 from billfold.auth.deps import RateLimitsDep, ServicesDep
 from billfold.customers import account_links
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 from billfold.pages.deps import FormDep, PagesDep, field, validated
 
 router = APIRouter(include_in_schema=False)

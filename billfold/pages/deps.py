@@ -13,7 +13,7 @@ from starlette.datastructures import FormData
 
 from billfold.auth.deps import ServicesDep
 from billfold.auth.service import Caller
-from billfold.errors import InvalidInput, NotFound, Unauthorized
+from billfold.kit.errors import InvalidInput, NotFound, Unauthorized
 from billfold.pages import sessions
 from billfold.pages.rendering import Pages
 from billfold.pages.security import CSRF_FIELD

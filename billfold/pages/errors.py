@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 from billfold.pages.deps import SignInRequired
 from billfold.pages.rendering import Pages
 

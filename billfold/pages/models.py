@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billfold.db import Base, UTCDateTime, new_id, utcnow
+from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
 
 
 class WebSession(Base):

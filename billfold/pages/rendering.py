@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from billfold.config import Settings, secret
-from billfold.money import format_money
+from billfold.kit.money import format_money
 from billfold.pages.security import CSRF_FIELD, PageSecurity
 
 HERE = Path(__file__).parent

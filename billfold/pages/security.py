@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.config import Settings, secret
-from billfold.errors import Forbidden
+from billfold.kit.errors import Forbidden
 
 CSRF_COOKIE = "bf_csrf"
 CSRF_FIELD = "csrf_token"

@@ -13,10 +13,10 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.models import User
-from billfold.db import utcnow
-from billfold.errors import BillfoldError
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import BillfoldError
 from billfold.pages.models import SignInLink, WebSession
 
 SESSION_COOKIE = "bf_session"

@@ -16,8 +16,8 @@ from billfold.auth.models import User
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import RegisterIn
 from billfold.customers.service import acting_customer
-from billfold.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
-from billfold.errors import BillfoldError
+from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
+from billfold.kit.errors import BillfoldError
 from billfold.pages import sessions
 from billfold.pages.deps import FormDep, PagesDep, field, validated
 from billfold.services import Services

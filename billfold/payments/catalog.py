@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold import audit
-from billfold.errors import NotFound
+from billfold.kit import audit
+from billfold.kit.errors import NotFound
 from billfold.payments.models import Product
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from billfold.auth.deps import AdminDep, CallerDep, ServicesDep
 from billfold.customers.service import acting_customer
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.payments import catalog, orders
 from billfold.payments.models import OrderStatus
 from billfold.payments.schemas import OrderIn, OrderOut, ProductIn, ProductOut, ProductPatch

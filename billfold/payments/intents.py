@@ -15,15 +15,15 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.db import utcnow
-from billfold.errors import Conflict, NotFound
-from billfold.observability import PAYMENT_OUTCOMES
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, NotFound
+from billfold.kit.observability import PAYMENT_OUTCOMES
 from billfold.payments import orders
 from billfold.payments.catalog import get_product
 from billfold.payments.fulfilment import purpose_of, refunded_total

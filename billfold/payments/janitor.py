@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import or_, select, update
 
 from billfold.customers.models import Customer
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
 from billfold.payments.intents import CANCELABLE, fail_without_intent, record
 from billfold.payments.models import (
     TERMINAL,

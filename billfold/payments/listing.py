@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold.paging import Page, Period, fetch_page
+from billfold.kit.paging import Page, Period, fetch_page
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 
 

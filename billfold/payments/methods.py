@@ -16,8 +16,8 @@ from billfold.auth.service import Caller
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.db import utcnow
-from billfold.errors import NotFound
+from billfold.kit.db import utcnow
+from billfold.kit.errors import NotFound
 from billfold.payments.models import SavedCard
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCard, StripeNotFound

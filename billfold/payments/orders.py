@@ -8,11 +8,11 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.customers.models import Customer
-from billfold.db import utcnow
-from billfold.errors import Conflict, InvalidInput, NotFound
 from billfold.jobs.queue import enqueue
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, InvalidInput, NotFound
 from billfold.payments.catalog import get_product
 from billfold.payments.models import Order, OrderLine, OrderStatus, Product
 from billfold.webhooks.outbound.notify import order_paid

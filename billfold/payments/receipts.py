@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from billfold.customers.models import Customer
+from billfold.kit.money import format_money
 from billfold.mail.outbox import queue_mail
-from billfold.money import format_money
 from billfold.payments.models import Order, Payment, Refund
 
 

@@ -14,12 +14,12 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.config import Settings
-from billfold.db import utcnow
-from billfold.errors import Conflict, NotFound
 from billfold.jobs.queue import enqueue
-from billfold.observability import REFUNDED_AMOUNT, REFUNDS
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, NotFound
+from billfold.kit.observability import REFUNDED_AMOUNT, REFUNDS
 from billfold.payments.fulfilment import purpose_of, refunded_total
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 from billfold.payments.receipts import queue_refund_notice

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from billfold.envelope import ApiModel, InputModel
-from billfold.money import Currency
+from billfold.kit.envelope import ApiModel, InputModel
+from billfold.kit.money import Currency
 from billfold.payments.methods import CardView
 from billfold.payments.models import OrderStatus, PaymentStatus, Refund, RefundStatus
 from billfold.payments.orders import MAX_AMOUNT

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
 
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 from billfold.ratelimits.storage import DatabaseStorage
 
 PURGE_EVERY_SECONDS = 600.0

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.config import Settings
-from billfold.http_errors import error_response
+from billfold.kit.http_errors import error_response
 from billfold.ratelimits.limiter import Decision, Limiter, Rule, strictest
 
 ADDRESS = "address"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billfold.db import Base
+from billfold.kit.db import Base
 
 
 class RateLimitCounter(Base):

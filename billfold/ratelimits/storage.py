@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Executable
 
-from billfold.db import Database
+from billfold.kit.db import Database
 from billfold.ratelimits.models import RateLimitCounter
 
 _T = RateLimitCounter

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy import select
 
-from billfold import audit
 from billfold.customers.models import Customer
-from billfold.db import utcnow
+from billfold.kit import audit
+from billfold.kit.db import utcnow
 from billfold.payments.models import Payment
 from billfold.reconcile.checks import check
 from billfold.reconcile.drift import Drift, Subject

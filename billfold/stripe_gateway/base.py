@@ -10,7 +10,7 @@ from typing import TypeVar
 import stripe
 import structlog
 
-from billfold.observability import STRIPE_CALLS, STRIPE_LATENCY
+from billfold.kit.observability import STRIPE_CALLS, STRIPE_LATENCY
 from billfold.stripe_gateway.errors import _map_error
 
 log = structlog.get_logger("billfold.stripe")

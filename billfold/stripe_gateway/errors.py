@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stripe
 
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 
 
 class StripeFailure(BillfoldError):

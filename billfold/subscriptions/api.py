@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 
 from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
 from billfold.customers.service import acting_customer
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
-from billfold.errors import NotFound
-from billfold.paging import (
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.errors import NotFound
+from billfold.kit.paging import (
     CreatedFromQuery,
     CreatedToQuery,
     LimitQuery,

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from billfold.config import Settings
 from billfold.customers.models import Customer
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
+from billfold.kit.money import format_money
 from billfold.mail.outbox import queue_mail
-from billfold.money import format_money
 from billfold.services import Services
 from billfold.stripe_gateway import StripeInvoice, StripeNotFound
 from billfold.subscriptions import licenses

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from billfold.config import Settings
 from billfold.customers.models import Customer
-from billfold.db import utcnow
-from billfold.errors import BillfoldError
+from billfold.kit.db import utcnow
+from billfold.kit.errors import BillfoldError
 from billfold.mail.outbox import queue_mail
 from billfold.subscriptions.keys import SigningKeys
 from billfold.subscriptions.models import License, Subscription, SubscriptionStatus

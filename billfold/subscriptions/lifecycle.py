@@ -10,14 +10,14 @@ import structlog
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.db import utcnow
-from billfold.errors import Conflict, NotFound
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, NotFound
 from billfold.services import Services
 from billfold.stripe_gateway import StripeSubscription, idempotency_key
 from billfold.subscriptions import licenses

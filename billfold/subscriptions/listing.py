@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold.paging import Page, Period, fetch_page
+from billfold.kit.paging import Page, Period, fetch_page
 from billfold.subscriptions.models import License, Plan, Subscription, SubscriptionStatus
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from billfold.db import Base, UTCDateTime, new_id, utcnow
+from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
 
 
 class Plan(Base):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, HttpUrl
 
-from billfold.envelope import ApiModel, InputModel
+from billfold.kit.envelope import ApiModel, InputModel
 from billfold.subscriptions.licenses import ENTITLED
 from billfold.subscriptions.models import Subscription
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from billfold.auth.deps import AdminDep, ServicesDep
-from billfold.envelope import ERROR_RESPONSES, ApiModel, Envelope, ok
+from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, ok
 from billfold.services import Services
 from billfold.webhooks import inbox
 from billfold.webhooks.models import EventStatus

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from billfold import audit
-from billfold.db import utcnow
-from billfold.errors import NotFound
 from billfold.jobs.queue import enqueue
-from billfold.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
+from billfold.kit import audit
+from billfold.kit.db import utcnow
+from billfold.kit.errors import NotFound
+from billfold.kit.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_time

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold.paging import Page, fetch_page
+from billfold.kit.paging import Page, fetch_page
 from billfold.webhooks.models import EventStatus, StripeEvent
 
 

@@ -13,9 +13,9 @@ from factories import admin_token, auth, register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from billfold.audit import AuditEntry
 from billfold.auth import service as auth_service
 from billfold.auth.models import User
+from billfold.kit.audit import AuditEntry
 from billfold.services import Services
 
 PASSWORD = "correct horse 1"

@@ -23,9 +23,9 @@ from support.credits import balance, grant, ledger
 from support.payments import THREE_D_SECURE, browser_pays, card, saved_card
 from support.stripe_events import delivery, event
 
-from billfold.audit import AuditEntry
 from billfold.credits.models import CreditPurchase, LedgerEntry
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Payment
 from billfold.services import Services

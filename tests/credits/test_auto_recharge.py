@@ -37,10 +37,10 @@ from billfold.credits.models import (
     PurchaseStatus,
 )
 from billfold.credits.recharge import RECHARGE_JOB
-from billfold.db import utcnow
-from billfold.idempotency import PURGE_JOB
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
+from billfold.kit.idempotency import PURGE_JOB
 from billfold.mail.models import OutboxMail
 from billfold.payments.janitor import JANITOR_JOB  # recurring: never drained
 from billfold.payments.models import Payment

@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from support.stripe_events import delivery, event
 
-from billfold.audit import AuditEntry
 from billfold.auth.models import AccountLink, User
-from billfold.db import utcnow
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
+from billfold.kit.db import utcnow
 from billfold.mail.models import OutboxMail
 from billfold.services import Services
 from billfold.subscriptions.models import License, Subscription

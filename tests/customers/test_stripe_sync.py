@@ -22,10 +22,10 @@ from billfold.config import Settings
 from billfold.customers import service
 from billfold.customers.models import Customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
-from billfold.idempotency import PURGE_JOB  # recurring: never drained
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import Worker
+from billfold.kit.idempotency import PURGE_JOB  # recurring: never drained
 from billfold.payments.janitor import JANITOR_JOB  # recurring: never drained
 from billfold.services import Services
 from billfold.stripe_gateway import StripeUnavailable

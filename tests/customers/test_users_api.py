@@ -16,13 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from support.netfault import FaultyLink
 
-from billfold.audit import AuditEntry
 from billfold.auth.models import ApiKey, User
 from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.customers.service import LINK_JOB, PUSH_JOB, REMOVE_JOB
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.services import Services
 
 PASSWORD = "correct horse 1"

@@ -14,13 +14,13 @@ from support.netfault import FaultyLink
 from support.waiting import wait_until
 from typer.testing import CliRunner, Result
 
-from billfold.audit import AuditEntry
 from billfold.cli import app as cli_app
 from billfold.customers.models import Customer
 from billfold.customers.service import LINK_JOB
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.services import Services
 
 

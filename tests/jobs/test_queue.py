@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from billfold import audit
-from billfold.db import utcnow
 from billfold.jobs import queue
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import JobKind, PermanentJobError, Worker, WorkerSettings
+from billfold.kit import audit
+from billfold.kit.db import utcnow
 from billfold.services import Services
 
 # -- a worker with test kinds of its own -----------------------------------------------

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from support.credits import grant
 from support.payments import make_product, saved_card
 
-from billfold.errors import NotFound
+from billfold.kit.errors import NotFound
 from billfold.operations.customer_view import customer_overview
 from billfold.services import Services
 

@@ -19,9 +19,9 @@ from billfold.auth.models import Role
 from billfold.credits.models import CreditAccount, CreditPurchase, LedgerEntry
 from billfold.customers.models import Customer
 from billfold.customers.service import LINK_JOB
-from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
 from billfold.operations import dashboard
 from billfold.payments.models import Payment, Refund, SavedCard
 from billfold.services import Services

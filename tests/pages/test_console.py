@@ -14,9 +14,9 @@ from sqlalchemy import select
 from support.pages import sign_in
 from support.payments import make_product, saved_card
 
-from billfold.audit import AuditEntry
 from billfold.auth.models import Role
 from billfold.customers import service
+from billfold.kit.audit import AuditEntry
 from billfold.services import Services
 
 PAGES = [

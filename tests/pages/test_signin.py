@@ -13,7 +13,7 @@ from sqlalchemy import update
 from support.pages import csrf_of, post_form, sign_in
 
 from billfold.config import Settings
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
 from billfold.pages.models import SignInLink
 from billfold.pages.security import PageSecurity
 from billfold.services import Services

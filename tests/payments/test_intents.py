@@ -25,8 +25,8 @@ from support.payments import (
 )
 from support.stripe_events import delivery, event
 
-from billfold.audit import AuditEntry
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.mail.models import OutboxMail
 from billfold.services import Services
 from billfold.standin import LocalStripe

@@ -17,9 +17,9 @@ from support.payments import browser_pays, make_product, saved_card
 from support.stripe_events import delivery, event
 from support.waiting import wait_until
 
-from billfold.audit import AuditEntry
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Refund, RefundStatus
 from billfold.payments.refunds import REFUND_JOB

@@ -16,11 +16,11 @@ from support.netfault import FaultyLink
 from support.payments import browser_pays, card, make_product, saved_card
 from typer.testing import CliRunner, Result
 
-from billfold.audit import AuditEntry
 from billfold.auth.models import AccountLink
 from billfold.cli import app as cli_app
 from billfold.config import Settings
 from billfold.customers.models import Customer
+from billfold.kit.audit import AuditEntry
 from billfold.payments.models import Order, Payment, Refund, SavedCard
 from billfold.reconcile.service import Report, reconcile
 from billfold.services import Services

@@ -35,9 +35,9 @@ from support.worker_process import start_worker_process
 from billfold.config import Settings
 from billfold.credits.models import CreditAccount, CreditPurchase, EntryKind, LedgerEntry
 from billfold.customers.models import Customer
-from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
 from billfold.payments.janitor import sweep
 from billfold.payments.models import Order, Payment, Product, Refund
 from billfold.reconcile.service import reconcile

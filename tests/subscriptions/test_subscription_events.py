@@ -35,8 +35,8 @@ from subscription_steps import (
 )
 from support.stripe_events import delivery, event, fixture
 
-from billfold.audit import AuditEntry
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
 from billfold.services import Services
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.models import EventStatus, StripeEvent

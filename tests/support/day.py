@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from billfold.customers.service import LINK_JOB
-from billfold.db import utcnow
 from billfold.jobs.models import Job
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
 from billfold.payments.models import Payment
 from billfold.services import Services
 from billfold.standin import LocalStripe

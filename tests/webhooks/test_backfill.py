@@ -21,7 +21,7 @@ from billfold.cli import app as cli_app
 from billfold.config import Settings
 from billfold.jobs.worker import Worker
 from billfold.payments.models import Payment
-from billfold.recovery_cli import parse_since
+from billfold.reconcile.cli import parse_since
 from billfold.services import Services
 from billfold.webhooks.backfill import backfill_events
 from billfold.webhooks.models import StripeEvent

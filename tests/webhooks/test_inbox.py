@@ -23,13 +23,13 @@ from support.stripe_events import delivery, event, sign
 from support.waiting import wait_until
 
 from billfold.app import create_app
-from billfold.audit import AuditEntry
 from billfold.auth.models import User
 from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB
-from billfold.db import utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
+from billfold.kit.db import utcnow
 from billfold.services import Services
 from billfold.standin import LocalStripe, free_port
 from billfold.webhooks.inbox import PROCESS_JOB

@@ -27,8 +27,8 @@ from support.waiting import wait_until
 from support.webhook_receiver import Answer, Received, WebhookReceiver
 from support.worker_process import output, start_worker_process
 
-from billfold.db import utcnow
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
 from billfold.mail.models import OutboxMail
 from billfold.services import Services
 from billfold.webhooks.outbound.models import DeliveryStatus, WebhookEndpoint

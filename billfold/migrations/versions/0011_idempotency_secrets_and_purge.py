@@ -1,7 +1,7 @@
 """idempotency records: forget kept answers that carry credentials; index for the purge
 
 Answers carrying a new API key or an access token were kept in plain text; they are no longer
-kept (see billfold/idempotency.py), and the ones already there are deleted: their work is
+kept (see billfold/kit/idempotency.py), and the ones already there are deleted: their work is
 done, so a retry of one now simply does the work again (a log-in) or is refused by its own
 rules (a taken e-mail).
 

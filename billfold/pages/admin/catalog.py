@@ -15,7 +15,7 @@ from starlette.responses import Response
 from billfold.auth.deps import ServicesDep
 from billfold.credits import packages
 from billfold.credits.schemas import PackageIn, PackagePatch
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 from billfold.pages.admin.forms import json_object, minor_units, whole
 from billfold.pages.deps import FormDep, PageAdminDep, PagesDep, field, validated
 from billfold.pages.rendering import Pages

@@ -14,7 +14,7 @@ from billfold.auth.deps import ServicesDep
 from billfold.credits import consume as spending
 from billfold.credits.models import EntryKind
 from billfold.customers import directory, privacy_export
-from billfold.errors import BillfoldError, InvalidInput
+from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.operations.customer_view import customer_overview
 from billfold.pages.admin.forms import choice, minor_units, whole
 from billfold.pages.admin.paging import PAGE_SIZE, pager

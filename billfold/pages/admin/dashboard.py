@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
-from billfold.money import format_money
+from billfold.kit.money import format_money
 from billfold.operations import dashboard
 from billfold.pages.admin.charts import Bar, bars, seconds
 from billfold.pages.deps import PageAdminDep, PagesDep

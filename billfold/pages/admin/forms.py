@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from billfold.errors import InvalidInput
-from billfold.money import ZERO_DECIMAL
+from billfold.kit.errors import InvalidInput
+from billfold.kit.money import ZERO_DECIMAL
 
 
 def minor_units(text: str, currency: str, *, label: str = "The amount") -> int:

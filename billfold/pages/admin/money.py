@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
-from billfold.errors import InvalidInput
+from billfold.kit.errors import InvalidInput
+from billfold.kit.paging import Period
 from billfold.pages.admin.paging import PAGE_SIZE, pager
 from billfold.pages.deps import PageAdminDep, PagesDep
-from billfold.paging import Period
 from billfold.payments import listing
 from billfold.payments.models import PaymentStatus, RefundStatus
 

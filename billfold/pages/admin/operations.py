@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
-from billfold.errors import BillfoldError
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
+from billfold.kit.errors import BillfoldError
 from billfold.operations import audit_log
 from billfold.pages.admin.money import days
 from billfold.pages.admin.paging import PAGE_SIZE, pager

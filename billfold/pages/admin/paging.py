@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from billfold.paging import Page
+from billfold.kit.paging import Page
 
 PAGE_SIZE = 25
 

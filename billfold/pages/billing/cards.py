@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from billfold.auth.deps import ServicesDep
-from billfold.errors import BillfoldError, InvalidInput
+from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
 from billfold.payments import methods

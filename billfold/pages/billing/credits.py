@@ -11,7 +11,7 @@ from billfold.auth.deps import ServicesDep
 from billfold.credits import ledger, packages, purchase, recharge
 from billfold.credits.schemas import AutoRechargeIn
 from billfold.customers.service import acting_customer
-from billfold.errors import BillfoldError, InvalidInput
+from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.payments import after_attempt, chosen_card, paid_notice
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field, validated

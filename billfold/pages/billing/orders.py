@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
 from billfold.customers.service import acting_customer
-from billfold.errors import BillfoldError, InvalidInput
+from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import say
 from billfold.pages.billing.payments import after_attempt, chosen_card
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from starlette.responses import Response
 
-from billfold.errors import BillfoldError
+from billfold.kit.errors import BillfoldError
 from billfold.pages.rendering import Pages
 from billfold.payments.models import Payment
 from billfold.stripe_gateway import PaymentDeclined

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from billfold.auth.deps import ServicesDep
 from billfold.credits import ledger
 from billfold.customers.service import acting_customer
-from billfold.db import utcnow
-from billfold.errors import NotFound
+from billfold.kit.db import utcnow
+from billfold.kit.errors import NotFound
 from billfold.pages.deps import PageCallerDep, PagesDep
 from billfold.subscriptions import licenses, lifecycle
 from billfold.subscriptions.models import Subscription

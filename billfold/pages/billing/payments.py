@@ -14,7 +14,7 @@ from billfold.auth.deps import ServicesDep
 from billfold.auth.service import Caller
 from billfold.credits.models import CreditPurchase
 from billfold.customers.service import acting_customer
-from billfold.errors import BillfoldError, InvalidInput, NotFound
+from billfold.kit.errors import BillfoldError, InvalidInput, NotFound
 from billfold.pages.billing.outcomes import payment_outcome, say
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
 from billfold.pages.rendering import Pages

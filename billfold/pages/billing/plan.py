@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
 from billfold.customers.service import acting_customer
-from billfold.errors import BillfoldError, NotFound
+from billfold.kit.errors import BillfoldError, NotFound
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.overview import status_label, trial_days_left
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field

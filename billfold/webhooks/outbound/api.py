@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from billfold.auth.deps import PrivilegedDep, ServicesDep
-from billfold.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.webhooks.outbound import endpoints
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 from billfold.webhooks.outbound.endpoints import CreatedEndpoint, DeliveryView

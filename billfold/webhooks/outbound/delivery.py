@@ -28,10 +28,10 @@ from standardwebhooks.webhooks import Webhook
 
 from billfold.auth.models import Role, User
 from billfold.config import Settings
-from billfold.db import utcnow
-from billfold.errors import BillfoldError
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Defer, PermanentJobError
+from billfold.kit.db import utcnow
+from billfold.kit.errors import BillfoldError
 from billfold.mail.outbox import queue_mail
 from billfold.services import Services
 from billfold.webhooks.outbound.models import (

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billfold import audit
 from billfold.config import Settings
-from billfold.db import new_id, utcnow
-from billfold.errors import InvalidInput, NotFound
+from billfold.kit import audit
+from billfold.kit.db import new_id, utcnow
+from billfold.kit.errors import InvalidInput, NotFound
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 from billfold.webhooks.outbound.events import schedule
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from billfold.db import new_id, utcnow
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import DEFAULT_MAX_ATTEMPTS
+from billfold.kit.db import new_id, utcnow
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 from billfold.webhooks.outbound.models import (
     DeliveryStatus,

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billfold.db import Base, UTCDateTime, new_id, utcnow
+from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets a bigint.
 _SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")

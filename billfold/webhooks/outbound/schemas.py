@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from billfold.envelope import ApiModel, InputModel
+from billfold.kit.envelope import ApiModel, InputModel
 from billfold.webhooks.outbound.models import DeliveryStatus
 
 EventType = str

@@ -8,7 +8,7 @@ import socket
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from billfold.errors import InvalidInput
+from billfold.kit.errors import InvalidInput
 
 
 class PrivateUrls(StrEnum):

@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from billfold.db import utcnow
-from billfold.envelope import ApiModel
-from billfold.errors import InvalidInput
+from billfold.kit.db import utcnow
+from billfold.kit.envelope import ApiModel
+from billfold.kit.errors import InvalidInput
 
 T = TypeVar("T")
 MAX_LIMIT = 200

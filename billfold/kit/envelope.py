@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from billfold.db import utcnow
+from billfold.kit.db import utcnow
 
 T = TypeVar("T")
 

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from support.netfault import FaultyLink
 from support.payments import make_product, saved_card
 
-from billfold.db import utcnow
-from billfold.idempotency import PURGE_EVERY, PURGE_JOB, IdempotencyRecord
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
+from billfold.kit.idempotency import PURGE_EVERY, PURGE_JOB, IdempotencyRecord
 from billfold.payments.models import Order, Payment
 from billfold.services import Services
 

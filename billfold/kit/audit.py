@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, String
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from billfold.db import Base, UTCDateTime, new_id, utcnow
+from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
 
 
 class AuditEntry(Base):

@@ -10,8 +10,8 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from billfold.auth.models import User
-from billfold.http_errors import response_for
-from billfold.observability import configure_logging
+from billfold.kit.http_errors import response_for
+from billfold.kit.observability import configure_logging
 from billfold.services import Services
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from billfold.http_errors import error_response, invalid_request
+from billfold.kit.http_errors import error_response, invalid_request
 
 WEBHOOK_PATH = "/webhooks/stripe"
 NUL_PROBLEM = "NUL characters are not allowed"

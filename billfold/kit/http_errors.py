@@ -11,8 +11,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from billfold.envelope import ErrorBody, ErrorEnvelope
-from billfold.errors import BillfoldError
+from billfold.kit.envelope import ErrorBody, ErrorEnvelope
+from billfold.kit.errors import BillfoldError
 
 log = structlog.get_logger("billfold.http")
 

@@ -30,8 +30,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from billfold.db import Base, Database, UTCDateTime, new_id, utcnow
-from billfold.envelope import ErrorBody, ErrorEnvelope
+from billfold.kit.db import Base, Database, UTCDateTime, new_id, utcnow
+from billfold.kit.envelope import ErrorBody, ErrorEnvelope
 
 if TYPE_CHECKING:
     from billfold.services import Services
