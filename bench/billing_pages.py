@@ -20,8 +20,8 @@ from billfold import migrations
 from billfold.credits import ledger
 from billfold.credits.models import EntryKind
 from billfold.customers import service
-from billfold.db import Database
-from billfold.observability import configure_logging
+from billfold.kit.db import Database
+from billfold.kit.observability import configure_logging
 from billfold.pages import sessions
 from billfold.payments import catalog, orders
 from billfold.standin import LocalStripe

@@ -38,8 +38,8 @@ from billfold.auth.models import User
 from billfold.auth.service import create_api_key
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.customers.models import Customer
-from billfold.db import Database, new_id, utcnow
-from billfold.observability import configure_logging
+from billfold.kit.db import Database, new_id, utcnow
+from billfold.kit.observability import configure_logging
 from billfold.standin import LocalStripe, free_port
 
 START_BALANCE = 10**12

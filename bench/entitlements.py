@@ -26,8 +26,8 @@ from sqlalchemy import insert
 from support.postgres import ThrowawayPostgres
 
 from billfold import migrations
-from billfold.db import Database, new_id, utcnow
-from billfold.observability import configure_logging
+from billfold.kit.db import Database, new_id, utcnow
+from billfold.kit.observability import configure_logging
 from billfold.standin import LocalStripe
 from billfold.standin.launcher import free_port
 from billfold.subscriptions.models import Plan, Subscription

@@ -20,7 +20,7 @@ from billfold import migrations
 from billfold.customers import service
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
-from billfold.observability import configure_logging
+from billfold.kit.observability import configure_logging
 from billfold.registry import build_worker
 from billfold.services import Services
 from billfold.standin import LocalStripe

@@ -19,8 +19,8 @@ from sqlalchemy import select, update
 from billfold import migrations
 from billfold.auth.models import Role
 from billfold.customers import service
-from billfold.db import Database
-from billfold.observability import configure_logging
+from billfold.kit.db import Database
+from billfold.kit.observability import configure_logging
 from billfold.payments.janitor import sweep
 from billfold.payments.models import Payment
 from billfold.services import Services

@@ -20,7 +20,7 @@ from support.stripe_events import event
 
 from billfold import migrations
 from billfold.customers import service
-from billfold.observability import configure_logging
+from billfold.kit.observability import configure_logging
 from billfold.registry import build_worker
 from billfold.services import Services
 from billfold.standin import LocalStripe

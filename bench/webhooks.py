@@ -31,8 +31,8 @@ from sqlalchemy import func, select
 
 from billfold import migrations
 from billfold.config import Settings
-from billfold.db import Database
-from billfold.observability import configure_logging
+from billfold.kit.db import Database
+from billfold.kit.observability import configure_logging
 from billfold.standin import LocalStripe
 from billfold.standin.launcher import free_port
 from billfold.webhooks.outbound import endpoints
