@@ -40,6 +40,8 @@ def register(body: RegisterIn, services: ServicesDep, tokens: TokensDep) -> Enve
         email=str(body.email),
         password=body.password,
         company_name=body.company_name,
+        phone=body.phone,
+        metadata=body.metadata,
     )
     return ok(
         SessionOut(
@@ -74,6 +76,9 @@ def update_user(
         company_name=body.company_name,
         password=body.password,
         role=body.role,
+        # An explicit null clears the field; a field left out stays as it is.
+        phone=(body.phone or "") if "phone" in body.model_fields_set else None,
+        metadata=(body.metadata or {}) if "metadata" in body.model_fields_set else None,
         current_password=body.current_password,
     )
     with services.db.transaction() as session:

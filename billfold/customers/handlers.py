@@ -97,6 +97,8 @@ def _unlink(services: Services, stripe_id: str, at: Any) -> Outcome:
         customer.stripe_customer_id = None
         customer.stripe_synced_version = 0
         customer.link_name = customer.link_email = None
+        customer.link_phone = customer.link_metadata = None
+        customer.stripe_metadata_keys = []
         customer.link_version = None
         customer.stripe_removed_at = customer.stripe_removed_at or utcnow()
         customer.stripe_event_at = max(at, customer.stripe_event_at or at)

@@ -31,6 +31,8 @@ def sign_up(
     email: str,
     password: str,
     company_name: str | None = None,
+    phone: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Customer:
     """Register a user; answer with the Stripe customer linked if Stripe answers promptly.
 
@@ -45,6 +47,8 @@ def sign_up(
             email=email,
             password=password,
             company_name=company_name,
+            phone=phone,
+            metadata=metadata,
             role=Role.USER,
             creation=settings.stripe_customer_creation,
             link_delay=timedelta(seconds=2 * settings.stripe_inline_timeout_seconds),

@@ -20,6 +20,7 @@ from billfold.auth.service import (
     set_password,
 )
 from billfold.config import CustomerCreation, Settings
+from billfold.customers.contact import check_metadata, check_phone
 from billfold.customers.models import Customer
 from billfold.jobs.queue import enqueue
 from billfold.kit import audit
@@ -48,11 +49,15 @@ def register(
     email: str,
     password: str,
     company_name: str | None = None,
+    phone: str | None = None,
+    metadata: dict[str, str] | None = None,
     role: Role = Role.USER,
     creation: CustomerCreation = CustomerCreation.ON_REGISTRATION,
     link_delay: timedelta = timedelta(0),
 ) -> Customer:
     """A new user and customer; the Stripe customer is a job of the same transaction."""
+    phone = check_phone(phone) if phone else None
+    metadata = check_metadata(metadata or {})
     user = User(
         email=email.strip(),
         email_normalized=email.strip().lower(),
@@ -61,7 +66,7 @@ def register(
         password_hash=hash_password(password),
         role=role,
     )
-    customer = Customer(user=user)
+    customer = Customer(user=user, phone=phone, metadata_=metadata)
     _ensure_email_free(session, user.email_normalized)
     session.add_all([user, customer])
     try:
@@ -109,6 +114,9 @@ class ProfileChanges:
     company_name: str | None = None
     password: str | None = None
     role: Role | None = None
+    # "" clears the phone; {} clears the metadata (an edit replaces the whole set).
+    phone: str | None = None
+    metadata: dict[str, str] | None = None
     # Required when users change their own e-mail or password.
     current_password: str | None = None
 
@@ -121,6 +129,8 @@ def update_user(
     only the e-mail (never a password); every such change revokes the tokens issued before."""
     customer = get_customer(session, caller, user_id)
     user = customer.user
+    phone = check_phone(changes.phone) if changes.phone else changes.phone
+    metadata = check_metadata(changes.metadata) if changes.metadata is not None else None
     email_change = changes.email is not None and changes.email.strip() != user.email
     if email_change or changes.password is not None:
         if caller.user is not None and caller.user.id == user.id:
@@ -140,6 +150,12 @@ def update_user(
     pushed_fields_changed = False
     if changes.name is not None and changes.name.strip() != user.name:
         user.name = changes.name.strip()
+        pushed_fields_changed = True
+    if phone is not None and (phone or None) != customer.phone:
+        customer.phone = phone or None
+        pushed_fields_changed = True
+    if metadata is not None and metadata != customer.metadata_:
+        customer.metadata_ = metadata
         pushed_fields_changed = True
     if email_change:
         assert changes.email is not None
@@ -184,6 +200,8 @@ def delete_user(session: Session, caller: Caller, user_id: str) -> Customer:
     user.name = ""
     user.company_name = None
     user.password_hash = None
+    customer.phone = None
+    customer.metadata_ = {}
     customer.deleted_at = now
     enqueue(session, REMOVE_JOB, {"customer_id": customer.id})
     audit.record(session, caller.actor, "user.delete", user.id, customer_id=customer.id)

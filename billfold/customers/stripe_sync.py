@@ -12,13 +12,15 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, or_, select, update
 
 from billfold.config import CustomerDeletion
+from billfold.customers.contact import stripe_metadata_update
 from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB
 from billfold.jobs.queue import enqueue
@@ -62,18 +64,29 @@ def ensure_stripe_customer(
         if time.monotonic() >= deadline:
             raise LinkInProgress(customer_id, claim)
         time.sleep(0.1)
-    token, name, email, user_id = claim
     gateway = services.stripe_inline if inline else services.stripe
     try:
-        stripe_customer = _find_or_create(gateway, customer_id, user_id, name, email, source)
+        stripe_customer = _find_or_create(gateway, customer_id, claim, source)
     except Exception:
         CUSTOMER_LINKS.labels(outcome="failed").inc()
-        _release(services, customer_id, token)
+        _release(services, customer_id, claim.token)
         raise
-    return _link(services, customer_id, token, stripe_customer)
+    return _link(services, customer_id, claim.token, stripe_customer)
 
 
-def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, str] | datetime:
+@dataclass(frozen=True)
+class _Claim:
+    """Our hold on a customer's creation, and the request every try of it sends."""
+
+    token: str
+    user_id: str
+    name: str
+    email: str
+    phone: str | None
+    metadata: dict[str, str]
+
+
+def _claim(services: Services, customer_id: str) -> str | _Claim | datetime:
     """The linked Stripe ID, or our claim (token and the request to send), or, when another
     try holds it, when that claim runs out."""
     now = utcnow()
@@ -108,20 +121,35 @@ def _claim(services: Services, customer_id: str) -> str | tuple[str, str, str, s
         ).one_or_none()
         if row is None:
             return customer.link_claim_expires_at or now
-        return token, row.link_name, row.link_email, user.id
+        # The claim is ours: the first try fixes phone and metadata as it fixed name and e-mail.
+        session.execute(
+            update(Customer)
+            .where(Customer.id == customer_id, Customer.link_metadata.is_(None))
+            .values(link_phone=customer.phone, link_metadata=dict(customer.metadata_))
+        )
+        phone, metadata = session.execute(
+            select(Customer.link_phone, Customer.link_metadata).where(Customer.id == customer_id)
+        ).one()
+        return _Claim(token, user.id, row.link_name, row.link_email, phone, metadata or {})
 
 
 def _find_or_create(
-    gateway: StripeGateway, customer_id: str, user_id: str, name: str, email: str, source: str
+    gateway: StripeGateway, customer_id: str, claim: _Claim, source: str
 ) -> StripeCustomer:
     # A try that died after Stripe answered left a customer with our ID in its metadata;
     # Stripe's own idempotency window covers only a day, so look before creating.
-    existing = gateway.find_customer_of(customer_id=customer_id, email=email)
+    existing = gateway.find_customer_of(customer_id=customer_id, email=claim.email)
     if existing is not None:
         log.info("customer.found_existing", customer_id=customer_id, stripe_id=existing.id)
         return existing
     return gateway.create_customer(
-        customer_id=customer_id, user_id=user_id, name=name, email=email, source=source
+        customer_id=customer_id,
+        user_id=claim.user_id,
+        name=claim.name,
+        email=claim.email,
+        source=source,
+        phone=claim.phone,
+        metadata=claim.metadata,
     )
 
 
@@ -142,6 +170,8 @@ def _link(services: Services, customer_id: str, token: str, found: StripeCustome
             log.warning("customer.link_lease_lost", customer_id=customer_id)
         customer.stripe_customer_id = found.id
         customer.stripe_synced_version = customer.link_version or 0
+        sent = set(customer.link_metadata or {})
+        customer.stripe_metadata_keys = sorted(sent | set(customer.stripe_metadata_keys))
         customer.stripe_linked_at = utcnow()
         customer.stripe_removed_at = None
         customer.link_claim_token = None
@@ -177,10 +207,11 @@ def link_job(services: Services, payload: dict[str, Any]) -> None:
 
 
 def push_job(services: Services, payload: dict[str, Any]) -> None:
-    """Send the customer's current name and e-mail to Stripe, once per profile version."""
+    """Send the customer's current name, e-mail, phone and metadata to Stripe, once per
+    profile version; user metadata keys sent before and removed since are removed there."""
     customer_id = payload["customer_id"]
     with services.db.transaction() as session:
-        customer = session.get(Customer, customer_id)
+        customer = session.get(Customer, customer_id, with_for_update=True)
         if customer is None or customer.deleted_at is not None:
             return
         if customer.stripe_customer_id is None:
@@ -188,22 +219,38 @@ def push_job(services: Services, payload: dict[str, Any]) -> None:
         version = customer.profile_version
         if customer.stripe_synced_version >= version:
             return
-        stripe_id, name, email = (
+        stripe_id, name, email, phone = (
             customer.stripe_customer_id,
             customer.user.name,
             customer.user.email,
+            customer.phone,
+        )
+        metadata = stripe_metadata_update(customer.metadata_, customer.stripe_metadata_keys)
+        # Recorded before the call: a key that may reach Stripe is one to remove later.
+        customer.stripe_metadata_keys = sorted(
+            set(customer.stripe_metadata_keys) | set(customer.metadata_)
         )
     services.stripe.update_customer(
         stripe_id,
         key=idempotency_key("customer.update", customer_id, f"v{version}"),
         name=name,
         email=email,
+        phone=phone,
+        metadata=metadata,
     )
+    removed = {key for key, value in metadata.items() if value == ""}
     with services.db.transaction() as session:
-        session.execute(
-            update(Customer)
-            .where(Customer.id == customer_id, Customer.stripe_synced_version < version)
-            .values(stripe_synced_version=version)
+        customer = session.get(Customer, customer_id, with_for_update=True)
+        assert customer is not None
+        if customer.stripe_synced_version < version:
+            customer.stripe_synced_version = version
+        # Keys this push removed are gone at Stripe, unless a newer edit brought them back.
+        customer.stripe_metadata_keys = sorted(
+            {
+                k
+                for k in customer.stripe_metadata_keys
+                if k not in removed or k in customer.metadata_
+            }
         )
 
 
@@ -242,4 +289,6 @@ def remove_job(services: Services, payload: dict[str, Any]) -> None:
         customer.stripe_removed_at = utcnow()
         customer.link_name = None
         customer.link_email = None
+        customer.link_phone = None
+        customer.link_metadata = None
     log.info("customer.removed_from_stripe", customer_id=customer_id, stripe_customer_id=stripe_id)

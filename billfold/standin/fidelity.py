@@ -17,6 +17,8 @@ launcher applies these patches to localstripe before serving (never to Billfold 
 - Cards report their brand from the number (Visa, Mastercard, Amex, Discover, JCB, Diners,
   UnionPay); 15-digit Amex numbers and 4-digit CVCs are accepted; Stripe's `pm_card_*`
   test PaymentMethod IDs (mastercard, amex, discover, authenticationRequired…) work.
+- An empty metadata value removes that key, and an empty `phone` unsets a customer's phone,
+  as in Stripe's API (localstripe kept the empty strings).
 - Cancelling a PaymentIntent sends `payment_intent.canceled` (with `cancellation_reason`);
   one with `setup_future_usage` saves its card to the customer when it succeeds.
 
@@ -216,6 +218,7 @@ def apply() -> None:
     _card_brands(r)
     _payment_intent_lifecycle(r)
     _test_payment_methods(r)
+    _empty_values_unset(r)
 
 
 def card_brand(number: str) -> str:
@@ -329,3 +332,16 @@ def _test_payment_methods(r: Any) -> None:
         return r.PaymentMethod(type="card", card=card)
 
     r.PaymentMethod._try_get_canonical_test_article = classmethod(canonical)
+
+
+def _empty_values_unset(r: Any) -> None:
+    update = r.StripeObject._update
+
+    def update_like_stripe(self: Any, **data: Any) -> None:
+        if isinstance(self, r.Customer) and data.get("phone") == "":
+            data["phone"] = None
+        update(self, **data)
+        if isinstance(data.get("metadata"), dict) and isinstance(self.metadata, dict):
+            self.metadata = {k: v for k, v in self.metadata.items() if v != ""}
+
+    r.StripeObject._update = update_like_stripe

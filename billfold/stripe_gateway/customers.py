@@ -11,14 +11,30 @@ from billfold.stripe_gateway.objects import StripeCustomer, _customer
 
 class CustomerCalls(GatewayBase):
     def create_customer(
-        self, *, customer_id: str, user_id: str, name: str, email: str, source: str
+        self,
+        *,
+        customer_id: str,
+        user_id: str,
+        name: str,
+        email: str,
+        source: str,
+        phone: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> StripeCustomer:
         params: dict[str, Any] = {
             "name": name,
             "email": email,
             "description": f"Customer for user ID: {user_id}",
-            "metadata": {"customer_id": customer_id, "user_id": user_id, "source": source},
+            # Our keys last: the user's metadata never stands in for them.
+            "metadata": {
+                **(metadata or {}),
+                "customer_id": customer_id,
+                "user_id": user_id,
+                "source": source,
+            },
         }
+        if phone:
+            params["phone"] = phone
         return self._call(
             "customer.create",
             lambda: _customer(
@@ -51,14 +67,26 @@ class CustomerCalls(GatewayBase):
         )
 
     def update_customer(
-        self, stripe_customer_id: str, *, key: str, name: str, email: str
+        self,
+        stripe_customer_id: str,
+        *,
+        key: str,
+        name: str,
+        email: str,
+        phone: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> StripeCustomer:
+        """Set the profile fields; `phone` None clears it, `metadata` is merged by Stripe (an
+        empty value removes a key)."""
+        params: dict[str, Any] = {"name": name, "email": email, "phone": phone or ""}
+        if metadata:
+            params["metadata"] = metadata
         return self._call(
             "customer.update",
             lambda: _customer(
                 self._client.v1.customers.update(
                     stripe_customer_id,
-                    params={"name": name, "email": email},
+                    params=params,  # type: ignore[arg-type]
                     options={"idempotency_key": key},
                 )
             ),
