@@ -24,8 +24,8 @@ from billfold.payments import handlers as payment_events
 from billfold.payments import janitor, methods, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
+from billfold.subscriptions import cancellation, lifecycle
 from billfold.subscriptions import handlers as subscription_events
-from billfold.subscriptions import lifecycle
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
 from billfold.webhooks.outbound import delivery as outbound_delivery
@@ -58,6 +58,9 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
         idempotency.purge_job, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
     ),
     DELIVER_JOB: JobKind(outbound_delivery.deliver_job),
+    cancellation.END_TRIALS_JOB: JobKind(
+        cancellation.end_trials_job, every=lambda _s: cancellation.END_TRIALS_EVERY_SECONDS
+    ),
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(

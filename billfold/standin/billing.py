@@ -19,6 +19,7 @@ from billfold.standin import web
 #: Stripe's test card that needs authentication on-session but not once set up off-session.
 AUTH_UNLESS_SET_UP = "4000002500003155"
 _PRORATIONS = ("create_prorations", "none", "always_invoice")
+_PAUSE_BEHAVIORS = ("void", "keep_as_draft", "mark_uncollectible")
 _DAYS = {"day": 1, "week": 7}
 _MONTHS = {"month": 1, "year": 12}
 
@@ -60,6 +61,15 @@ def price_view(plan: Any) -> dict[str, Any]:
         "created": plan.created,
         "livemode": False,
     }
+
+
+def as_plan_items(items: Any) -> Any:
+    """`items[].price` as localstripe's `items[].plan`."""
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and "price" in item:
+                item["plan"] = item.pop("price")
+    return items
 
 
 def apply() -> None:
@@ -139,13 +149,6 @@ def apply() -> None:
     r.SubscriptionItem.current_period_start = property(lambda s: s._current_period()["start"])
     r.SubscriptionItem.current_period_end = property(lambda s: s._current_period()["end"])
 
-    def as_plan_items(items: Any) -> Any:
-        if isinstance(items, list):
-            for item in items:
-                if isinstance(item, dict) and "price" in item:
-                    item["plan"] = item.pop("price")
-        return items
-
     sub_init = r.Subscription.__init__
 
     def subscription_init(self: Any, *args: Any, **data: Any) -> None:
@@ -156,6 +159,7 @@ def apply() -> None:
         days = r.try_convert_to_int(data.get("trial_period_days"))
         trial_end = r.try_convert_to_int(data.get("trial_end"))
         self.default_payment_method = default_pm
+        self.pause_collection = None
         self._period = None
         with _held_events(r) as held:
             sub_init(self, *args, **data)
@@ -202,10 +206,13 @@ def apply() -> None:
         default_payment_method: Any = None,
         payment_behavior: Any = None,
         off_session: Any = None,
+        pause_collection: Any = None,
+        proration_date: Any = None,
         **rest: Any,
     ) -> None:
         if proration_behavior is not None and proration_behavior not in _PRORATIONS:
             raise UserError(400, "Invalid proration_behavior", {"param": "proration_behavior"})
+        pause = _pause_collection(pause_collection, UserError)
         items = as_plan_items(items)
         new_plan = None
         if items:
@@ -223,7 +230,9 @@ def apply() -> None:
         if rest:
             original_update(self, **rest)
         if new_plan is not None and new_plan.id != self.plan.id:
-            _change_price(r, self, new_plan, proration_behavior or "create_prorations")
+            _change_price(
+                r, self, new_plan, proration_behavior or "create_prorations", proration_date
+            )
         if cancel is not None:
             self.cancel_at_period_end = cancel
             self.cancel_at = self.current_period_end if cancel else None
@@ -233,6 +242,8 @@ def apply() -> None:
             self.metadata = {k: v for k, v in self.metadata.items() if v != ""}
         if default_payment_method is not None:
             self.default_payment_method = default_payment_method or None
+        if pause_collection is not None:
+            self.pause_collection = pause
 
     original_update = r.Subscription._update
     r.Subscription._update = subscription_update
@@ -282,10 +293,38 @@ def apply() -> None:
         emit("invoice.paid", self)
 
     r.Invoice._on_payment_success = on_invoice_paid
+    invoice_status = r.Invoice.status
+
+    def status(self: Any) -> str:
+        if getattr(self, "_uncollectible", False):
+            return "uncollectible"
+        found: str = invoice_status.fget(self)
+        return found
+
+    r.Invoice.status = property(status)
     r.Invoice.hosted_invoice_url = property(lambda self: f"{web.public_url}/invoice/{self.id}")
 
     web.api("POST", "/v1/invoices/{id}/pay", lambda id, **data: pay_invoice(id, **data))
+    web.api("POST", "/v1/invoices/create_preview", preview_invoice)
+    web.api("GET", "/v1/invoices/upcoming", upcoming_invoice)
     web.api("POST", "/v1/test_helpers/subscriptions/{id}/advance", lambda id, **_: advance(id))
+
+
+def _pause_collection(value: Any, error: Any) -> dict[str, Any] | None:
+    """`pause_collection` as given: "" clears it; else a behavior and maybe `resumes_at`."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, dict) or value.get("behavior") not in _PAUSE_BEHAVIORS:
+        raise error(400, "Invalid pause_collection[behavior]", {"param": "pause_collection"})
+    resumes_at = value.get("resumes_at")
+    if resumes_at not in (None, ""):
+        try:
+            resumes_at = int(resumes_at)
+        except ValueError:
+            raise error(400, "Invalid pause_collection[resumes_at]") from None
+        if resumes_at <= time.time():
+            raise error(400, "pause_collection[resumes_at] must be in the future")
+    return {"behavior": value["behavior"], "resumes_at": resumes_at or None}
 
 
 def _announce_status_change(r: Any, name: str) -> None:
@@ -301,29 +340,67 @@ def _announce_status_change(r: Any, name: str) -> None:
     setattr(r.Subscription, name, wrapped)
 
 
-def _change_price(r: Any, sub: Any, new_plan: Any, proration_behavior: str) -> None:
-    """Swap the item's price; prorations (unused time credited, the rest of the period at
-    the new price) wait for the next invoice, or are invoiced now with `always_invoice`."""
-    item = sub.items._list[0]
-    old_plan = item.plan
+def _prorations(sub: Any, old_plan: Any, new_plan: Any, at: int) -> list[dict[str, Any]]:
+    """Stripe's prorations for one item swapping prices at `at`: the unused time on the old
+    price credited and the rest of the period at the new one, each by seconds left."""
     start, end = sub._period
-    now = int(time.time())
-    if proration_behavior != "none" and sub.status == "active" and end > now:
-        remaining = (end - now) / (end - start)
+    if sub.status != "active" or not start <= at < end:
+        return []
+    quantity = sub.items._list[0].quantity
+    remaining = (end - at) / (end - start)
+    return [
+        {
+            "amount": sign * round(plan.amount * quantity * remaining),
+            "currency": plan.currency,
+            "plan": plan.id,
+            "description": f"{label} {plan.nickname or plan.id}",
+            "period": {"start": at, "end": end},
+            "proration": True,
+        }
         for plan, sign, label in (
             (old_plan, -1, "Unused time on"),
             (new_plan, 1, "Remaining time on"),
-        ):
+        )
+    ]
+
+
+def _proration_time(value: Any, sub: Any) -> int:
+    """`proration_date` as given (so a preview and the change agree), else now."""
+    from localstripe.errors import UserError
+
+    if value in (None, ""):
+        return int(time.time())
+    try:
+        at = int(value)
+    except ValueError:
+        raise UserError(400, "Invalid proration_date", {"param": "proration_date"}) from None
+    start, end = sub._period
+    if not start <= at < end:
+        raise UserError(
+            400, "proration_date must be within the current period", {"param": "proration_date"}
+        )
+    return at
+
+
+def _change_price(
+    r: Any, sub: Any, new_plan: Any, proration_behavior: str, proration_date: Any = None
+) -> None:
+    """Swap the item's price; prorations (unused time credited, the rest of the period at
+    the new price) wait for the next invoice, or are invoiced now with `always_invoice`."""
+    item = sub.items._list[0]
+    at = _proration_time(proration_date, sub)
+    if proration_behavior != "none":
+        for line in _prorations(sub, item.plan, new_plan, at):
             r.InvoiceItem(
-                amount=sign * round(plan.amount * item.quantity * remaining),
-                currency=plan.currency,
+                amount=line["amount"],
+                currency=line["currency"],
                 customer=sub.customer,
                 subscription=sub.id,
-                plan=plan.id,
+                plan=line["plan"],
                 proration=True,
-                description=f"{label} {plan.nickname or plan.id}",
-                period_start=max(now, start),
-                period_end=end,
+                description=line["description"],
+                period_start=at,
+                period_end=line["period"]["end"],
             )
     item.plan = new_plan
     if proration_behavior == "always_invoice" and sub.status == "active":
@@ -331,6 +408,130 @@ def _change_price(r: Any, sub: Any, new_plan: Any, proration_behavior: str) -> N
         invoice.billing_reason = "subscription_update"
         invoice._finalize()
         charge_invoice(invoice)
+
+
+def preview_invoice(
+    customer: Any = None,
+    subscription: Any = None,
+    subscription_details: Any = None,
+    **unknown: Any,
+) -> Any:
+    """`POST /v1/invoices/create_preview` for a subscription (maybe with a price change):
+    with `always_invoice`, the invoice the change would make now (its prorations); else
+    the next renewal's invoice, pending items and prorations included."""
+    from localstripe import resources as r
+    from localstripe.errors import UserError
+
+    if unknown:
+        raise UserError(400, "Unexpected " + ", ".join(unknown))
+    if not subscription:
+        raise UserError(400, "The stand-in previews a subscription's invoice only")
+    sub = r.Subscription._api_retrieve(subscription)
+    if customer not in (None, sub.customer):
+        raise UserError(400, "The subscription belongs to another customer")
+    details = subscription_details or {}
+    if not isinstance(details, dict):
+        raise UserError(400, "Invalid subscription_details")
+    behavior = details.get("proration_behavior") or "create_prorations"
+    if behavior not in _PRORATIONS:
+        raise UserError(400, "Invalid proration_behavior", {"param": "proration_behavior"})
+    item = sub.items._list[0]
+    new_plan = item.plan
+    items = as_plan_items(details.get("items"))
+    if items:
+        if len(items) != 1 or items[0].get("id") not in (None, item.id):
+            raise UserError(400, "The stand-in previews one subscription item")
+        if items[0].get("plan"):
+            new_plan = r.Plan._api_retrieve(items[0]["plan"])
+    at = _proration_time(details.get("proration_date"), sub)
+    changed = new_plan.id != item.plan.id
+    prorations = _prorations(sub, item.plan, new_plan, at) if changed and behavior != "none" else []
+    pending = [
+        {
+            "amount": ii.amount,
+            "currency": ii.currency,
+            "plan": ii.plan.id if getattr(ii, "plan", None) else None,
+            "description": ii.description,
+            "period": ii.period,
+            "proration": bool(ii.proration),
+        }
+        for ii in r.InvoiceItem._api_list_all(None, customer=sub.customer, limit=99)._list
+        if ii.invoice is None
+    ]
+    end = sub._period[1]
+    if behavior == "always_invoice":
+        lines = pending + prorations
+        date, period = at, (at, end)
+    else:
+        after = period_after(end, new_plan.interval, new_plan.interval_count)
+        cycle = {
+            "amount": new_plan.amount * item.quantity,
+            "currency": new_plan.currency,
+            "plan": new_plan.id,
+            "description": f"{item.quantity} x {new_plan.nickname or new_plan.id}",
+            "period": {"start": end, "end": after},
+            "proration": False,
+        }
+        lines = pending + prorations + [cycle]
+        date, period = end, (sub._period[0], end)
+    total = sum(line["amount"] for line in lines)
+    return _Preview(
+        {
+            "id": "upcoming_" + r.random_id(14),
+            "object": "invoice",
+            "customer": sub.customer,
+            "subscription": sub.id,
+            "parent": {
+                "type": "subscription_details",
+                "subscription_details": {"subscription": sub.id},
+            },
+            "status": "draft",
+            "currency": new_plan.currency,
+            "subtotal": total,
+            "total": total,
+            "amount_due": max(total, 0),
+            "amount_paid": 0,
+            "created": date,
+            "next_payment_attempt": date,
+            "period_start": period[0],
+            "period_end": period[1],
+            "subscription_proration_date": at,
+            "lines": {
+                "object": "list",
+                "data": [{"object": "line_item", **line} for line in lines],
+                "has_more": False,
+            },
+            "livemode": False,
+        }
+    )
+
+
+def upcoming_invoice(
+    customer: Any = None,
+    subscription: Any = None,
+    subscription_items: Any = None,
+    subscription_proration_behavior: Any = None,
+    subscription_proration_date: Any = None,
+    **unknown: Any,
+) -> Any:
+    """`GET /v1/invoices/upcoming` (older API versions): the same as `create_preview`."""
+    details = {
+        "items": subscription_items,
+        "proration_behavior": subscription_proration_behavior,
+        "proration_date": subscription_proration_date,
+    }
+    return preview_invoice(customer, subscription, details, **unknown)
+
+
+class _Preview:
+    """An invoice preview, answered as it is (Stripe does not store it)."""
+
+    def __init__(self, exported: dict[str, Any]) -> None:
+        self.exported = exported
+        self.id = exported["id"]
+
+    def _export(self, expand: Any = None) -> dict[str, Any]:
+        return self.exported
 
 
 class _Held:
@@ -472,6 +673,9 @@ def advance(id: str) -> Any:
     if sub.status in ("canceled", "incomplete_expired", "incomplete"):
         raise UserError(400, f"A {sub.status} subscription has no period to end")
     end = sub._period[1]
+    pause = getattr(sub, "pause_collection", None)
+    if pause and pause["resumes_at"] and pause["resumes_at"] <= end:
+        sub.pause_collection = pause = None  # collection resumed before this renewal
     if sub.cancel_at_period_end:
         sub.status, sub.ended_at = "canceled", end
         sub.canceled_at = sub.canceled_at or int(time.time())
@@ -488,6 +692,10 @@ def advance(id: str) -> Any:
         date=end,
     )
     invoice.billing_reason = "subscription_cycle"
+    if pause:
+        _set_aside(invoice, pause["behavior"])
+        emit("customer.subscription.updated", sub)
+        return sub
     invoice._finalize()
     with _held_events(r) as held:
         charge_invoice(invoice)
@@ -496,3 +704,17 @@ def advance(id: str) -> Any:
     held.events = [e for e in held.events if e.type != "customer.subscription.updated"]
     held.send(refresh=sub)
     return sub
+
+
+def _set_aside(invoice: Any, behavior: str) -> None:
+    """A renewal while collection is paused: voided, marked uncollectible, or kept a draft."""
+    if behavior == "keep_as_draft":
+        return
+    invoice._finalize()
+    if behavior == "void":
+        invoice._voided = True
+        invoice.status_transitions["voided_at"] = int(time.time())
+        emit("invoice.voided", invoice)
+    else:
+        invoice._uncollectible = True
+        emit("invoice.marked_uncollectible", invoice)

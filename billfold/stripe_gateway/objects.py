@@ -134,6 +134,10 @@ class StripeSubscription:
     trial_end: int | None
     canceled_at: int | None
     metadata: dict[str, str]
+    ended_at: int | None = None
+    # `pause_collection`: how invoices are treated while paused, and when it resumes.
+    pause_behavior: str | None = None
+    pause_resumes_at: int | None = None
 
 
 def parse_subscription(resource: Any) -> StripeSubscription:
@@ -143,6 +147,7 @@ def parse_subscription(resource: Any) -> StripeSubscription:
     price = item.get("price") or item.get("plan") or obj.get("plan") or {}
     # Newer API versions keep the period on the item rather than the subscription.
     period_end = obj.get("current_period_end") or item.get("current_period_end")
+    pause = obj.get("pause_collection") or {}
     return StripeSubscription(
         id=obj["id"],
         customer=_id_of(obj.get("customer")),
@@ -154,6 +159,9 @@ def parse_subscription(resource: Any) -> StripeSubscription:
         trial_end=obj.get("trial_end"),
         canceled_at=obj.get("canceled_at"),
         metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+        ended_at=obj.get("ended_at"),
+        pause_behavior=pause.get("behavior"),
+        pause_resumes_at=pause.get("resumes_at"),
     )
 
 

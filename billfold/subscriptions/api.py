@@ -19,7 +19,7 @@ from billfold.kit.paging import (
     Period,
     paged,
 )
-from billfold.subscriptions import licenses, lifecycle, listing, plans
+from billfold.subscriptions import cancellation, licenses, lifecycle, listing, plans
 from billfold.subscriptions.keys import public_pem
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
@@ -28,6 +28,7 @@ from billfold.subscriptions.schemas import (
     CheckoutIn,
     CheckoutOut,
     LicenseOut,
+    PauseIn,
     PlanIn,
     PlanOut,
     PlanPatch,
@@ -123,7 +124,7 @@ def checkout(body: CheckoutIn, caller: CallerDep, services: ServicesDep) -> Enve
 
 @router.post("/subscriptions/cancel", tags=["subscriptions"])
 def cancel(body: CancelIn, caller: CallerDep, services: ServicesDep) -> Envelope[SubscriptionOut]:
-    done = lifecycle.cancel(
+    done = cancellation.cancel(
         services, caller, at_period_end=body.at_period_end, customer_id=body.customer_id
     )
     return ok(SubscriptionOut.of(done))
@@ -131,7 +132,20 @@ def cancel(body: CancelIn, caller: CallerDep, services: ServicesDep) -> Envelope
 
 @router.post("/subscriptions/resume", tags=["subscriptions"])
 def resume(body: ResumeIn, caller: CallerDep, services: ServicesDep) -> Envelope[SubscriptionOut]:
-    return ok(SubscriptionOut.of(lifecycle.resume(services, caller, customer_id=body.customer_id)))
+    resumed = cancellation.resume(services, caller, customer_id=body.customer_id)
+    return ok(SubscriptionOut.of(resumed))
+
+
+@router.post("/subscriptions/pause", tags=["subscriptions"])
+def pause(body: PauseIn, caller: CallerDep, services: ServicesDep) -> Envelope[SubscriptionOut]:
+    paused = cancellation.pause(
+        services,
+        caller,
+        behavior=body.behavior,
+        resumes_at=body.resumes_at,
+        customer_id=body.customer_id,
+    )
+    return ok(SubscriptionOut.of(paused))
 
 
 @router.post("/subscriptions/change-plan", tags=["subscriptions"])

@@ -137,20 +137,23 @@ def apply_stripe_subscription(
         )
         return subscription
     plan = plan_for_price(session, remote.price_id) or subscription.plan
-    status = SubscriptionStatus(remote.status)
+    status = status_of(remote)
     period_end = _time(remote.current_period_end)
     before = _license_facts(subscription)
     subscription.stripe_subscription_id = remote.id
     subscription.plan_id, subscription.plan = plan.id, plan
     subscription.status = status
     subscription.current_period_ends_at = period_end
-    subscription.cancel_at_period_end = remote.cancel_at_period_end
-    subscription.trial_ends_at = (
-        _time(remote.trial_end) if status == SubscriptionStatus.TRIALING else None
-    )
+    ended = status == SubscriptionStatus.CANCELED
+    # An ended subscription is no longer "set to cancel": it is canceled, since then.
+    subscription.cancel_at_period_end = remote.cancel_at_period_end and not ended
+    subscription.trial_ends_at = _time(remote.trial_end) if remote.status == "trialing" else None
     subscription.canceled_at = (
-        _time(remote.canceled_at) if status == SubscriptionStatus.CANCELED else None
+        _time(remote.canceled_at or remote.ended_at) or utcnow() if ended else None
     )
+    paused = status == SubscriptionStatus.PAUSED
+    subscription.pause_behavior = remote.pause_behavior if paused else None
+    subscription.pause_resumes_at = _time(remote.pause_resumes_at) if paused else None
     if event_at is not None:
         subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
     session.flush()
@@ -164,6 +167,16 @@ def apply_stripe_subscription(
             plan=plan.code,
         )
     return subscription
+
+
+def status_of(remote: StripeSubscription) -> SubscriptionStatus:
+    """Ours is Stripe's status, except that a subscription whose collection is paused is
+    `paused` (Stripe keeps it `active`, with `pause_collection` set)."""
+    status = SubscriptionStatus(remote.status)
+    live = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE)
+    if remote.pause_behavior and status in live:
+        return SubscriptionStatus.PAUSED
+    return status
 
 
 def _local_for(
@@ -219,56 +232,6 @@ def _time(epoch: int | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if epoch else None
 
 
-def cancel(
-    services: Services, caller: Caller, *, at_period_end: bool, customer_id: str | None = None
-) -> Subscription:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        subscription = subscription_of(session, customer.id)
-        if subscription.status == SubscriptionStatus.CANCELED:
-            raise Conflict("Already canceled", code="already_canceled")
-        stripe_id, subscription_id = subscription.stripe_subscription_id, subscription.id
-        if stripe_id is None:  # a trial that never touched Stripe ends here
-            subscription.status = SubscriptionStatus.CANCELED
-            subscription.canceled_at = utcnow()
-            subscription_changed(session, subscription, str(SubscriptionStatus.TRIALING))
-            licenses.issue(session, subscription, services.settings, services.licenses)
-            audit.record(session, caller.actor, "subscription.cancel", subscription.id)
-            return subscription
-    request = uuid.uuid4().hex
-    if at_period_end:
-        remote = services.stripe.update_subscription(
-            stripe_id,
-            key=idempotency_key("subscription.cancel_at_period_end", subscription_id, request),
-            params={"cancel_at_period_end": True},
-        )
-    else:
-        remote = services.stripe.cancel_subscription(
-            stripe_id, key=idempotency_key("subscription.cancel", subscription_id)
-        )
-    return _record(services, remote, caller, "subscription.cancel")
-
-
-def resume(services: Services, caller: Caller, *, customer_id: str | None = None) -> Subscription:
-    """Keep a subscription set to cancel at the end of its period: it renews again."""
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        subscription = subscription_of(session, customer.id)
-        stripe_id, subscription_id = subscription.stripe_subscription_id, subscription.id
-        if (
-            stripe_id is None
-            or subscription.status == SubscriptionStatus.CANCELED
-            or not subscription.cancel_at_period_end
-        ):
-            raise Conflict("The subscription is not set to cancel", code="not_canceling")
-    remote = services.stripe.update_subscription(
-        stripe_id,
-        key=idempotency_key("subscription.resume", subscription_id, uuid.uuid4().hex),
-        params={"cancel_at_period_end": False},
-    )
-    return _record(services, remote, caller, "subscription.resume")
-
-
 def change_plan(
     services: Services, caller: Caller, *, plan_code: str, customer_id: str | None = None
 ) -> Subscription:
@@ -304,10 +267,10 @@ def change_plan(
             "metadata": {"plan": plan_code},
         },
     )
-    return _record(services, remote, caller, "subscription.change_plan")
+    return record(services, remote, caller, "subscription.change_plan")
 
 
-def _record(
+def record(
     services: Services, remote: StripeSubscription, caller: Caller, action: str
 ) -> Subscription:
     with services.db.transaction() as session:

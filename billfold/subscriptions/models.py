@@ -52,6 +52,10 @@ class Subscription(Base):
     current_period_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Collection paused (Stripe's `pause_collection`): what happens to invoices meanwhile
+    # (`void`, `keep_as_draft`, `mark_uncollectible`) and when it resumes by itself.
+    pause_behavior: Mapped[str | None] = mapped_column(String(24))
+    pause_resumes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Creation time of the newest Stripe event applied: an older one never wins.
     stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

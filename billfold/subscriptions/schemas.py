@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, HttpUrl
 
@@ -52,6 +52,8 @@ class SubscriptionOut(ApiModel):
     current_period_ends_at: datetime | None = Field(serialization_alias="current_period_ends_at")
     cancel_at_period_end: bool = Field(serialization_alias="cancel_at_period_end")
     canceled_at: datetime | None
+    pause_behavior: str | None = None
+    pause_resumes_at: datetime | None = None
     features: dict[str, Any]
 
     @classmethod
@@ -65,6 +67,8 @@ class SubscriptionOut(ApiModel):
             current_period_ends_at=subscription.current_period_ends_at,
             cancel_at_period_end=subscription.cancel_at_period_end,
             canceled_at=subscription.canceled_at,
+            pause_behavior=subscription.pause_behavior,
+            pause_resumes_at=subscription.pause_resumes_at,
             # What the plan allows only while the subscription entitles to it.
             features=subscription.plan.features if subscription.status in ENTITLED else {},
         )
@@ -87,6 +91,12 @@ class CancelIn(InputModel):
 
 
 class ResumeIn(InputModel):
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class PauseIn(InputModel):
+    behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
+    resumes_at: datetime | None = None
     customer_id: str | None = Field(default=None, max_length=40)
 
 

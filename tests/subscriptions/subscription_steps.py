@@ -308,3 +308,29 @@ def parse_time(text: str) -> datetime:
 
 def now_epoch() -> int:
     return int(time.time())
+
+
+def sync(client: TestClient, worker: Any, events: Any) -> list[str]:
+    """Relay what the stand-in sent since the last time, and let Billfold's worker apply it."""
+    sent: list[str] = events.relay(client)
+    worker.run_until_idle()
+    return sent
+
+
+def subscribe(
+    client: TestClient,
+    worker: Any,
+    stripe_api: stripe.StripeClient,
+    events: Any,
+    member: Member,
+    plan: str = "starter",
+    number: str = VISA,
+) -> str:
+    """The member pays for `plan` on the stand-in's Checkout page, and Billfold hears of it
+    through the relayed events; answers the Stripe subscription ID."""
+    url = checkout(client, member, plan)["checkout_url"]
+    page = pay_on_page(url, number)
+    assert page.status_code == 303, page.text
+    sync(client, worker, events)
+    assert me(client, member)["status"] in ("active", "trialing")
+    return str(checkout_session(stripe_api, url)["subscription"])

@@ -197,7 +197,7 @@ def test_a_trial_canceled_before_paying_ends_without_touching_stripe(
 ) -> None:
     member = sign_up(client)
     answer = client.post(
-        "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
+        "/subscriptions/cancel", json={"atPeriodEnd": False}, headers=member.headers
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["data"]["status"] == "canceled"

@@ -11,7 +11,7 @@ from billfold.kit.errors import BillfoldError, NotFound
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.overview import status_label, trial_days_left
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
-from billfold.subscriptions import lifecycle, plans
+from billfold.subscriptions import cancellation, lifecycle, plans
 from billfold.subscriptions.models import Subscription
 
 router = APIRouter(include_in_schema=False)
@@ -80,7 +80,7 @@ def cancel(
     caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def stop() -> str:
-        done = lifecycle.cancel(services, caller, at_period_end=True)
+        done = cancellation.cancel(services, caller, at_period_end=True)
         if str(done.status) == "canceled":
             return "Your plan is canceled."
         return "Your plan will end at the end of the current period."
@@ -93,7 +93,7 @@ def resume(
     caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def keep() -> str:
-        lifecycle.resume(services, caller)
+        cancellation.resume(services, caller)
         return "Your plan will renew as usual."
 
     return act(pages, "/billing/plan", keep)
