@@ -21,8 +21,8 @@ from support.postgres import ThrowawayPostgres
 
 from billfold.app import create_app
 from billfold.config import Settings
+from billfold.kit.signing_keys import new_private_key_text
 from billfold.standin import free_port
-from billfold.subscriptions.keys import new_private_key_text
 
 BENCH_LICENSE_KEY = new_private_key_text()
 

@@ -26,6 +26,7 @@ from billfold.credits import api as credits_api
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
+from billfold.customers import sign_in_api
 from billfold.entitlements import api as entitlements_api
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.kit.http_errors import error_response, invalid_request, response_for, unparsable_json
@@ -102,6 +103,7 @@ def create_app(
     app.state.rate_rules = rate_rules
     for router in (
         customers_api.router,
+        sign_in_api.router,
         auth_api.router,
         payments_api.router,
         catalog_api.router,

@@ -28,9 +28,9 @@ from billfold.kit.db import Database
 from billfold.kit.errors import BillfoldError, NotFound
 from billfold.kit.observability import configure_logging
 from billfold.kit.paging import MAX_LIMIT
+from billfold.kit.signing_keys import new_private_key_text
 from billfold.reconcile.cli import events_cli, reconcile_command
 from billfold.services import Services
-from billfold.subscriptions.keys import new_private_key_text
 
 app = typer.Typer(help="Billfold: billing beside your SaaS backend.", no_args_is_help=True)
 api_keys = typer.Typer(help="Service API keys for the host application's backend.")
@@ -536,7 +536,8 @@ def license_verify(
     ] = None,
 ) -> None:
     """Verify a license token offline and print its claims."""
-    from billfold.subscriptions.keys import SigningKeys, key_id, load_public_key
+    from billfold.kit.signing_keys import key_id, load_public_key
+    from billfold.services import license_keys
     from billfold.subscriptions.licenses import InvalidLicense, verify
 
     try:
@@ -544,7 +545,7 @@ def license_verify(
             key = load_public_key(public_key.read_text())
             known = {key_id(key): key}
         else:
-            known = SigningKeys.from_settings(_settings()).public_keys()
+            known = license_keys(_settings()).public_keys()
     except MissingSettings as exc:
         console.print(
             "[red]No key to verify with: set LICENSE_PRIVATE_KEY (the server's setting) or "

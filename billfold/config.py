@@ -9,7 +9,13 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from billfold.webhooks.outbound.urls import PrivateUrls
+
+class PrivateUrls(StrEnum):
+    """Which private addresses outbound webhook URLs may reach (webhooks/outbound/urls.py)."""
+
+    NONE = "none"  # public addresses only
+    LOOPBACK = "loopback"  # and this machine (development, tests)
+    ALL = "all"  # and any private network (an in-house receiver)
 
 
 class CustomerCreation(StrEnum):

@@ -18,6 +18,7 @@ from billfold.customers.models import Customer
 from billfold.customers.registration import ON_SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.kit import idempotency
+from billfold.kit.db import utcnow
 from billfold.mail import outbox
 from billfold.pages import sessions as page_sessions
 from billfold.payments import handlers as payment_events
@@ -38,6 +39,12 @@ EVENT_HANDLERS: dict[str, EventHandler] = {
 }
 
 
+def _purge_idempotency_records(services: Services, _payload: dict[str, Any]) -> None:
+    """Every `idempotency.PURGE_EVERY`: forget the records past the retention."""
+    retention = timedelta(hours=services.settings.idempotency_retention_hours)
+    idempotency.purge(services.db, utcnow() - retention)
+
+
 def _process_event(services: Services, payload: dict[str, Any]) -> None:
     inbox.process(services, EVENT_HANDLERS, payload["event_id"])
 
@@ -55,7 +62,7 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
         janitor.janitor_job, every=lambda s: s.settings.payment_janitor_interval_seconds
     ),
     idempotency.PURGE_JOB: JobKind(
-        idempotency.purge_job, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
+        _purge_idempotency_records, every=lambda _s: idempotency.PURGE_EVERY.total_seconds()
     ),
     DELIVER_JOB: JobKind(outbound_delivery.deliver_job),
     cancellation.END_TRIALS_JOB: JobKind(

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 
-from billfold.config import Settings
+from billfold.config import MissingSettings, Settings
 from billfold.kit.db import Database
+from billfold.kit.signing_keys import SigningKeys
 from billfold.stripe_gateway import StripeGateway
-from billfold.subscriptions.keys import SigningKeys
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,19 @@ class Services:
                 max_network_retries=0,
                 http_factory=stripe_http,
             ),
-            licenses=SigningKeys.from_settings(settings),
+            licenses=license_keys(settings),
             webhook_http=httpx.Client(
                 timeout=settings.webhook_timeout_seconds,
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             ),
         )
+
+
+def license_keys(settings: Settings) -> SigningKeys:
+    """The license signing keys the settings name; MissingSettings without a private key."""
+    if settings.license_private_key is None:
+        raise MissingSettings(["LICENSE_PRIVATE_KEY"])
+    return SigningKeys.load(
+        settings.license_private_key.get_secret_value(), settings.license_previous_public_keys
+    )

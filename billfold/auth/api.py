@@ -1,4 +1,4 @@
-"""HTTP routes for logging in and for service API keys."""
+"""HTTP routes for service API keys (signing in is customers/sign_in_api.py)."""
 
 from __future__ import annotations
 
@@ -8,103 +8,10 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from billfold.auth import service
-from billfold.auth.deps import (
-    NO_STORE,
-    AdminDep,
-    CallerDep,
-    RateLimitsDep,
-    ServicesDep,
-    TokensDep,
-)
-from billfold.customers import account_links
-from billfold.customers.schemas import Password, SessionOut, UserOut
-from billfold.customers.service import get_customer
+from billfold.auth.deps import NO_STORE, AdminDep, ServicesDep
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
 
 router = APIRouter(responses=ERROR_RESPONSES)
-
-
-class LoginIn(InputModel):
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=128)
-
-
-@router.post("/auth/login", tags=["auth"], dependencies=[NO_STORE])
-def login(
-    body: LoginIn, services: ServicesDep, tokens: TokensDep, limits: RateLimitsDep
-) -> Envelope[SessionOut]:
-    # Per address in the middleware; per account here, against guessing from many addresses.
-    limits.enforce("login", "email", body.email)
-    with services.db.transaction() as session:
-        user = service.authenticate(session, body.email, body.password)
-        customer = get_customer(session, service.Caller(user=user), user.id)
-        return ok(
-            SessionOut(
-                user=UserOut.of(customer),
-                access_token=tokens.issue(user),
-                expires_in=int(tokens.lifetime.total_seconds()),
-            )
-        )
-
-
-class TokenIn(InputModel):
-    token: str = Field(min_length=10, max_length=200)
-
-
-class VerifiedOut(ApiModel):
-    email: str
-    is_email_verified: bool
-
-
-class SentOut(ApiModel):
-    # The same answer whether or not the e-mail belongs to an account.
-    accepted: bool = True
-
-
-class ResetRequestIn(InputModel):
-    email: str = Field(min_length=3, max_length=320)
-
-
-class ResetConfirmIn(InputModel):
-    token: str = Field(min_length=10, max_length=200)
-    password: str = Password
-
-
-class PasswordResetOut(ApiModel):
-    password_reset: bool = True
-
-
-@router.post("/auth/verify-email", tags=["auth"], summary="Follow an e-mail verification link")
-def verify_email(body: TokenIn, services: ServicesDep) -> Envelope[VerifiedOut]:
-    with services.db.transaction() as session:
-        user = account_links.verify_email(services, session, body.token)
-        return ok(VerifiedOut(email=user.email, is_email_verified=user.is_email_verified))
-
-
-@router.post("/auth/verify-email/resend", status_code=202, tags=["auth"])
-def resend_verification(caller: CallerDep, services: ServicesDep) -> Envelope[SentOut]:
-    with services.db.transaction() as session:
-        account_links.resend_verification(session, services.settings, caller)
-    return ok(SentOut())
-
-
-@router.post("/auth/password-reset/request", status_code=202, tags=["auth"])
-def request_password_reset(
-    body: ResetRequestIn, services: ServicesDep, limits: RateLimitsDep
-) -> Envelope[SentOut]:
-    limits.enforce("account_mail", "email", body.email)
-    with services.db.transaction() as session:
-        account_links.request_password_reset(session, services.settings, body.email)
-    return ok(SentOut())
-
-
-@router.post("/auth/password-reset/confirm", tags=["auth"])
-def confirm_password_reset(
-    body: ResetConfirmIn, services: ServicesDep
-) -> Envelope[PasswordResetOut]:
-    with services.db.transaction() as session:
-        account_links.reset_password(session, body.token, body.password)
-    return ok(PasswordResetOut())
 
 
 class ApiKeyIn(InputModel):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, Text, UniqueConstraint, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -32,9 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.kit.db import Base, Database, UTCDateTime, new_id, utcnow
 from billfold.kit.envelope import ErrorBody, ErrorEnvelope
-
-if TYPE_CHECKING:
-    from billfold.services import Services
 
 HEADER = "Idempotency-Key"
 PURGE_JOB = "idempotency.purge"
@@ -131,12 +127,6 @@ def purge(db: Database, older_than: datetime) -> int:
         purged += len(ids)
         if len(ids) < _PURGE_BATCH:
             return purged
-
-
-def purge_job(services: Services, _payload: dict[str, Any]) -> None:
-    """The periodic job (every `PURGE_EVERY`) that forgets records past the retention."""
-    retention = timedelta(hours=services.settings.idempotency_retention_hours)
-    purge(services.db, utcnow() - retention)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

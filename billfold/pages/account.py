@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from billfold.auth.api import ResetConfirmIn
 from billfold.auth.deps import RateLimitsDep, ServicesDep
 from billfold.customers import account_links
+from billfold.customers.sign_in_api import ResetConfirmIn
 from billfold.kit.errors import BillfoldError
 from billfold.pages.deps import FormDep, PagesDep, field, validated
 

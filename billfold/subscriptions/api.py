@@ -19,8 +19,8 @@ from billfold.kit.paging import (
     Period,
     paged,
 )
+from billfold.kit.signing_keys import public_pem
 from billfold.subscriptions import cancellation, licenses, lifecycle, listing, plans
-from billfold.subscriptions.keys import public_pem
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
     CancelIn,

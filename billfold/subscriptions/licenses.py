@@ -17,8 +17,8 @@ from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import BillfoldError
+from billfold.kit.signing_keys import SigningKeys
 from billfold.mail.outbox import queue_mail
-from billfold.subscriptions.keys import SigningKeys
 from billfold.subscriptions.models import License, Subscription, SubscriptionStatus
 from billfold.webhooks.outbound.notify import license_issued
 

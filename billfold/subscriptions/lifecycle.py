@@ -18,10 +18,10 @@ from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, NotFound
+from billfold.kit.signing_keys import SigningKeys
 from billfold.services import Services
 from billfold.stripe_gateway import StripeSubscription, idempotency_key
 from billfold.subscriptions import licenses
-from billfold.subscriptions.keys import SigningKeys
 from billfold.subscriptions.models import Plan, Subscription, SubscriptionStatus
 from billfold.subscriptions.plans import TRIAL, get_plan, plan_for_price
 from billfold.webhooks.outbound.notify import subscription_changed

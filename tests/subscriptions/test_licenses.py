@@ -38,8 +38,8 @@ from billfold.app import create_app
 from billfold.cli import app as cli_app
 from billfold.config import Settings
 from billfold.jobs.worker import Worker
+from billfold.kit.signing_keys import key_id, load_private_key, new_private_key_text
 from billfold.services import Services
-from billfold.subscriptions.keys import key_id, load_private_key, new_private_key_text
 from billfold.subscriptions.licenses import InvalidLicense, verify
 
 GRACE = timedelta(days=3)

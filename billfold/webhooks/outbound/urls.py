@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from enum import StrEnum
 from urllib.parse import urlsplit
 
+from billfold.config import PrivateUrls
 from billfold.kit.errors import InvalidInput
-
-
-class PrivateUrls(StrEnum):
-    NONE = "none"  # public addresses only
-    LOOPBACK = "loopback"  # and this machine (development, tests)
-    ALL = "all"  # and any private network (an in-house receiver)
 
 
 class UnsafeUrl(InvalidInput):

@@ -12,8 +12,6 @@ from functools import cached_property
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from billfold.config import MissingSettings, Settings
-
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -88,11 +86,9 @@ class SigningKeys:
     previous: tuple[Ed25519PublicKey, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SigningKeys:
-        if settings.license_private_key is None:
-            raise MissingSettings(["LICENSE_PRIVATE_KEY"])
-        previous = tuple(_public_keys(settings.license_previous_public_keys))
-        return cls(load_private_key(settings.license_private_key.get_secret_value()), previous)
+    def load(cls, private_key: str, previous_public_keys: str = "") -> SigningKeys:
+        """From the settings' text forms (LICENSE_PRIVATE_KEY, LICENSE_PREVIOUS_PUBLIC_KEYS)."""
+        return cls(load_private_key(private_key), tuple(_public_keys(previous_public_keys)))
 
     @cached_property
     def kid(self) -> str:
