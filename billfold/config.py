@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     job_backoff_base_seconds: float = Field(default=2.0, gt=0)
     job_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     job_poll_seconds: float = Field(default=0.5, gt=0)
+    # Most jobs a worker claims at once (it claims fewer while jobs are slow).
+    job_batch_size: int = Field(default=50, ge=1, le=1000)
+    # PostgreSQL: wake idle workers with LISTEN/NOTIFY when a job is enqueued (else they poll).
+    job_wakeup: bool = True
+    # Where workers LISTEN: a direct PostgreSQL URL when database_url goes through a
+    # transaction-pooling PgBouncer (LISTEN needs a session of its own); default database_url.
+    job_listen_url: str | None = None
     # How long a Stripe customer creation may stay claimed before another try may take over.
     customer_link_lease_seconds: float = Field(default=60.0, gt=0)
     # The payments janitor runs this often, and settles payments and refunds left open

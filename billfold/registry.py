@@ -88,6 +88,9 @@ def build_worker(services: Services, name: str | None = None) -> Worker[Services
             backoff_base=s.job_backoff_base_seconds,
             backoff_max=s.job_backoff_max_seconds,
             poll_seconds=s.job_poll_seconds,
+            batch_size=s.job_batch_size,
+            wakeup=s.job_wakeup,
+            listen_url=s.job_listen_url,
         ),
         name=name,
     )

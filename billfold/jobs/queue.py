@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from billfold.jobs import wakeup
 from billfold.jobs.models import Job, JobStatus
 from billfold.kit.db import utcnow
 
@@ -28,6 +30,7 @@ def enqueue(
     """Add a job to the caller's transaction: it runs only if that transaction commits."""
     job = Job(kind=kind, payload=payload, run_at=run_at or utcnow(), max_attempts=max_attempts)
     session.add(job)
+    wakeup.note_enqueued(session)
     return job
 
 
@@ -82,36 +85,60 @@ class ClaimedJob:
 
 def claim(session: Session, worker: str, lease: timedelta) -> ClaimedJob | None:
     """Take the oldest due job (or one whose worker's lease ran out) for `lease`."""
+    jobs = claim_batch(session, worker, lease, 1)
+    return jobs[0] if jobs else None
+
+
+def claim_batch(session: Session, worker: str, lease: timedelta, limit: int) -> list[ClaimedJob]:
+    """Take up to `limit` jobs for `lease`: first any whose worker's lease ran out, then the
+    oldest due ones; oldest first. They share one lease token."""
     now = utcnow()
-    due = (
-        select(Job.id)
-        .where(
-            or_(
-                (Job.status == JobStatus.PENDING) & (Job.run_at <= now),
-                (Job.status == JobStatus.RUNNING) & (Job.locked_until < now),
-            )
+    token = f"{worker}:{random.getrandbits(48):012x}"
+    claim_values = {
+        "status": JobStatus.RUNNING,
+        "attempts": Job.attempts + 1,
+        "locked_by": token,
+        "locked_until": now + lease,
+    }
+    # Two statements, each an ordered walk of the (status, run_at) index from its start; one
+    # with an OR of both conditions would sort every due job on each claim.
+    rows = _take(
+        session, (Job.status == JobStatus.RUNNING) & (Job.locked_until < now), limit, claim_values
+    )
+    if len(rows) < limit:
+        rows += _take(
+            session,
+            (Job.status == JobStatus.PENDING) & (Job.run_at <= now),
+            limit - len(rows),
+            claim_values,
         )
+    rows.sort(key=lambda row: (row.run_at, row.id))
+    return [
+        ClaimedJob(row.id, row.kind, row.payload, row.attempts, row.max_attempts, token)
+        for row in rows
+    ]
+
+
+def _take(
+    session: Session, due: ColumnElement[bool], limit: int, claim_values: dict[str, Any]
+) -> list[Row[Any]]:
+    chosen = (
+        select(Job.id)
+        .where(due)
         .order_by(Job.run_at)
-        .limit(1)
+        .limit(limit)
         # PostgreSQL: concurrent workers skip each other's rows; SQLite serialises writers.
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
     )
-    token = f"{worker}:{random.getrandbits(48):012x}"
-    row = session.execute(
-        update(Job)
-        .where(Job.id == due)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=Job.attempts + 1,
-            locked_by=token,
-            locked_until=now + lease,
+    return list(
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(chosen))
+            .values(claim_values)
+            .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.run_at),
+            execution_options={"synchronize_session": False},
         )
-        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-    ).one_or_none()
-    if row is None:
-        return None
-    return ClaimedJob(row.id, row.kind, row.payload, row.attempts, row.max_attempts, token)
+    )
 
 
 def complete(session: Session, job: ClaimedJob) -> bool:
@@ -122,6 +149,40 @@ def complete(session: Session, job: ClaimedJob) -> bool:
         .values(status=JobStatus.DONE, finished_at=utcnow(), locked_until=None, last_error=None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def complete_batch(session: Session, jobs: Sequence[ClaimedJob]) -> set[str]:
+    """Mark these done in one statement per lease token; answers the IDs settled (the
+    others' leases were lost and another worker took them over)."""
+    settled: set[str] = set()
+    for token in {job.token for job in jobs}:
+        ids = [job.id for job in jobs if job.token == token]
+        settled.update(
+            session.scalars(
+                update(Job)
+                .where(Job.id.in_(ids), Job.locked_by == token)
+                .values(
+                    status=JobStatus.DONE, finished_at=utcnow(), locked_until=None, last_error=None
+                )
+                .returning(Job.id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+    return settled
+
+
+def release(session: Session, jobs: Sequence[ClaimedJob]) -> None:
+    """Hand back claimed jobs that never started (the batch ran long): due again at once,
+    and the claim does not count against their attempts."""
+    for token in {job.token for job in jobs}:
+        ids = [job.id for job in jobs if job.token == token]
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.locked_by == token)
+            .values(status=JobStatus.PENDING, attempts=Job.attempts - 1, locked_until=None),
+            execution_options={"synchronize_session": False},
+        )
+    wakeup.note_enqueued(session)
 
 
 def fail(
@@ -181,4 +242,6 @@ def retry_dead(session: Session, job_id: str) -> bool:
         .where(Job.id == job_id, Job.status == JobStatus.DEAD)
         .values(status=JobStatus.PENDING, run_at=utcnow(), attempts=0, finished_at=None)
     )
+    if result.rowcount:  # type: ignore[attr-defined]
+        wakeup.note_enqueued(session)
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
-from billfold.jobs import queue
+from billfold.jobs import queue, wakeup
 from billfold.jobs.models import JobStatus
 from billfold.kit.db import Database, utcnow
 from billfold.kit.observability import JOB_RESULTS
@@ -53,6 +55,19 @@ class WorkerSettings:
     backoff_base: float
     backoff_max: float
     poll_seconds: float
+    # Most jobs one claim takes (fewer when jobs are slow: a batch aims at BATCH_SECONDS).
+    batch_size: int = 50
+    # Wake idle workers on NOTIFY (PostgreSQL) and on enqueues in this process; else they
+    # only poll.
+    wakeup: bool = True
+    # Where to LISTEN (a direct PostgreSQL connection); None: the worker's own database.
+    listen_url: str | None = None
+
+
+# A claimed batch should take about this long: long enough that claiming and settling are a
+# small share of no-op jobs, short enough that slow jobs (Stripe calls) go one at a time and
+# another worker is free to take the rest.
+BATCH_SECONDS = 0.2
 
 
 class Worker(Generic[C]):
@@ -69,38 +84,86 @@ class Worker(Generic[C]):
         self._context = context
         self._settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._batch = 1  # grows while jobs prove fast
+        self.wakeup = wakeup.wakeup_for(db.url)
 
     def run_once(self) -> bool:
         """Run one due job; False when none is due."""
+        return self.run_batch(1) == 1
+
+    def run_batch(self, limit: int | None = None) -> int:
+        """Claim several due jobs at once (`limit`, else as many as recent jobs' speed
+        allows), run them in order, and mark the finished ones done together; answers how
+        many ran. Jobs the batch has not reached after a second are handed back."""
+        size = max(1, min(limit or self._batch, self._settings.batch_size))
+        started = time.monotonic()
         with self._db.transaction() as session:
-            job = queue.claim(session, self.name, self._settings.lease)
-        if job is None:
-            return False
+            jobs = queue.claim_batch(session, self.name, self._settings.lease, size)
+        if not jobs:
+            return 0
+        # Slower than expected: the rest go back for idle workers (and the lease is safe).
+        deadline = started + min(self._settings.lease.total_seconds() / 2, 5 * BATCH_SECONDS)
+        done: list[queue.ClaimedJob] = []
+        ran = 0
+        try:
+            for index, job in enumerate(jobs):
+                if index and time.monotonic() > deadline:
+                    self._hand_back(jobs[index:])
+                    break
+                ran += 1
+                if self._run(job):
+                    done.append(job)
+        finally:
+            self._settle_done(done)
+        per_job = (time.monotonic() - started) / ran
+        fits = max(1, int(BATCH_SECONDS / max(per_job, 1e-6)))
+        self._batch = min(fits, 2 * self._batch, self._settings.batch_size)
+        return ran
+
+    def _run(self, job: queue.ClaimedJob) -> bool:
+        """Run one claimed job; True when it succeeded (to be settled with its batch)."""
         kind = self._kinds.get(job.kind)
-        bound = log.bind(job_id=job.id, job_kind=job.kind, attempt=job.attempts)
         try:
             if kind is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             kind.handler(self._context, job.payload)
         except Defer as exc:
+            bound = log.bind(job_id=job.id, job_kind=job.kind, attempt=job.attempts)
             with self._db.transaction() as session:
                 queue.defer(session, job, exc.until, str(exc))
             bound.info("job.deferred", until=exc.until.isoformat(), reason=str(exc))
-            return True
+            return False
         except Exception as exc:
+            bound = log.bind(job_id=job.id, job_kind=job.kind, attempt=job.attempts)
             self._settle_failure(job, kind, exc, bound)
-            return True
-        with self._db.transaction() as session:
-            if kind.every is not None:
-                again = utcnow() + timedelta(seconds=kind.every(self._context))
-                settled = queue.reschedule(session, job, again)
-            else:
-                settled = queue.complete(session, job)
-            if not settled:
-                bound.warning("job.lease_lost")
-        JOB_RESULTS.labels(kind=job.kind, result="done").inc()
-        bound.info("job.done")
+            return False
         return True
+
+    def _settle_done(self, done: list[queue.ClaimedJob]) -> None:
+        if not done:
+            return
+        once = [job for job in done if self._kinds[job.kind].every is None]
+        with self._db.transaction() as session:
+            settled = queue.complete_batch(session, once) if once else set()
+            for job in done:
+                every = self._kinds[job.kind].every
+                if every is not None:
+                    again = utcnow() + timedelta(seconds=every(self._context))
+                    if queue.reschedule(session, job, again):
+                        settled.add(job.id)
+        finished: Counter[str] = Counter()
+        for job in done:
+            finished[job.kind] += 1
+            if job.id not in settled:
+                log.warning("job.lease_lost", job_id=job.id, job_kind=job.kind)
+            log.info("job.done", job_id=job.id, job_kind=job.kind, attempt=job.attempts)
+        for kind_name, count in finished.items():
+            JOB_RESULTS.labels(kind=kind_name, result="done").inc(count)
+
+    def _hand_back(self, jobs: list[queue.ClaimedJob]) -> None:
+        with self._db.transaction() as session:
+            queue.release(session, jobs)
+        log.info("jobs.handed_back", count=len(jobs))
 
     def _settle_failure(
         self,
@@ -133,8 +196,11 @@ class Worker(Generic[C]):
     def run_until_idle(self, max_jobs: int = 10_000) -> int:
         """Run due jobs until none is left (or `max_jobs`); answers how many ran."""
         ran = 0
-        while ran < max_jobs and self.run_once():
-            ran += 1
+        while ran < max_jobs:
+            batch = self.run_batch(min(self._batch, self._settings.batch_size, max_jobs - ran))
+            if batch == 0:
+                break
+            ran += batch
         return ran
 
     def schedule_recurring(self) -> None:
@@ -149,14 +215,33 @@ class Worker(Generic[C]):
             self.schedule_recurring()
         except Exception:  # the database may be briefly away: the next start schedules them
             log.exception("worker.schedule_recurring_failed")
+        listen_url = None
+        if self._settings.wakeup and self._db.dialect == "postgresql":
+            listen_url = self._settings.listen_url or self._db.url
+        self.wakeup.attach(listen_url)
+        try:
+            while not stop.is_set():
+                seen = self.wakeup.seen()
+                try:
+                    busy = self.run_batch() > 0
+                except Exception:  # the database may be briefly away: keep the worker alive
+                    log.exception("worker.loop_error")
+                    busy = False
+                if not busy:
+                    self._idle(seen, stop)
+        finally:
+            self.wakeup.detach()
+
+    def _idle(self, seen: int, stop: threading.Event) -> None:
+        """Wait for a wake-up, the next poll, or `stop` (checked every tenth of a second)."""
+        if not self._settings.wakeup:
+            stop.wait(self._settings.poll_seconds)
+            return
+        until = time.monotonic() + self._settings.poll_seconds
         while not stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:  # the database may be briefly away: keep the worker alive
-                log.exception("worker.loop_error")
-                busy = False
-            if not busy:
-                stop.wait(self._settings.poll_seconds)
+            left = until - time.monotonic()
+            if left <= 0 or self.wakeup.wait(seen, min(left, 0.1)):
+                return
 
     def start_in_thread(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(

@@ -8,12 +8,17 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from support.netfault import FaultyLink
+from support.waiting import wait_until
+from support.worker_process import output, start_worker_process
 
+from billfold.config import Settings
 from billfold.jobs import queue
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import JobKind, PermanentJobError, Worker, WorkerSettings
@@ -442,3 +447,87 @@ def test_dead_recurring_job_is_revived_when_a_worker_starts(
     revived = load(services, job_id)
     assert (revived.status, revived.attempts) == (JobStatus.PENDING, 0)
     assert seconds_from_now(revived.run_at) <= 0
+
+
+# -- batches and wake-ups --------------------------------------------------------------
+
+
+def test_one_batch_claims_several_jobs_and_marks_them_done_together(
+    services: Services, ctx: Context
+) -> None:
+    job_ids = [add(services, "test.record", {"n": n}) for n in range(5)]
+    worker = make_worker(ctx)
+
+    assert worker.run_batch(10) == 5
+    assert worker.run_batch(10) == 0
+
+    assert ctx.ran == [{"n": n} for n in range(5)]  # oldest first
+    jobs = [load(services, job_id) for job_id in job_ids]
+    assert {(job.status, job.attempts) for job in jobs} == {(JobStatus.DONE, 1)}
+    assert len({job.locked_by for job in jobs}) == 1  # one claim
+
+
+def test_a_batch_that_runs_long_hands_back_the_jobs_it_did_not_start(
+    services: Services, ctx: Context
+) -> None:
+    def slow(_ctx: Context, payload: dict[str, Any]) -> None:
+        _record(ctx, payload)
+        time.sleep(0.6)  # past half the 1 s lease
+
+    job_kinds = {"test.slow": JobKind(slow)}
+    job_ids = [add(services, "test.slow", {"n": n}) for n in range(3)]
+    worker = make_worker(ctx, settings(lease=1.0), job_kinds=job_kinds)
+
+    assert worker.run_batch(3) == 1
+
+    first, *rest = (load(services, job_id) for job_id in job_ids)
+    assert first.status == JobStatus.DONE
+    # Handed back due at once, the claim not counted: another worker takes them now, not
+    # after the lease.
+    assert {(job.status, job.attempts, job.locked_until) for job in rest} == {
+        (JobStatus.PENDING, 0, None)
+    }
+    assert make_worker(ctx, name="other", job_kinds=job_kinds).run_until_idle() == 2
+    assert ctx.ran == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_idle_worker_starts_a_job_enqueued_in_its_process_without_waiting_for_its_poll(
+    services: Services, ctx: Context
+) -> None:
+    long_poll = WorkerSettings(
+        lease=timedelta(seconds=30), backoff_base=0, backoff_max=0, poll_seconds=60
+    )
+    worker = make_worker(ctx, long_poll)
+    stop = threading.Event()
+    thread = worker.start_in_thread(stop)
+    try:
+        add(services, "test.record", {"n": 1})
+        assert wait_until(lambda: ctx.ran == [{"n": 1}], timeout=20)
+        add(services, "test.record", {"n": 2})  # now it is idle, a minute from its next poll
+        assert wait_until(lambda: len(ctx.ran) == 2, timeout=20)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+@pytest.mark.postgres_only
+def test_worker_process_is_woken_by_notify_when_another_process_enqueues(
+    services: Services, settings: Settings, stripe_link: FaultyLink, tmp_path: Path
+) -> None:
+    # Polling once a minute: only LISTEN/NOTIFY can make it start the jobs within seconds.
+    worker = start_worker_process(
+        settings, stripe_link.url, "sk_test_x", tmp_path, {"JOB_POLL_SECONDS": "60"}
+    )
+    try:
+        first = add(services, "test.not_handled_there")
+        assert wait_until(lambda: load(services, first).status == JobStatus.DEAD, 60), output(
+            worker
+        )
+        second = add(services, "test.not_handled_there")  # the worker is idle now
+        assert wait_until(lambda: load(services, second).status == JobStatus.DEAD, 20), output(
+            worker
+        )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
