@@ -4,7 +4,7 @@ from __future__ import annotations
 
 EVENT_TYPES: dict[str, str] = {
     "customer.created": "A customer signed up (or was created by an admin)",
-    "customer.updated": "A customer's name, e-mail or company changed",
+    "customer.updated": "A customer's name, e-mail, company, phone or metadata changed",
     "customer.deleted": "A customer's account was deleted",
     "payment.succeeded": "A payment succeeded",
     "payment.failed": "A payment failed or was declined",
