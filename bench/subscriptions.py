@@ -65,6 +65,7 @@ def main() -> None:
                     "features": {"limits": {"projects": 1}},
                 },
                 actor="bench",
+                stripe=services.stripe,
             )
             create_plan(
                 session,
@@ -75,6 +76,7 @@ def main() -> None:
                     "features": {"limits": {"projects": 5}},
                 },
                 actor="bench",
+                stripe=services.stripe,
             )
             customer = service.register(
                 session,

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from billfold import migrations
 from billfold.auth import service as auth
 from billfold.auth.models import Role, User
+from billfold.catalog.cli import apply_file, catalog_cli
 from billfold.config import MissingSettings, Settings
 from billfold.customers import service as customers
 from billfold.jobs import admin as jobs_admin
@@ -38,6 +39,7 @@ app.add_typer(api_keys, name="api-keys")
 license_cli = typer.Typer(help="License tokens: verify one offline, make a signing key.")
 app.add_typer(license_cli, name="license")
 app.add_typer(events_cli, name="events")
+app.add_typer(catalog_cli, name="catalog")
 app.command("reconcile")(reconcile_command)
 jobs_cli = typer.Typer(help="Durable jobs: see them, and run dead ones again.")
 app.add_typer(jobs_cli, name="jobs")
@@ -45,6 +47,7 @@ webhook_cli = typer.Typer(help="Outbound webhook endpoints: add, list, change, t
 app.add_typer(webhook_cli, name="webhook-endpoints")
 console = Console()
 DEV_DATABASE = "billfold-dev.db"
+EXAMPLE_CATALOG = Path(__file__).resolve().parent.parent / "catalog.example.toml"
 
 
 def _settings(**overrides: object) -> Settings:
@@ -79,10 +82,10 @@ def migrate(
 
 def _ensure_trial_plan(settings: Settings) -> None:
     """A fresh install grants new customers the trial (and its license) at sign-up."""
-    from billfold.subscriptions.plans import TRIAL, seed_default_plans
+    from billfold.subscriptions.plans import TRIAL, ensure_trial_plan
 
     with Database(settings.database_url).transaction() as session:
-        made = seed_default_plans(session, price_ids={}, actor="cli", codes={TRIAL})
+        made = ensure_trial_plan(session, actor="cli")
     if made:
         console.print(f"Created the {TRIAL!r} plan: new customers start on a free trial.")
 
@@ -414,6 +417,9 @@ def _cli_errors() -> Iterator[None]:
 def dev(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    catalog: Annotated[
+        Path, typer.Option(help="The catalog to apply (plans, credit packages, products)")
+    ] = EXAMPLE_CATALOG,
 ) -> None:
     """The demo: SQLite, a local Stripe stand-in, an admin; no keys needed.
 
@@ -442,8 +448,8 @@ def dev(
             webhook_allow_private_urls="loopback",
         )
         migrations.upgrade(settings.database_url)
-        _seed_demo_plans(settings)
-        _seed_demo_catalog(settings)
+        with _cli_errors():
+            apply_file(Services.build(settings), catalog, dry_run=False)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
         _create_admin(Database(settings.database_url), admin_email, admin_password, "Admin")
         standin.register_webhook(
@@ -478,53 +484,6 @@ def dev(
         _serve(settings, host, port, run_worker=True)
     finally:
         standin.stop()
-
-
-def _seed_demo_plans(settings: Settings) -> None:
-    """trial, starter and professional, with their prices made in the Stripe stand-in."""
-    from billfold.stripe_gateway import StripeGateway
-    from billfold.subscriptions.plans import DEFAULT_PLANS, seed_default_plans
-
-    gateway = StripeGateway.from_settings(settings)
-    prices = {
-        spec["code"]: gateway.ensure_recurring_price(
-            f"price_billfold_{spec['code']}",
-            name=spec["name"],
-            amount=spec["price"],
-            currency=settings.stripe_currency,
-            interval=spec["interval"],
-        )
-        for spec in DEFAULT_PLANS
-        if "price" in spec
-    }
-    with Database(settings.database_url).transaction() as session:
-        seed_default_plans(session, price_ids=prices, actor="dev")
-
-
-def _seed_demo_catalog(settings: Settings) -> None:
-    """Example products to order and credit packages to buy, so every page has something."""
-    from billfold.credits.packages import create_package, list_packages
-    from billfold.payments.catalog import ProductFields, create_product, list_products
-
-    currency = settings.stripe_currency
-    with Database(settings.database_url).transaction() as session:
-        if not list_products(session, include_inactive=True):
-            for name, amount, stock in (("Sticker pack", 500, 100), ("Billfold T-shirt", 2500, 20)):
-                fields = ProductFields(
-                    name=name, unit_amount=amount, currency=currency, stock=stock
-                )
-                create_product(session, fields, actor="dev")
-        if not list_packages(session, include_inactive=True):
-            for credits, price in ((1_000, 1_000), (5_000, 4_500), (20_000, 16_000)):
-                create_package(
-                    session,
-                    name=f"{credits:,} credits",
-                    credits=credits,
-                    price=price,
-                    currency=currency,
-                    active=True,
-                    actor="dev",
-                )
 
 
 @license_cli.command("verify")

@@ -15,7 +15,7 @@ from billfold.mail.models import OutboxMail
 from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
 from billfold.ratelimits.models import RateLimitCounter
-from billfold.subscriptions.models import License, Plan, Subscription
+from billfold.subscriptions.models import License, Plan, PlanPrice, Subscription
 from billfold.webhooks.models import StripeEvent
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
@@ -36,6 +36,7 @@ __all__ = [
     "OutboxMail",
     "Payment",
     "Plan",
+    "PlanPrice",
     "Product",
     "RateLimitCounter",
     "Refund",

@@ -119,6 +119,32 @@ def apply() -> None:
             plans._list = [_Shown(price_view(p)) for p in plans._list]
             return plans
 
+        @classmethod
+        def _api_update(
+            cls,
+            id: str,
+            active: Any = None,
+            metadata: Any = None,
+            nickname: Any = None,
+            **unknown: Any,
+        ) -> Any:
+            """As in Stripe, a price's amount, currency and interval never change: only
+            whether it is offered (`active`), its nickname and metadata."""
+            if unknown:
+                raise UserError(400, "Received unknown parameters: " + ", ".join(unknown))
+            plan = r.Plan._api_retrieve(id)
+            shown = _flag(active, "active")
+            if metadata is not None and not isinstance(metadata, dict):
+                raise UserError(400, "Invalid metadata", {"param": "metadata"})
+            if shown is not None:
+                plan.active = shown
+            if nickname is not None:
+                plan.nickname = nickname or None
+            if metadata:
+                plan.metadata = {**(plan.metadata or {}), **metadata}
+            emit("price.updated", _Shown(price_view(plan)))
+            return _Shown(price_view(plan))
+
     class _Shown:
         """A ready-made export, for objects shown under another name (a Plan as a Price)."""
 
@@ -129,8 +155,46 @@ def apply() -> None:
         def _export(self, expand: Any = None) -> dict[str, Any]:
             return self.exported
 
+    def _flag(value: Any, param: str) -> bool | None:
+        if value is None:
+            return None
+        flag = r.try_convert_to_bool(value)
+        if not isinstance(flag, bool):
+            raise UserError(400, f"Invalid boolean: {value}", {"param": param})
+        return flag
+
+    def product_update(
+        id: str,
+        name: Any = None,
+        active: Any = None,
+        description: Any = None,
+        metadata: Any = None,
+        **unknown: Any,
+    ) -> Any:
+        """localstripe stores a posted `active=false` as the text "false"; Stripe a boolean."""
+        if unknown:
+            raise UserError(400, "Received unknown parameters: " + ", ".join(unknown))
+        product = r.Product._api_retrieve(id)
+        shown = _flag(active, "active")
+        if name is not None and not (isinstance(name, str) and name):
+            raise UserError(400, "Invalid name", {"param": "name"})
+        if metadata is not None and not isinstance(metadata, dict):
+            raise UserError(400, "Invalid metadata", {"param": "metadata"})
+        if name is not None:
+            product.name = name
+        if shown is not None:
+            product.active = shown
+        if description is not None:
+            product.description = description or None
+        if metadata:
+            product.metadata = {**(product.metadata or {}), **metadata}
+        emit("product.updated", product)
+        return product
+
     web.api("POST", "/v1/prices", Price._api_create)
     web.api("GET", "/v1/prices/{id}", Price._api_retrieve)
+    web.api("POST", "/v1/prices/{id}", Price._api_update)
+    web.api("POST", "/v1/products/{id}", product_update)
     web.api("GET", "/v1/prices", lambda **q: Price._api_list_all("/v1/prices", **q))
 
     # Subscription items show their price and (as newer API versions do) their period.

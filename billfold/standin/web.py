@@ -9,6 +9,7 @@ public, as Stripe's hosted pages are.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -78,11 +79,47 @@ async def _ours_first(request: web.Request, handler: Next) -> web.StreamResponse
     return await handler(request)
 
 
+# Answers already given to a POST with an Idempotency-Key: (key, path) → (body hash, answer).
+_replies: dict[tuple[str, str], tuple[str, int, bytes]] = {}
+
+
+@web.middleware
+async def _idempotent(request: web.Request, handler: Next) -> web.StreamResponse:
+    """Stripe answers a POST sent again with the same Idempotency-Key with the first answer,
+    doing nothing again (for 24 hours); the same key with other parameters is an error.
+    localstripe ignores the header, so a retried create would make a second object."""
+    key = request.headers.get("Idempotency-Key")
+    if request.method != "POST" or not key:
+        return await handler(request)
+    body = hashlib.sha256(await request.read()).hexdigest()
+    seen = _replies.get((key, request.path))
+    if seen is not None:
+        if seen[0] != body:
+            return json_error(
+                400,
+                "Keys for idempotent requests can only be used with the same parameters they "
+                "were first used with.",
+                type="idempotency_error",
+            )
+        return web.Response(
+            body=seen[2],
+            status=seen[1],
+            content_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    response = await handler(request)
+    if isinstance(response, web.Response) and 200 <= response.status < 300 and response.body:
+        _replies[(key, request.path)] = (body, response.status, bytes(response.body))  # type: ignore[arg-type]
+    return response
+
+
 def install(app: web.Application, url: str) -> None:
-    """Answer our routes on localstripe's `app` (inside its error handling, before its auth)."""
+    """Answer our routes on localstripe's `app` (inside its error handling, before its auth),
+    and replay answers to repeated idempotent requests as Stripe does."""
     global public_url
     public_url = url.rstrip("/")
     app.middlewares.insert(1, _ours_first)
+    app.middlewares.insert(1, _idempotent)
 
 
 # Small HTML helpers for the hosted pages: no scripts, one stylesheet-free layout.

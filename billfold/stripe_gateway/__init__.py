@@ -3,6 +3,7 @@
 Nothing else in Billfold imports `stripe`.
 """
 
+from billfold.stripe_gateway.catalog import StripePrice, StripeProduct
 from billfold.stripe_gateway.client import StripeGateway, idempotency_key
 from billfold.stripe_gateway.errors import (
     PaymentDeclined,
@@ -30,6 +31,8 @@ __all__ = [
     "StripeInvoice",
     "StripeNotFound",
     "StripePaymentIntent",
+    "StripePrice",
+    "StripeProduct",
     "StripeRefund",
     "StripeRejected",
     "StripeSubscription",

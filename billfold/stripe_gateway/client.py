@@ -12,6 +12,7 @@ import stripe
 from billfold.config import Settings, secret
 from billfold.stripe_gateway.base import idempotency_key
 from billfold.stripe_gateway.billing import BillingCalls
+from billfold.stripe_gateway.catalog import CatalogCalls
 from billfold.stripe_gateway.customers import CustomerCalls
 from billfold.stripe_gateway.errors import WebhookSignatureInvalid
 from billfold.stripe_gateway.events import EventCalls
@@ -26,7 +27,7 @@ _MAX_EVENT_TYPE = 100
 _LATEST_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
-class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, EventCalls):
+class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, CatalogCalls, EventCalls):
     def __init__(
         self,
         *,

@@ -57,7 +57,9 @@ def create_plan(body: PlanIn, caller: AdminDep, services: ServicesDep) -> Envelo
     with services.db.transaction() as session:
         return ok(
             PlanOut.model_validate(
-                plans.create_plan(session, body.model_dump(), actor=caller.actor)
+                plans.create_plan(
+                    session, body.model_dump(), actor=caller.actor, stripe=services.stripe
+                )
             )
         )
 
@@ -73,7 +75,11 @@ def update_plan(
     }
     with services.db.transaction() as session:
         return ok(
-            PlanOut.model_validate(plans.update_plan(session, code, changes, actor=caller.actor))
+            PlanOut.model_validate(
+                plans.update_plan(
+                    session, code, changes, actor=caller.actor, stripe=services.stripe
+                )
+            )
         )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
@@ -18,13 +18,35 @@ class Plan(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("plan"))
     code: Mapped[str] = mapped_column(String(50), unique=True)
     name: Mapped[str] = mapped_column(String(200))
+    # The price Checkout sells: the catalog's price in STRIPE_CURRENCY (or an admin's choice).
     stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_product_id: Mapped[str | None] = mapped_column(String(255))
     interval: Mapped[str] = mapped_column(String(10), default="month")
     trial_days: Mapped[int] = mapped_column(default=0)
     # {"limits": {"projects": 3}, "flags": {"sso": false}}
     features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PlanPrice(Base):
+    """A Stripe price the catalog made for a plan, one per currency at a time. Stripe prices
+    never change amount: a new amount is a new row, the old one retired (`active` false) but
+    kept, since subscriptions still on it must find their plan."""
+
+    __tablename__ = "plan_prices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ppr"))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    unit_amount: Mapped[int] = mapped_column(BigInteger)  # minor units of `currency`
+    interval: Mapped[str] = mapped_column(String(10))
+    # None until Stripe made it: the row is written first, so a retry reuses its ID as the
+    # idempotency key and never makes a second price.
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SubscriptionStatus(StrEnum):

@@ -2,48 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billfold.kit import audit
-from billfold.kit.errors import Conflict, NotFound
-from billfold.subscriptions.models import Plan
+from billfold.kit.errors import Conflict, InvalidInput, NotFound
+from billfold.stripe_gateway import StripeGateway, StripeNotFound
+from billfold.subscriptions.models import Plan, PlanPrice
 
 TRIAL = "trial"
 
-# What `billfold dev` seeds: the three plans of the subscription guide.
-DEFAULT_PLANS: list[dict[str, Any]] = [
-    {
-        "code": TRIAL,
-        "name": "Free trial",
-        "interval": "month",
-        "trial_days": 14,
-        "features": {"limits": {"projects": 1, "seats": 1}, "flags": {"api": False}},
-    },
-    {
-        "code": "starter",
-        "name": "Starter",
-        "interval": "month",
-        "price": 900,
-        "features": {"limits": {"projects": 5, "seats": 3}, "flags": {"api": True}},
-    },
-    {
-        "code": "professional",
-        "name": "Professional",
-        "interval": "month",
-        "price": 2900,
-        "features": {"limits": {"projects": 50, "seats": 20}, "flags": {"api": True, "sso": True}},
-    },
-]
+# What `billfold migrate` creates when there is no trial plan (the example catalog,
+# catalog.example.toml, declares the same).
+TRIAL_PLAN: dict[str, Any] = {
+    "code": TRIAL,
+    "name": "Free trial",
+    "interval": "month",
+    "trial_days": 14,
+    "features": {"limits": {"projects": 1, "seats": 1}, "flags": {"api": False}},
+}
 
 
-def create_plan(session: Session, fields: dict[str, Any], *, actor: str) -> Plan:
+def create_plan(
+    session: Session, fields: dict[str, Any], *, actor: str, stripe: StripeGateway
+) -> Plan:
     if session.scalar(select(Plan.id).where(Plan.code == fields["code"])):
         raise Conflict(f"A plan with code {fields['code']!r} exists", code="plan_exists")
     _price_is_free(session, fields.get("stripe_price_id"), plan_id=None)
+    _price_sells(stripe, fields.get("stripe_price_id"), fields.get("interval", "month"))
     plan = Plan(**fields)
     session.add(plan)
     session.flush()
@@ -51,10 +39,14 @@ def create_plan(session: Session, fields: dict[str, Any], *, actor: str) -> Plan
     return plan
 
 
-def update_plan(session: Session, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
+def update_plan(
+    session: Session, code: str, changes: dict[str, Any], *, actor: str, stripe: StripeGateway
+) -> Plan:
     plan = get_plan(session, code, include_inactive=True)
     if "stripe_price_id" in changes:
         _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
+        if changes["stripe_price_id"] != plan.stripe_price_id:
+            _price_sells(stripe, changes["stripe_price_id"], plan.interval)
     for field, value in changes.items():
         setattr(plan, field, value)
     session.flush()
@@ -76,6 +68,29 @@ def _price_is_free(session: Session, stripe_price_id: str | None, *, plan_id: st
         )
 
 
+def _price_sells(stripe: StripeGateway, stripe_price_id: str | None, interval: str) -> None:
+    """A plan's price must exist in Stripe, be offered, and bill every `interval`: Checkout
+    would otherwise fail for every customer who picks the plan."""
+    if stripe_price_id is None:
+        return
+    try:
+        price = stripe.retrieve_price(stripe_price_id)
+    except StripeNotFound as exc:
+        raise InvalidInput(
+            f"Stripe has no price {stripe_price_id!r}: create it in Stripe (or declare the "
+            "plan in the catalog) first",
+            code="unknown_price",
+        ) from exc
+    if not price.active:
+        raise InvalidInput(f"Stripe price {stripe_price_id!r} is inactive", code="price_inactive")
+    if price.interval != interval:
+        billed = f"every {price.interval}" if price.interval else "once"
+        raise InvalidInput(
+            f"Stripe price {stripe_price_id!r} bills {billed}, the plan every {interval}",
+            code="price_interval_mismatch",
+        )
+
+
 def get_plan(session: Session, code: str, *, include_inactive: bool = False) -> Plan:
     plan = session.scalar(select(Plan).where(Plan.code == code))
     if plan is None or (not plan.active and not include_inactive):
@@ -84,9 +99,18 @@ def get_plan(session: Session, code: str, *, include_inactive: bool = False) -> 
 
 
 def plan_for_price(session: Session, stripe_price_id: str | None) -> Plan | None:
+    """The plan a Stripe price sells: its Checkout price, or any price the catalog made for
+    it, retired ones included (their subscriptions carry on)."""
     if stripe_price_id is None:
         return None
-    return session.scalar(select(Plan).where(Plan.stripe_price_id == stripe_price_id))
+    plan = session.scalar(select(Plan).where(Plan.stripe_price_id == stripe_price_id))
+    if plan is not None:
+        return plan
+    return session.scalar(
+        select(Plan)
+        .join(PlanPrice, PlanPrice.plan_id == Plan.id)
+        .where(PlanPrice.stripe_price_id == stripe_price_id)
+    )
 
 
 def list_plans(session: Session, *, include_inactive: bool = False) -> list[Plan]:
@@ -96,25 +120,12 @@ def list_plans(session: Session, *, include_inactive: bool = False) -> list[Plan
     return list(session.scalars(query))
 
 
-def seed_default_plans(
-    session: Session,
-    *,
-    price_ids: dict[str, str],
-    actor: str,
-    codes: Collection[str] | None = None,
-) -> list[Plan]:
-    """Create the default plans that are missing (of `codes`, or all), with the given Stripe
-    price per code."""
-    made = []
-    for spec in DEFAULT_PLANS:
-        if codes is not None and spec["code"] not in codes:
-            continue
-        if session.scalar(select(Plan.id).where(Plan.code == spec["code"])):
-            continue
-        fields = {k: v for k, v in spec.items() if k != "price"}
-        made.append(
-            create_plan(
-                session, {**fields, "stripe_price_id": price_ids.get(spec["code"])}, actor=actor
-            )
-        )
-    return made
+def ensure_trial_plan(session: Session, *, actor: str) -> Plan | None:
+    """Create the trial plan if there is none; answers it when made."""
+    if session.scalar(select(Plan.id).where(Plan.code == TRIAL)):
+        return None
+    plan = Plan(**TRIAL_PLAN)
+    session.add(plan)
+    session.flush()
+    audit.record(session, actor, "plan.create", plan.id, code=TRIAL)
+    return plan

@@ -31,6 +31,7 @@ def seed_plans(services: Services, stripe_api: stripe.StripeClient) -> None:
             session,
             {"code": "trial", "name": "Trial", "trial_days": 14, "features": {}},
             actor="test",
+            stripe=services.stripe,
         )
         for code, amount in (("starter", 900), ("professional", 2900)):
             price = f"price_pages_{code}"
@@ -56,6 +57,7 @@ def seed_plans(services: Services, stripe_api: stripe.StripeClient) -> None:
                     "features": STARTER,
                 },
                 actor="test",
+                stripe=services.stripe,
             )
 
 

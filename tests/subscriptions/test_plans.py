@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import stripe
 from fastapi.testclient import TestClient
-from subscription_steps import STARTER_FEATURES, sign_up
+from subscription_steps import STARTER_FEATURES, ensure_price, sign_up
 
 STARTER = {
     "code": "starter",
@@ -14,6 +16,13 @@ STARTER = {
     "interval": "month",
     "features": STARTER_FEATURES,
 }
+
+
+@pytest.fixture(autouse=True)
+def stripe_prices(stripe_api: stripe.StripeClient) -> None:
+    """The Stripe prices these plans name exist in the stand-in (plans are checked there)."""
+    ensure_price(stripe_api, "price_plans_starter", 900, "month")
+    ensure_price(stripe_api, "price_other", 1900, "month")
 
 
 def _codes(client: TestClient, headers: dict[str, str]) -> list[str]:
@@ -123,3 +132,53 @@ def test_a_stripe_price_already_on_another_plan_is_409_on_create_and_change(
         assert refused.json()["error"]["code"] == "price_in_use"
     assert kept.status_code == 200, kept.text
     assert _codes(client, admin) == ["starter", "other"]
+
+
+def test_a_plan_naming_a_price_stripe_does_not_have_is_422_and_not_made(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    answer = client.post(
+        "/plans", json={**STARTER, "stripePriceId": "price_nobody_made"}, headers=admin
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "unknown_price"
+    assert "price_nobody_made" in error["message"]
+    assert _codes(client, admin) == []
+
+
+def test_changing_a_plan_to_an_unknown_price_is_422_and_keeps_the_old_one(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    client.post("/plans", json=STARTER, headers=admin).raise_for_status()
+    answer = client.patch("/plans/starter", json={"stripePriceId": "price_gone"}, headers=admin)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "unknown_price"
+    kept = client.get("/plans", headers=admin).json()["data"][0]
+    assert kept["stripePriceId"] == STARTER["stripePriceId"]
+
+
+def test_a_price_of_another_interval_or_an_inactive_price_is_refused(
+    client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient
+) -> None:
+    ensure_price(stripe_api, "price_plans_yearly", 9000, "year")
+    yearly = client.post(
+        "/plans", json={**STARTER, "stripePriceId": "price_plans_yearly"}, headers=admin
+    )
+    assert yearly.status_code == 422, yearly.text
+    assert yearly.json()["error"]["code"] == "price_interval_mismatch"
+
+    product = stripe_api.v1.products.create(params={"name": "Old"})
+    retired = stripe_api.v1.prices.create(
+        params={
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+        }
+    )
+    stripe_api.v1.prices.update(retired.id, params={"active": False})
+    inactive = client.post("/plans", json={**STARTER, "stripePriceId": retired.id}, headers=admin)
+    assert inactive.status_code == 422, inactive.text
+    assert inactive.json()["error"]["code"] == "price_inactive"
+    assert _codes(client, admin) == []

@@ -123,7 +123,9 @@ def create_plan(
             },
         )
         with services.db.transaction() as session:
-            made = plans.create_plan(session, body.model_dump(), actor=caller.actor)
+            made = plans.create_plan(
+                session, body.model_dump(), actor=caller.actor, stripe=services.stripe
+            )
             return f"Plan {made.code} created."
 
     return _saved(pages, save)
@@ -137,7 +139,11 @@ def update_plan(
         body = validated(PlanPatch, _active_or(form, lambda: _plan_fields(form)))
         with services.db.transaction() as session:
             plans.update_plan(
-                session, code, body.model_dump(exclude_unset=True), actor=caller.actor
+                session,
+                code,
+                body.model_dump(exclude_unset=True),
+                actor=caller.actor,
+                stripe=services.stripe,
             )
             return f"Plan {code} saved."
 
