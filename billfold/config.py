@@ -23,6 +23,14 @@ class CustomerCreation(StrEnum):
     ON_FIRST_PAYMENT = "on_first_payment"
 
 
+class ProrationBehavior(StrEnum):
+    """How a plan change bills the rest of the period (Stripe's `proration_behavior`)."""
+
+    CREATE_PRORATIONS = "create_prorations"  # on the next invoice
+    ALWAYS_INVOICE = "always_invoice"  # invoiced and charged at once
+    NONE = "none"  # the new price from the next period on
+
+
 class CustomerDeletion(StrEnum):
     DELETE = "delete"
     ARCHIVE = "archive"
@@ -116,6 +124,9 @@ class Settings(BaseSettings):
     license_previous_public_keys: str = ""
     license_grace_days: int = Field(default=3, ge=0, le=60)
     license_trial_days: int = Field(default=14, ge=1, le=365)
+
+    # Plan changes: how they prorate unless the call says.
+    subscription_proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
 
     # Pages (/billing for customers, /admin for operators): the brand they wear, how long a
     # sign-in lasts, how long a sign-in link minted by the host backend stays usable, and

@@ -8,8 +8,10 @@ from billfold.stripe_gateway.base import GatewayBase, idempotency_key
 from billfold.stripe_gateway.errors import StripeNotFound
 from billfold.stripe_gateway.objects import (
     StripeInvoice,
+    StripeInvoicePreview,
     StripeSubscription,
     parse_invoice,
+    parse_invoice_preview,
     parse_subscription,
 )
 
@@ -83,6 +85,33 @@ class BillingCalls(GatewayBase):
             "invoice.retrieve",
             lambda: parse_invoice(self._client.v1.invoices.retrieve(invoice_id)),
             invoice_id=invoice_id,
+        )
+
+    def preview_price_change(
+        self,
+        subscription_id: str,
+        *,
+        item_id: str,
+        price_id: str,
+        proration_behavior: str,
+        proration_date: int,
+    ) -> StripeInvoicePreview:
+        """The invoice a change of the item's price would make (`always_invoice`: the one
+        charged now; otherwise the next renewal's), prorated at `proration_date`."""
+        params: dict[str, Any] = {
+            "subscription": subscription_id,
+            "subscription_details": {
+                "items": [{"id": item_id, "price": price_id}],
+                "proration_behavior": proration_behavior,
+                "proration_date": proration_date,
+            },
+        }
+        return self._call(
+            "invoice.create_preview",
+            lambda: parse_invoice_preview(
+                self._client.v1.invoices.create_preview(params=params)  # type: ignore[arg-type]
+            ),
+            subscription_id=subscription_id,
         )
 
     def update_subscription(

@@ -190,3 +190,49 @@ def parse_invoice(resource: Any) -> StripeInvoice:
         hosted_invoice_url=obj.get("hosted_invoice_url"),
         subscription=_id_of(subscription),
     )
+
+
+@dataclass(frozen=True)
+class StripeInvoiceLine:
+    description: str | None
+    amount: int
+    proration: bool
+    period_start: int | None
+    period_end: int | None
+
+
+@dataclass(frozen=True)
+class StripeInvoicePreview:
+    """An invoice Stripe would make (`create_preview`): what it would charge, and when."""
+
+    total: int
+    amount_due: int
+    currency: str
+    due_at: int | None
+    lines: tuple[StripeInvoiceLine, ...]
+
+
+def parse_invoice_preview(resource: Any) -> StripeInvoicePreview:
+    obj = _plain(resource)
+    lines = tuple(
+        StripeInvoiceLine(
+            description=line.get("description"),
+            amount=int(line.get("amount") or 0),
+            proration=bool(
+                line.get("proration")
+                or ((line.get("parent") or {}).get("subscription_item_details") or {}).get(
+                    "proration"
+                )
+            ),
+            period_start=(line.get("period") or {}).get("start"),
+            period_end=(line.get("period") or {}).get("end"),
+        )
+        for line in (obj.get("lines") or {}).get("data") or []
+    )
+    return StripeInvoicePreview(
+        total=int(obj.get("total") or 0),
+        amount_due=int(obj.get("amount_due") or 0),
+        currency=str(obj.get("currency") or ""),
+        due_at=obj.get("next_payment_attempt") or obj.get("created"),
+        lines=lines,
+    )

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
+from billfold.config import ProrationBehavior
 from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.kit.errors import NotFound
@@ -20,7 +21,7 @@ from billfold.kit.paging import (
     paged,
 )
 from billfold.kit.signing_keys import public_pem
-from billfold.subscriptions import cancellation, licenses, lifecycle, listing, plans
+from billfold.subscriptions import cancellation, change_plan, licenses, lifecycle, listing, plans
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
     CancelIn,
@@ -29,6 +30,7 @@ from billfold.subscriptions.schemas import (
     CheckoutOut,
     LicenseOut,
     PauseIn,
+    PlanChangePreviewOut,
     PlanIn,
     PlanOut,
     PlanPatch,
@@ -154,12 +156,37 @@ def pause(body: PauseIn, caller: CallerDep, services: ServicesDep) -> Envelope[S
     return ok(SubscriptionOut.of(paused))
 
 
+@router.get("/subscriptions/change-plan/preview", tags=["subscriptions"])
+def preview_plan_change(
+    caller: CallerDep,
+    services: ServicesDep,
+    plan: Annotated[str, Query(min_length=1, max_length=50, pattern=r"^[a-z0-9_-]+$")],
+    proration_behavior: Annotated[
+        ProrationBehavior | None, Query(alias="prorationBehavior")
+    ] = None,
+    customer_id: CustomerQuery = None,
+) -> Envelope[PlanChangePreviewOut]:
+    found = change_plan.preview(
+        services,
+        caller,
+        plan_code=plan,
+        proration_behavior=proration_behavior,
+        customer_id=customer_id,
+    )
+    return ok(PlanChangePreviewOut.of(found))
+
+
 @router.post("/subscriptions/change-plan", tags=["subscriptions"])
-def change_plan(
+def change_subscription_plan(
     body: ChangePlanIn, caller: CallerDep, services: ServicesDep
 ) -> Envelope[SubscriptionOut]:
-    changed = lifecycle.change_plan(
-        services, caller, plan_code=body.plan, customer_id=body.customer_id
+    changed = change_plan.change_plan(
+        services,
+        caller,
+        plan_code=body.plan,
+        proration_behavior=body.proration_behavior,
+        proration_date=body.proration_date,
+        customer_id=body.customer_id,
     )
     return ok(SubscriptionOut.of(changed))
 

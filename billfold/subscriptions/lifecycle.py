@@ -232,44 +232,6 @@ def _time(epoch: int | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if epoch else None
 
 
-def change_plan(
-    services: Services, caller: Caller, *, plan_code: str, customer_id: str | None = None
-) -> Subscription:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        subscription = subscription_of(session, customer.id)
-        plan = get_plan(session, plan_code)
-        if (
-            subscription.stripe_subscription_id is None
-            or subscription.status == SubscriptionStatus.CANCELED
-        ):
-            raise Conflict(
-                "No paid subscription to change: use checkout", code="no_paid_subscription"
-            )
-        if plan.stripe_price_id is None:
-            raise Conflict(f"Plan {plan.code!r} cannot be bought", code="plan_not_purchasable")
-        if plan.id == subscription.plan_id:
-            return subscription
-        stripe_id, subscription_id, price_id = (
-            subscription.stripe_subscription_id,
-            subscription.id,
-            plan.stripe_price_id,
-        )
-    current = services.stripe.retrieve_subscription(stripe_id)
-    remote = services.stripe.update_subscription(
-        stripe_id,
-        key=idempotency_key(
-            "subscription.change_plan", subscription_id, price_id, uuid.uuid4().hex
-        ),
-        params={
-            "items": [{"id": current.item_id, "price": price_id}],
-            "cancel_at_period_end": False,
-            "metadata": {"plan": plan_code},
-        },
-    )
-    return record(services, remote, caller, "subscription.change_plan")
-
-
 def record(
     services: Services, remote: StripeSubscription, caller: Caller, action: str
 ) -> Subscription:

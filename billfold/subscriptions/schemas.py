@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, HttpUrl
 
+from billfold.config import ProrationBehavior
 from billfold.kit.envelope import ApiModel, InputModel
+from billfold.subscriptions.change_plan import PlanChangePreview
 from billfold.subscriptions.licenses import ENTITLED
 from billfold.subscriptions.models import Subscription
 
@@ -102,7 +104,41 @@ class PauseIn(InputModel):
 
 class ChangePlanIn(InputModel):
     plan: str = Code
+    # Default: the SUBSCRIPTION_PRORATION_BEHAVIOR setting.
+    proration_behavior: ProrationBehavior | None = None
+    # From a preview, so the change charges what it said.
+    proration_date: datetime | None = None
     customer_id: str | None = Field(default=None, max_length=40)
+
+
+class PreviewLineOut(ApiModel):
+    description: str | None
+    amount: int
+    proration: bool
+
+
+class PlanChangePreviewOut(ApiModel):
+    plan: str
+    proration_behavior: str
+    proration_date: datetime
+    currency: str
+    due_now: int
+    next_amount: int
+    next_at: datetime | None
+    lines: list[PreviewLineOut]
+
+    @classmethod
+    def of(cls, found: PlanChangePreview) -> PlanChangePreviewOut:
+        return cls(
+            plan=found.plan,
+            proration_behavior=found.proration_behavior,
+            proration_date=found.proration_date,
+            currency=found.currency,
+            due_now=found.due_now,
+            next_amount=found.next_amount,
+            next_at=found.next_at,
+            lines=[PreviewLineOut(**vars(line)) for line in found.lines],
+        )
 
 
 class PortalIn(InputModel):

@@ -11,7 +11,7 @@ from billfold.kit.errors import BillfoldError, NotFound
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.overview import status_label, trial_days_left
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
-from billfold.subscriptions import cancellation, lifecycle, plans
+from billfold.subscriptions import cancellation, change_plan, lifecycle, plans
 from billfold.subscriptions.models import Subscription
 
 router = APIRouter(include_in_schema=False)
@@ -69,7 +69,7 @@ def change(
     caller: PageCallerDep, form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def switch() -> str:
-        changed = lifecycle.change_plan(services, caller, plan_code=field(form, "plan"))
+        changed = change_plan.change_plan(services, caller, plan_code=field(form, "plan"))
         return f"You are now on the {changed.plan.name} plan."
 
     return act(pages, "/billing/plan", switch)

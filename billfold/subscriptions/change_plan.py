@@ -1,0 +1,172 @@
+"""Changing a paid subscription's plan: what it will cost (Stripe's invoice preview) and the
+change itself, prorated as the caller chooses (or as the setting says)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from billfold.auth.service import Caller
+from billfold.config import ProrationBehavior
+from billfold.customers.service import acting_customer
+from billfold.kit.db import utcnow
+from billfold.kit.errors import Conflict, InvalidInput
+from billfold.services import Services
+from billfold.stripe_gateway import StripeInvoicePreview, idempotency_key
+from billfold.stripe_gateway.objects import StripeInvoiceLine
+from billfold.subscriptions.lifecycle import record, subscription_of
+from billfold.subscriptions.models import Subscription, SubscriptionStatus
+from billfold.subscriptions.plans import get_plan
+
+#: How old a `prorationDate` (from a preview) may be when the change is made.
+PRORATION_DATE_MAX_AGE = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PreviewLine:
+    description: str | None
+    amount: int
+    proration: bool
+
+
+@dataclass(frozen=True)
+class PlanChangePreview:
+    """What a change would charge: `due_now` at once, `next_amount` at `next_at`."""
+
+    plan: str
+    proration_behavior: str
+    proration_date: datetime
+    currency: str
+    due_now: int
+    next_amount: int
+    next_at: datetime | None
+    lines: tuple[PreviewLine, ...]
+
+
+@dataclass(frozen=True)
+class _Target:
+    stripe_id: str
+    subscription_id: str
+    price_id: str
+    plan_code: str
+    unchanged: bool
+
+
+def _target(services: Services, caller: Caller, plan_code: str, customer_id: str | None) -> _Target:
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller, customer_id)
+        subscription = subscription_of(session, customer.id)
+        plan = get_plan(session, plan_code)
+        if (
+            subscription.stripe_subscription_id is None
+            or subscription.status == SubscriptionStatus.CANCELED
+        ):
+            raise Conflict(
+                "No paid subscription to change: use checkout", code="no_paid_subscription"
+            )
+        if plan.stripe_price_id is None:
+            raise Conflict(f"Plan {plan.code!r} cannot be bought", code="plan_not_purchasable")
+        return _Target(
+            subscription.stripe_subscription_id,
+            subscription.id,
+            plan.stripe_price_id,
+            plan.code,
+            unchanged=plan.id == subscription.plan_id,
+        )
+
+
+def _proration_time(proration_date: datetime | None) -> int:
+    now = utcnow()
+    if proration_date is None:
+        return int(now.timestamp())
+    if proration_date > now + timedelta(seconds=5) or proration_date < now - PRORATION_DATE_MAX_AGE:
+        raise InvalidInput(
+            "prorationDate must come from a preview of the last hour",
+            code="invalid_proration_date",
+        )
+    return int(proration_date.timestamp())
+
+
+def preview(
+    services: Services,
+    caller: Caller,
+    *,
+    plan_code: str,
+    proration_behavior: ProrationBehavior | None = None,
+    customer_id: str | None = None,
+) -> PlanChangePreview:
+    """What changing to `plan_code` now would charge, from Stripe's invoice preview. Pass
+    the answer's `proration_date` to `change_plan` and the change charges exactly this."""
+    target = _target(services, caller, plan_code, customer_id)
+    if target.unchanged:
+        raise Conflict("Already on this plan", code="same_plan")
+    behavior = proration_behavior or services.settings.subscription_proration_behavior
+    at = int(utcnow().timestamp())
+    item_id = services.stripe.retrieve_subscription(target.stripe_id).item_id or ""
+
+    def preview_with(how: str) -> StripeInvoicePreview:
+        return services.stripe.preview_price_change(
+            target.stripe_id,
+            item_id=item_id,
+            price_id=target.price_id,
+            proration_behavior=how,
+            proration_date=at,
+        )
+
+    first = preview_with(str(behavior))
+    if behavior == ProrationBehavior.ALWAYS_INVOICE:
+        # Charged now: the prorations; then the renewal: the new price's own lines.
+        renewal = preview_with(ProrationBehavior.NONE)
+        next_lines = [line for line in renewal.lines if not line.proration and _after(line, at)]
+        due_now, next_at = first.amount_due, renewal.due_at
+        next_amount = sum(line.amount for line in next_lines)
+    else:
+        due_now, next_amount, next_at = 0, first.amount_due, first.due_at
+    return PlanChangePreview(
+        plan=target.plan_code,
+        proration_behavior=str(behavior),
+        proration_date=datetime.fromtimestamp(at, UTC),
+        currency=first.currency,
+        due_now=due_now,
+        next_amount=next_amount,
+        next_at=datetime.fromtimestamp(next_at, UTC) if next_at else None,
+        lines=tuple(PreviewLine(x.description, x.amount, x.proration) for x in first.lines),
+    )
+
+
+def _after(line: StripeInvoiceLine, at: int) -> bool:
+    return line.period_start is None or line.period_start > at
+
+
+def change_plan(
+    services: Services,
+    caller: Caller,
+    *,
+    plan_code: str,
+    proration_behavior: ProrationBehavior | None = None,
+    proration_date: datetime | None = None,
+    customer_id: str | None = None,
+) -> Subscription:
+    """Switch the subscription's price now, prorated as asked (default: the setting)."""
+    at = _proration_time(proration_date)
+    target = _target(services, caller, plan_code, customer_id)
+    if target.unchanged:
+        with services.db.transaction() as session:
+            return subscription_of(session, acting_customer(session, caller, customer_id).id)
+    behavior = proration_behavior or services.settings.subscription_proration_behavior
+    current = services.stripe.retrieve_subscription(target.stripe_id)
+    remote = services.stripe.update_subscription(
+        target.stripe_id,
+        key=idempotency_key(
+            "subscription.change_plan", target.subscription_id, target.price_id, uuid.uuid4().hex
+        ),
+        params={
+            "items": [{"id": current.item_id, "price": target.price_id}],
+            "proration_behavior": str(behavior),
+            "proration_date": at,
+            "cancel_at_period_end": False,
+            "metadata": {"plan": target.plan_code},
+        },
+    )
+    return record(services, remote, caller, "subscription.change_plan")

@@ -1,0 +1,171 @@
+"""Plan changes priced before they happen: the preview (Stripe's invoice preview) says what
+the change charges now and at the renewal, and the change then charges exactly that, for
+each proration choice. Against the stand-in, its Checkout page and its clock."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from subscription_steps import (
+    ON_FIRST_PAYMENT,
+    PRO_FEATURES,
+    Member,
+    advance,
+    as_dict,
+    at,
+    me,
+    parse_time,
+    seed_plans,
+    sign_up,
+    subscribe,
+    sync,
+)
+from support.stripe_events import EventRelay
+
+from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
+from billfold.services import Services
+from billfold.standin import LocalStripe
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(getattr(request, "param", ON_FIRST_PAYMENT))
+
+
+@pytest.fixture
+def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> Member:
+    seed_plans(client, admin, stripe_api)
+    return sign_up(client)
+
+
+def _preview(client: TestClient, member: Member, plan: str, **query: str) -> dict[str, Any]:
+    answer = client.get(
+        "/subscriptions/change-plan/preview", params={"plan": plan, **query}, headers=member.headers
+    )
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    return data
+
+
+def _invoices(stripe_api: stripe.StripeClient, subscription_id: str) -> list[dict[str, Any]]:
+    listed = stripe_api.v1.invoices.list(params={"subscription": subscription_id, "limit": 100})
+    return sorted((as_dict(i) for i in listed.data), key=lambda i: (i["created"], i["id"]))
+
+
+@pytest.mark.parametrize("behavior", ["always_invoice", "create_prorations", "none"])
+def test_the_preview_equals_what_the_change_then_charges_now_and_at_renewal(
+    behavior: str,
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+    period_end = parse_time(me(client, member)["current_period_ends_at"])
+    preview = _preview(client, member, "professional", prorationBehavior=behavior)
+    assert (preview["plan"], preview["prorationBehavior"], preview["currency"]) == (
+        "professional",
+        behavior,
+        "usd",
+    )
+    prorations = [line["amount"] for line in preview["lines"] if line["proration"]]
+    if behavior == "none":
+        assert prorations == []
+        assert (preview["dueNow"], preview["nextAmount"]) == (0, 2900)
+    else:
+        credit, debit = sorted(prorations)  # unused starter time back, the rest at pro's price
+        assert -900 <= credit < 0 < debit <= 2900
+        if behavior == "always_invoice":
+            assert (preview["dueNow"], preview["nextAmount"]) == (credit + debit, 2900)
+        else:
+            assert (preview["dueNow"], preview["nextAmount"]) == (0, 2900 + credit + debit)
+    assert parse_time(preview["nextAt"]) == period_end
+
+    changed = client.post(
+        "/subscriptions/change-plan",
+        json={
+            "plan": "professional",
+            "prorationBehavior": behavior,
+            "prorationDate": preview["prorationDate"],
+        },
+        headers=member.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["data"]["plan"], changed.json()["data"]["features"]) == (
+        "professional",
+        PRO_FEATURES,
+    )
+    invoices = _invoices(stripe_api, subscription_id)
+    charged_now = sum(i["amount_paid"] for i in invoices[1:])
+    assert charged_now == preview["dueNow"]
+    assert len(invoices) == (2 if behavior == "always_invoice" else 1)
+
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    renewal = _invoices(stripe_api, subscription_id)[-1]
+    assert (renewal["status"], renewal["amount_paid"]) == ("paid", preview["nextAmount"])
+    assert at(renewed["current_period_start"]) == period_end
+    assert me(client, member)["plan"] == "professional"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{**ON_FIRST_PAYMENT, "subscription_proration_behavior": "always_invoice"}],
+    indirect=True,
+)
+def test_the_setting_chooses_the_proration_when_the_call_does_not(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+    preview = _preview(client, member, "professional")
+    assert preview["prorationBehavior"] == "always_invoice"
+    assert preview["dueNow"] > 0
+    client.post(
+        "/subscriptions/change-plan", json={"plan": "professional"}, headers=member.headers
+    ).raise_for_status()
+    immediate = _invoices(stripe_api, subscription_id)[-1]
+    assert (immediate["billing_reason"], immediate["status"]) == ("subscription_update", "paid")
+    assert 0 < immediate["amount_paid"] <= 2000
+
+
+def test_preview_and_change_are_refused_clearly(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    url = "/subscriptions/change-plan/preview"
+    on_trial = client.get(url, params={"plan": "professional"}, headers=member.headers)
+    assert (on_trial.status_code, on_trial.json()["error"]["code"]) == (
+        409,
+        "no_paid_subscription",
+    )
+    subscribe(client, worker, stripe_api, stripe_events, member)
+    same = client.get(url, params={"plan": "starter"}, headers=member.headers)
+    assert (same.status_code, same.json()["error"]["code"]) == (409, "same_plan")
+    unknown = client.get(url, params={"plan": "gold"}, headers=member.headers)
+    assert unknown.status_code == 404, unknown.text
+    bad = client.get(
+        url, params={"plan": "professional", "prorationBehavior": "later"}, headers=member.headers
+    )
+    assert bad.status_code == 422, bad.text
+    stale = (utcnow() - timedelta(hours=2)).isoformat()
+    old = client.post(
+        "/subscriptions/change-plan",
+        json={"plan": "professional", "prorationDate": stale},
+        headers=member.headers,
+    )
+    assert (old.status_code, old.json()["error"]["code"]) == (422, "invalid_proration_date")
+    assert me(client, member)["plan"] == "starter"
