@@ -262,9 +262,12 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
     )
     assert answer.status_code == 200, answer.text
     item = stripe_api.v1.subscriptions.retrieve(subscription_id)["items"].data[0].id
+    assert len(sent) == 1
+    assert isinstance(sent[0].pop("proration_date"), int)  # now, unless a preview's is given
     assert sent == [
         {
             "items": [{"id": item, "price": PRICE["professional"]}],
+            "proration_behavior": "create_prorations",  # the setting's default
             "cancel_at_period_end": False,
             "metadata": {"plan": "professional"},
         }
