@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,50400,72000,86400"
     webhook_disable_after_hours: float = Field(default=120.0, gt=0)
     webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    # A worker sends an endpoint's due deliveries in batches of up to this many; each worker
+    # process has up to WEBHOOK_SEND_CONCURRENCY requests in flight (one customer's events
+    # go one after another, in order).
+    webhook_batch_size: int = Field(default=200, ge=1, le=1000)
+    webhook_send_concurrency: int = Field(default=16, ge=1, le=64)
 
     mail_outbox_dir: Path = Path("mail-outbox")
     # SMTP when SMTP_HOST is set; otherwise each e-mail is written to MAIL_OUTBOX_DIR as .eml.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,6 +27,8 @@ class Services:
     licenses: SigningKeys
     # Sends outbound webhooks: WEBHOOK_TIMEOUT_SECONDS, keep-alive, never follows redirects.
     webhook_http: httpx.Client
+    # The threads that send webhook batches' requests (WEBHOOK_SEND_CONCURRENCY of them).
+    webhook_senders: ThreadPoolExecutor
 
     def for_requests(self) -> Services:
         """These services as HTTP routes get them: a person is waiting, so every Stripe call
@@ -55,7 +58,10 @@ class Services:
             webhook_http=httpx.Client(
                 timeout=settings.webhook_timeout_seconds,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            ),
+            webhook_senders=ThreadPoolExecutor(
+                max_workers=settings.webhook_send_concurrency, thread_name_prefix="webhook-send"
             ),
         )
 

@@ -70,7 +70,8 @@ class WebhookDelivery(Base):
     event_seq: Mapped[int] = mapped_column(ForeignKey("webhook_events.seq"))
     # Copied from the event: deliveries of one customer's events to one endpoint keep order.
     customer_id: Mapped[str | None] = mapped_column(String(40))
-    # The job that sends it: woken when the delivery before it (same customer) settles.
+    # The job that stands behind it: it runs a batch for the endpoint if no batch has taken
+    # the delivery, and is the timer of its next try (a batch settles it with the delivery).
     job_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[DeliveryStatus] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -80,8 +81,13 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # While a batch is sending it: that batch's token, and when its lease ends (a worker
+    # killed mid-batch leaves the delivery to be claimed again once the lease is over).
+    lease_token: Mapped[str | None] = mapped_column(String(40))
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
         Index("ix_webhook_deliveries_order", "endpoint_id", "customer_id", "status", "event_seq"),
+        Index("ix_webhook_deliveries_due", "endpoint_id", "status", "event_seq"),
     )
