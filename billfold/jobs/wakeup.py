@@ -42,6 +42,9 @@ class Wakeup:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.listening = threading.Event()
+        # SQLite has one writer: the process's workers take turns at the queue's writes
+        # rather than meet in SQLite's busy wait, which sleeps far longer than a turn.
+        self.sqlite_turn = threading.Lock()
 
     def seen(self) -> int:
         """A mark to wait from: take it before looking for jobs, so nothing rung in between

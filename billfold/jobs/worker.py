@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -97,7 +98,7 @@ class Worker(Generic[C]):
         many ran. Jobs the batch has not reached after a second are handed back."""
         size = max(1, min(limit or self._batch, self._settings.batch_size))
         started = time.monotonic()
-        with self._db.transaction() as session:
+        with self._queue_turn(), self._db.transaction() as session:
             jobs = queue.claim_batch(session, self.name, self._settings.lease, size)
         if not jobs:
             return 0
@@ -143,7 +144,7 @@ class Worker(Generic[C]):
         if not done:
             return
         once = [job for job in done if self._kinds[job.kind].every is None]
-        with self._db.transaction() as session:
+        with self._queue_turn(), self._db.transaction() as session:
             settled = queue.complete_batch(session, once) if once else set()
             for job in done:
                 every = self._kinds[job.kind].every
@@ -159,6 +160,9 @@ class Worker(Generic[C]):
             log.info("job.done", job_id=job.id, job_kind=job.kind, attempt=job.attempts)
         for kind_name, count in finished.items():
             JOB_RESULTS.labels(kind=kind_name, result="done").inc(count)
+
+    def _queue_turn(self) -> AbstractContextManager[Any]:
+        return self.wakeup.sqlite_turn if self._db.dialect == "sqlite" else nullcontext()
 
     def _hand_back(self, jobs: list[queue.ClaimedJob]) -> None:
         with self._db.transaction() as session:
