@@ -58,6 +58,10 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _database(settings: Settings) -> Database:
+    return Database(settings.database_url, transaction_pooler=settings.database_transaction_pooler)
+
+
 def _services(settings: Settings) -> Services:
     try:
         return Services.build(settings)
@@ -84,7 +88,7 @@ def _ensure_trial_plan(settings: Settings) -> None:
     """A fresh install grants new customers the trial (and its license) at sign-up."""
     from billfold.subscriptions.plans import TRIAL, ensure_trial_plan
 
-    with Database(settings.database_url).transaction() as session:
+    with _database(settings).transaction() as session:
         made = ensure_trial_plan(session, actor="cli")
     if made:
         console.print(f"Created the {TRIAL!r} plan: new customers start on a free trial.")
@@ -161,7 +165,7 @@ def create_admin(
     if len(password) < 8:
         console.print("[red]The password needs at least 8 characters.[/red]")
         raise typer.Exit(2)
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     _create_admin(db, email, password, name)
     console.print(f"Admin ready: {email}")
 
@@ -179,7 +183,7 @@ def _create_admin(db: Database, email: str, password: str, name: str) -> None:
 @api_keys.command("create")
 def api_keys_create(name: Annotated[str, typer.Option(help="What the key is for")]) -> None:
     """Create a service API key and print it once."""
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     with db.transaction() as session:
         key, plaintext = auth.create_api_key(session, name, actor="cli")
     console.print(f"Created API key {key.id} ({name}). It is shown only now:")
@@ -189,7 +193,7 @@ def api_keys_create(name: Annotated[str, typer.Option(help="What the key is for"
 @api_keys.command("list")
 def api_keys_list() -> None:
     """List service API keys (never their secrets)."""
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     with db.transaction() as session:
         keys = auth.list_api_keys(session)
         table = Table("id", "name", "prefix", "created", "revoked")
@@ -207,7 +211,7 @@ def api_keys_list() -> None:
 @api_keys.command("revoke")
 def api_keys_revoke(key_id: str) -> None:
     """Revoke a service API key."""
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     try:
         with db.transaction() as session:
             auth.revoke_api_key(session, key_id, actor="cli")
@@ -226,7 +230,7 @@ def jobs_list(
     limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT)] = 50,
 ) -> None:
     """List jobs, newest first, with each state's count."""
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     with db.transaction() as session:
         counts = queue.depth(session)
         page = jobs_admin.list_jobs(
@@ -259,7 +263,7 @@ def jobs_retry(
     if (job_id is None) == (not all_dead):
         console.print("[red]Give a job ID, or --all-dead.[/red]")
         raise typer.Exit(2)
-    db = Database(_settings().database_url)
+    db = _database(_settings())
     try:
         with db.transaction() as session:
             if job_id is not None:
@@ -290,7 +294,7 @@ def webhook_create(
     from billfold.webhooks.outbound import endpoints
 
     settings = _settings()
-    with _cli_errors(), Database(settings.database_url).transaction() as session:
+    with _cli_errors(), _database(settings).transaction() as session:
         created = endpoints.create(
             session,
             settings,
@@ -309,7 +313,7 @@ def webhook_list() -> None:
     """List endpoints (never their secrets)."""
     from billfold.webhooks.outbound import endpoints
 
-    with Database(_settings().database_url).transaction() as session:
+    with _database(_settings()).transaction() as session:
         table = Table("id", "url", "event types", "enabled", "disabled because")
         for e in endpoints.list_endpoints(session):
             table.add_row(
@@ -337,7 +341,7 @@ def webhook_update(
     changes = endpoints.EndpointChanges(
         url=url, event_types=event_types, all_event_types=all_event_types, enabled=enabled
     )
-    with _cli_errors(), Database(settings.database_url).transaction() as session:
+    with _cli_errors(), _database(settings).transaction() as session:
         endpoint = endpoints.update(session, settings, endpoint_id, changes, "cli")
         state = "enabled" if endpoint.enabled else "disabled"
     console.print(f"Updated {endpoint_id} ({state})")
@@ -348,7 +352,7 @@ def webhook_delete(endpoint_id: str) -> None:
     """Remove an endpoint and its delivery log."""
     from billfold.webhooks.outbound import endpoints
 
-    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+    with _cli_errors(), _database(_settings()).transaction() as session:
         endpoints.delete(session, endpoint_id, "cli")
     console.print(f"Deleted {endpoint_id}")
 
@@ -359,7 +363,7 @@ def webhook_rotate(endpoint_id: str) -> None:
     from billfold.webhooks.outbound import endpoints
 
     settings = _settings()
-    with _cli_errors(), Database(settings.database_url).transaction() as session:
+    with _cli_errors(), _database(settings).transaction() as session:
         rotated = endpoints.rotate_secret(session, settings, endpoint_id, "cli")
     console.print(
         f"New secret for {endpoint_id}; the old one also signs for "
@@ -376,7 +380,7 @@ def webhook_deliveries(
     """An endpoint's delivery log."""
     from billfold.webhooks.outbound import endpoints
 
-    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+    with _cli_errors(), _database(_settings()).transaction() as session:
         table = Table("delivery", "event", "type", "status", "tries", "last answer", "created")
         for view in endpoints.deliveries(session, endpoint_id, before=None, limit=limit):
             d = view.delivery
@@ -397,7 +401,7 @@ def webhook_redeliver(endpoint_id: str, delivery_id: str) -> None:
     """Send a delivery's event again, with the same webhook-id."""
     from billfold.webhooks.outbound import endpoints
 
-    with _cli_errors(), Database(_settings().database_url).transaction() as session:
+    with _cli_errors(), _database(_settings()).transaction() as session:
         view = endpoints.redeliver(session, endpoint_id, delivery_id, "cli")
         new_id = view.delivery.id
     console.print(f"Queued {new_id}")
@@ -451,7 +455,7 @@ def dev(
         with _cli_errors():
             apply_file(Services.build(settings), catalog, dry_run=False)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
-        _create_admin(Database(settings.database_url), admin_email, admin_password, "Admin")
+        _create_admin(_database(settings), admin_email, admin_password, "Admin")
         standin.register_webhook(
             "billfold", f"{settings.backend_url}/webhooks/stripe", webhook_secret
         )

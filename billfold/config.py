@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = Field(default="sqlite:///billfold.kit.db")
+    # True when database_url goes through a transaction-pooling PgBouncer: no server-side
+    # prepared statements (and set JOB_LISTEN_URL to a direct connection for LISTEN).
+    database_transaction_pooler: bool = False
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None

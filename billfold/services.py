@@ -46,7 +46,10 @@ class Services:
         """`stripe_http(timeout)` makes the SDK's HTTP client (None: the SDK's own)."""
         return cls(
             settings=settings,
-            db=db or Database(settings.database_url),
+            db=db
+            or Database(
+                settings.database_url, transaction_pooler=settings.database_transaction_pooler
+            ),
             stripe=StripeGateway.from_settings(settings, http_factory=stripe_http),
             stripe_inline=StripeGateway.from_settings(
                 settings,

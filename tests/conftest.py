@@ -20,6 +20,7 @@ from factories import admin_token, auth, signed_up
 from fastapi.testclient import TestClient
 from psycopg import sql
 from support.netfault import FaultyLink
+from support.pgbouncer import ThrowawayPgBouncer
 from support.postgres import ThrowawayPostgres
 from support.stripe_events import EventRelay
 
@@ -54,6 +55,17 @@ def localstripe() -> Iterator[LocalStripe]:
 def postgres() -> Iterator[ThrowawayPostgres]:
     with ThrowawayPostgres.start() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: ThrowawayPostgres) -> Iterator[ThrowawayPgBouncer]:
+    bouncer = ThrowawayPgBouncer.start(postgres)
+    yield bouncer
+    bouncer.stop()
+
+
+# A database reached through PgBouncer → its direct URL (where workers LISTEN).
+_POOLED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +113,16 @@ def database_url(
         return _sqlite_url(tmp_path_factory.getbasetemp(), tmp_path, template_databases)
     if request.node.get_closest_marker("sqlite_only"):
         pytest.skip("SQLite-only behaviour")
+    if request.param == "pgbouncer" and not request.node.get_closest_marker("pgbouncer"):
+        pytest.skip("not in the PgBouncer subset (mark it `pgbouncer`)")
     server: ThrowawayPostgres = request.getfixturevalue("postgres")
-    return _postgres_url(server, template_databases)
+    direct = _postgres_url(server, template_databases)
+    if request.param != "pgbouncer":
+        return direct
+    bouncer: ThrowawayPgBouncer = request.getfixturevalue("pgbouncer")
+    pooled = bouncer.url_for(direct.rsplit("/", 1)[1])
+    _POOLED[pooled] = direct
+    return pooled
 
 
 @pytest.fixture
@@ -134,6 +154,9 @@ def make_settings(database_url: str, stripe_base: str, **overrides: Any) -> Sett
         "rate_limit_signup": "100000/minute",
         "rate_limit_account_mail": "100000/minute",
     }
+    if database_url in _POOLED:  # through PgBouncer in transaction-pooling mode
+        values["database_transaction_pooler"] = True
+        values["job_listen_url"] = _POOLED[database_url]
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

@@ -55,9 +55,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, transaction_pooler: bool = False) -> Engine:
     """The engine; its errors never carry their bound parameters (password hashes, e-mails),
-    which would otherwise reach the logs with the error."""
+    which would otherwise reach the logs with the error. Behind a transaction-pooling
+    PgBouncer (`transaction_pooler`) psycopg prepares no statements on the server: the next
+    transaction may run on a server connection that never saw them."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
@@ -67,7 +69,12 @@ def make_engine(url: str) -> Engine:
         _make_sqlite_transactions_immediate(engine)
         return engine
     return create_engine(
-        url, pool_size=10, max_overflow=40, pool_pre_ping=True, hide_parameters=True
+        url,
+        pool_size=10,
+        max_overflow=40,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={"prepare_threshold": None} if transaction_pooler else {},
     )
 
 
@@ -91,9 +98,9 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
 class Database:
     """Owns the engine; hands out sessions and short transactions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, transaction_pooler: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, transaction_pooler=transaction_pooler)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

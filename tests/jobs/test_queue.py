@@ -26,6 +26,9 @@ from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.services import Services
 
+# The queue's statements, its leases and LISTEN/NOTIFY also run through PgBouncer.
+pytestmark = pytest.mark.pgbouncer
+
 # -- a worker with test kinds of its own -----------------------------------------------
 
 

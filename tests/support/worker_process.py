@@ -30,6 +30,8 @@ def start_worker_process(
         "JOB_POLL_SECONDS": "0.05",
         "PAYMENT_JANITOR_LEASE_SECONDS": str(settings.payment_janitor_lease_seconds),
         "PAYMENT_JANITOR_INTERVAL_SECONDS": str(settings.payment_janitor_interval_seconds),
+        "DATABASE_TRANSACTION_POOLER": str(settings.database_transaction_pooler).lower(),
+        **({"JOB_LISTEN_URL": settings.job_listen_url} if settings.job_listen_url else {}),
         **(extra_env or {}),
     }
     return subprocess.Popen(
