@@ -242,7 +242,9 @@ def test_webhook_verifier_accepts_a_real_delivery_and_refuses_a_forged_one(
     try:
         endpoint = billfold.create_webhook_endpoint(receiver.url, event_types=["customer.created"])
         receiver.secrets.append(endpoint["secret"])
-        user = billfold.create_user("Grace", f"{uuid.uuid4().hex}@example.com", "x" * 12)
+        user = billfold.create_user(
+            "Grace", f"{uuid.uuid4().hex}@example.com", "x" * 12, metadata={"crm": "g-1"}
+        )
         assert wait_until(lambda: len(receiver.accepted) == 1, timeout=20)
     finally:
         receiver.stop()
@@ -250,6 +252,7 @@ def test_webhook_verifier_accepts_a_real_delivery_and_refuses_a_forged_one(
     event = WebhookVerifier(endpoint["secret"]).verify(got.body, got.headers)
     assert (event["id"], event["type"]) == (got.webhook_id, "customer.created")
     assert event["data"]["customerId"] == user["user"]["customerId"]
+    assert event["data"]["metadata"] == user["user"]["metadata"] == {"crm": "g-1"}
     with pytest.raises(InvalidWebhook):
         WebhookVerifier(endpoint["secret"]).verify(got.body.replace(b"Grace", b"Eve"), got.headers)
     rotated_out = WebhookVerifier("whsec_" + "A" * 32, endpoint["secret"])  # old and new

@@ -17,6 +17,7 @@ from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.jobs.models import Job
 from billfold.jobs.worker import Worker
 from billfold.services import Services
+from billfold.webhooks.outbound.models import WebhookEvent
 
 LAZY = pytest.mark.parametrize(
     "settings_overrides", [{"stripe_customer_creation": "on_first_payment"}]
@@ -76,6 +77,18 @@ def test_edits_reach_stripe_and_a_removed_key_is_removed_there(
     assert remote["phone"] == "+44 20 7946 0958"
     assert _user_keys(remote) == {"b": "3", "c": "new"}  # "a" is gone at Stripe too
     assert remote["metadata"]["customer_id"] == user["customerId"]
+    with services.db.transaction() as session:
+        told = session.scalars(
+            select(WebhookEvent.data)
+            .where(
+                WebhookEvent.customer_id == user["customerId"],
+                WebhookEvent.type == "customer.updated",
+            )
+            .order_by(WebhookEvent.seq)
+        ).all()
+    assert [(d["phone"], d["metadata"]) for d in told] == [
+        ("+44 20 7946 0958", {"b": "3", "c": "new"})
+    ]  # the host app hears of it too
 
     # An edit of the name alone leaves phone and metadata as they are.
     client.patch(f"/users/{user['id']}", json={"name": "Renamed"}, headers=headers)

@@ -272,3 +272,12 @@ def test_catalog_forms_create_edit_and_deactivate_through_the_catalog_services(
     assert {"product.create", "product.update", "credit_package.create", "plan.create"} <= set(
         actions
     )
+
+
+def test_customer_page_shows_phone_and_metadata(client: TestClient, services: Services) -> None:
+    user = register(client, phone="+1 415 555 0100", metadata={"crm": "acct-7", "tier": "gold"})
+    _signed_in_admin(client, services)
+    page = client.get(f"/admin/customers/{user['user']['customerId']}").text
+    assert "+1 415 555 0100" in page
+    shown = page.split('data-testid="customer-metadata">', 1)[1].split("</dd>", 1)[0]
+    assert re.sub(r"<[^>]+>", " ", shown).split() == ["crm", ":", "acct-7", "tier", ":", "gold"]

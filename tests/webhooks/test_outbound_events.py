@@ -70,6 +70,8 @@ def test_customer_sign_up_edit_and_deletion_each_write_one_event(
         "email": buyer["email"],
         "name": buyer["name"],
         "companyName": None,
+        "phone": None,
+        "metadata": {},
     }
     patched = client.patch(f"/users/{buyer['id']}", json={"name": "Ada King"}, headers=headers)
     assert patched.status_code == 200, patched.text

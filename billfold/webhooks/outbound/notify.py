@@ -27,7 +27,13 @@ def customer_event(session: Session, event_type: str, customer: Customer) -> Non
     data: dict[str, Any] = {"customerId": customer.id, "userId": customer.user_id}
     if event_type != "customer.deleted":
         user = customer.user
-        data |= {"email": user.email, "name": user.name, "companyName": user.company_name}
+        data |= {
+            "email": user.email,
+            "name": user.name,
+            "companyName": user.company_name,
+            "phone": customer.phone,
+            "metadata": dict(customer.metadata_ or {}),
+        }
     emit(session, event_type, customer.id, data)
 
 

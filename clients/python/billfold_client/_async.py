@@ -100,11 +100,14 @@ class AsyncBillfold:
         password: str,
         *,
         company_name: str | None = None,
+        phone: str | None = None,
+        metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """Register a user (and their customer); answers the user and an access token."""
+        """Register a user (and their customer); answers the user and an access token.
+        `phone` and `metadata` are mirrored to the Stripe customer."""
         return await self._run(
-            ops.create_user(name, email, password, company_name, idempotency_key)
+            ops.create_user(name, email, password, company_name, idempotency_key, phone, metadata)
         )
 
     async def get_user(self, user_id: str) -> JSON:
@@ -113,7 +116,8 @@ class AsyncBillfold:
     async def update_user(
         self, user_id: str, *, idempotency_key: str | None = None, **changes: Any
     ) -> JSON:
-        """Change `name`, `email`, `companyName` or `password` (camelCase keys)."""
+        """Change `name`, `email`, `companyName`, `phone`, `metadata` or `password` (camelCase
+        keys)."""
         return await self._run(ops.update_user(user_id, changes, idempotency_key))
 
     async def delete_user(self, user_id: str, *, idempotency_key: str | None = None) -> JSON:

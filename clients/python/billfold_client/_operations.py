@@ -66,10 +66,23 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
 
 @_operation("POST", "/users")
 def create_user(
-    name: str, email: str, password: str, company_name: str | None, key: str | None
+    name: str,
+    email: str,
+    password: str,
+    company_name: str | None,
+    key: str | None,
+    phone: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Op[JSON]:
     body = _drop_none(
-        {"name": name, "email": email, "password": password, "companyName": company_name}
+        {
+            "name": name,
+            "email": email,
+            "password": password,
+            "companyName": company_name,
+            "phone": phone,
+            "metadata": metadata,
+        }
     )
     return Op("POST", "/users", body=body, idempotency_key=key)
 

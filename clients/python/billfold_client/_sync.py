@@ -101,10 +101,15 @@ class Billfold:
         password: str,
         *,
         company_name: str | None = None,
+        phone: str | None = None,
+        metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """Register a user (and their customer); answers the user and an access token."""
-        return self._run(ops.create_user(name, email, password, company_name, idempotency_key))
+        """Register a user (and their customer); answers the user and an access token.
+        `phone` and `metadata` are mirrored to the Stripe customer."""
+        return self._run(
+            ops.create_user(name, email, password, company_name, idempotency_key, phone, metadata)
+        )
 
     def get_user(self, user_id: str) -> JSON:
         return self._run(ops.get_user(user_id))
@@ -112,7 +117,8 @@ class Billfold:
     def update_user(
         self, user_id: str, *, idempotency_key: str | None = None, **changes: Any
     ) -> JSON:
-        """Change `name`, `email`, `companyName` or `password` (camelCase keys)."""
+        """Change `name`, `email`, `companyName`, `phone`, `metadata` or `password` (camelCase
+        keys)."""
         return self._run(ops.update_user(user_id, changes, idempotency_key))
 
     def delete_user(self, user_id: str, *, idempotency_key: str | None = None) -> JSON:
