@@ -3,16 +3,19 @@ action, and the admin's grants and adjustments."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from billfold.auth.service import Caller
+from billfold.config import Settings
 from billfold.credits import ledger, recharge
 from billfold.credits.models import EntryKind
-from billfold.credits.rules import recharge_due
+from billfold.credits.postings import Movement, Posted
 from billfold.customers.service import acting_customer
 from billfold.kit import audit
-from billfold.kit.db import utcnow
-from billfold.kit.errors import InvalidInput
+from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.services import Services
 
 
@@ -24,24 +27,41 @@ class Debit:
     reason: str | None
 
 
-def consume(services: Services, caller: Caller, debit: Debit) -> ledger.Posted:
+def consume(services: Services, caller: Caller, debit: Debit) -> Posted:
     """Debit once per idempotency key; 402 and no change when the balance is short."""
     with services.db.transaction() as session:
         customer = acting_customer(session, caller, debit.customer_id)
-        posted = ledger.post(
-            session,
-            customer.id,
-            -debit.amount,
-            EntryKind.CONSUME,
-            idempotency_key=f"consume:{debit.idempotency_key}",
-            reason=debit.reason,
-            actor=caller.actor,
-        )
-        if posted.policy is not None and recharge_due(
-            posted.balance_after, posted.policy, utcnow()
-        ):
-            recharge.start(session, customer.id, services.settings)
-        return posted
+        outcome = spend(session, services.settings, [debit_of(caller, customer.id, debit)])[0]
+        if isinstance(outcome, BillfoldError):
+            raise outcome
+        return outcome
+
+
+def debit_of(caller: Caller, customer_id: str, debit: Debit) -> Movement:
+    """The ledger movement a consume makes on the account it draws on."""
+    return Movement(
+        customer_id,
+        -debit.amount,
+        EntryKind.CONSUME,
+        f"consume:{debit.idempotency_key}",
+        reason=debit.reason,
+        actor=caller.actor,
+    )
+
+
+def spend(
+    session: Session,
+    settings: Settings,
+    debits: Sequence[Movement],
+    *,
+    keys_before_lock: bool = False,
+) -> list[Posted | BillfoldError]:
+    """Apply consumes in order in the caller's transaction (one alone, or a batch), one
+    outcome each, and start the recharges they made due."""
+    decision = ledger.apply(session, debits, keys_before_lock=keys_before_lock)
+    for customer_id in decision.recharges:
+        recharge.start(session, customer_id, settings)
+    return decision.outcomes
 
 
 def grant(
@@ -53,7 +73,7 @@ def grant(
     kind: EntryKind,
     reason: str,
     idempotency_key: str,
-) -> ledger.Posted:
+) -> Posted:
     """An admin's grant (credits given) or adjustment (a correction either way), audited."""
     if kind not in (EntryKind.GRANT, EntryKind.ADJUSTMENT):
         raise InvalidInput("kind must be grant or adjustment", code="invalid_kind")

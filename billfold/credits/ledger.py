@@ -1,52 +1,29 @@
-"""The ledger: every credit movement is one append-only entry, written in the same statement
-pair as the balance it changes, so the balance always equals the sum of the ledger.
+"""The ledger: every credit movement is one append-only entry, written in the same
+transaction as the balance it changes, so the balance always equals the sum of the ledger.
 
-`post` is the way a balance changes (`batching.apply_batch` applies many debits at once by
-the same rules, under the same row lock and keys). It moves the balance with one
-conditional update (a debit can never take it below zero, however many run at once) and
-appends the entry under a per-account idempotency key, so nothing is recorded twice.
+`apply` is the one way balances change: it locks the accounts, reads the idempotency keys
+already used, lets `postings.decide` rule on the movements (a debit never takes a balance
+below zero, a key is posted once), and writes the decision with one entry writer. `post` is
+one movement; the consume batcher applies many at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
+from billfold.credits.postings import Account, Decision, Movement, Posted, decide, replay
 from billfold.credits.rules import RechargePolicy
-from billfold.kit.db import new_id, utcnow
-from billfold.kit.errors import BillfoldError, Conflict
+from billfold.kit.db import UTCDateTime, utcnow
+from billfold.kit.errors import BillfoldError
 from billfold.webhooks.outbound.notify import balance_crossings
-
-
-class InsufficientCredits(BillfoldError):
-    status_code = 402
-    code = "insufficient_credits"
-
-
-class KeyReused(Conflict):
-    code = "idempotency_key_reused"
-
-
-@dataclass(frozen=True)
-class Posted:
-    """A ledger entry as posted (or as found, when its key was seen before)."""
-
-    id: str
-    amount: int
-    balance_after: int
-    kind: EntryKind
-    idempotency_key: str
-    created_at: datetime
-    replayed: bool
-    # Auto-recharge policy read in the same statement as the debit (see consume).
-    policy: RechargePolicy | None = None
-
 
 # The account columns that decide whether a debit starts a recharge, and the policy they make.
 RECHARGE_POLICY_COLUMNS = (
@@ -78,14 +55,6 @@ def ensure_account(session: Session, customer_id: str) -> None:
         pass  # a concurrent first movement made it
 
 
-def find(session: Session, customer_id: str, idempotency_key: str) -> LedgerEntry | None:
-    return session.scalar(
-        select(LedgerEntry).where(
-            LedgerEntry.customer_id == customer_id, LedgerEntry.idempotency_key == idempotency_key
-        )
-    )
-
-
 def post(
     session: Session,
     customer_id: str,
@@ -98,102 +67,214 @@ def post(
     actor: str | None = None,
 ) -> Posted:
     """Move `amount` credits (negative to debit) once per `idempotency_key`."""
-    existing = find(session, customer_id, idempotency_key)
-    if existing is not None:
-        return _replay(existing, amount)
-    ensure_account(session, customer_id)
-    try:
-        with session.begin_nested():
-            return _append(
-                session, customer_id, amount, kind, idempotency_key, reason, reference_id, actor
-            )
-    except IntegrityError:
-        # The same key raced us and won; the savepoint undid our balance change.
-        existing = find(session, customer_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, amount)
+    movement = Movement(customer_id, amount, kind, idempotency_key, reason, reference_id, actor)
+    outcome = apply(session, [movement]).outcomes[0]
+    if isinstance(outcome, BillfoldError):
+        raise outcome
+    return outcome
 
 
-def _append(
-    session: Session,
-    customer_id: str,
-    amount: int,
-    kind: EntryKind,
-    idempotency_key: str,
-    reason: str | None,
-    reference_id: str | None,
-    actor: str | None,
-) -> Posted:
-    condition = CreditAccount.customer_id == customer_id
-    if amount < 0:
-        condition = and_(condition, CreditAccount.balance >= -amount)
-    row = session.execute(
-        update(CreditAccount)
-        .where(condition)
-        .values(
-            balance=CreditAccount.balance + amount,
-            entries=CreditAccount.entries + 1,
-            updated_at=utcnow(),
+def apply(
+    session: Session, movements: Sequence[Movement], *, keys_before_lock: bool = False
+) -> Decision:
+    """Apply `movements` in order in the caller's transaction, by `postings.decide`.
+
+    The accounts are locked (in customer ID order, so two callers wait for each other instead
+    of deadlocking) and the keys already used read under the lock, where no other writer can
+    come between. With `keys_before_lock` the keys are read before the lock instead, so the
+    lock is held for one round trip less (what decides the rate on a hot account); a key
+    another transaction commits in between then fails this one on the unique constraint
+    (IntegrityError), and the caller runs it again without.
+    """
+    keys = {(m.customer_id, m.idempotency_key) for m in movements}
+    used = _used(session, keys) if keys_before_lock else {}
+    customer_ids = sorted({m.customer_id for m in movements})
+    accounts = _lock_accounts(session, customer_ids)
+    if missing := [cid for cid in customer_ids if cid not in accounts]:
+        for customer_id in missing:  # a first movement ever
+            ensure_account(session, customer_id)
+        accounts.update(_lock_accounts(session, missing))
+    if not keys_before_lock:
+        used = _used(session, keys)
+    now = utcnow()
+    decision = decide(accounts, used, movements, now)
+    if keys_before_lock and decision.refused:
+        # A refusal changes nothing, so it cannot fail on the constraint: look its key up
+        # again under the lock, in case another writer posted it since (then it replays).
+        late = _used(session, set(decision.refused.values()))
+        for at, owner_key in decision.refused.items():
+            if owner_key in late:
+                decision.outcomes[at] = replay(late[owner_key], movements[at].amount)
+    if decision.entries:
+        _write(session, decision, now)
+    return decision
+
+
+def _write(session: Session, decision: Decision, now: datetime) -> None:
+    """The one entry writer: the moved balances, the new entries, the balance notices."""
+    accounts = list(decision.touched.values())
+    entries = decision.entries
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            _PG_UPDATE_BALANCES,
+            {
+                "ids": [a.customer_id for a in accounts],
+                "balances": [a.balance for a in accounts],
+                "entries": [a.entries for a in accounts],
+                "now": now,
+            },
         )
-        .returning(CreditAccount.balance, CreditAccount.entries, *RECHARGE_POLICY_COLUMNS)
-    ).one_or_none()
-    if row is None:
-        # The same key may have been posted by a twin that held the account while we
-        # waited: once it has, its answer is ours too (not a refusal it caused).
-        twin = find(session, customer_id, idempotency_key)
-        if twin is not None:
-            return _replay(twin, amount)
-        balance = session.scalar(
-            select(CreditAccount.balance).where(CreditAccount.customer_id == customer_id)
+        connection.execute(
+            _PG_INSERT_ENTRIES,
+            {
+                "ids": [e.posted.id for e in entries],
+                "customers": [e.movement.customer_id for e in entries],
+                "entry_nos": [e.entry_no for e in entries],
+                "amounts": [e.posted.amount for e in entries],
+                "balances": [e.posted.balance_after for e in entries],
+                "kinds": [str(e.movement.kind) for e in entries],
+                "reasons": [e.movement.reason for e in entries],
+                "references": [e.movement.reference_id for e in entries],
+                "keys": [e.movement.idempotency_key for e in entries],
+                "actors": [e.movement.actor for e in entries],
+                "now": now,
+            },
         )
-        raise InsufficientCredits(
-            f"Not enough credits: {balance or 0} available, {-amount} needed",
-            balance=balance or 0,
-            required=-amount,
+    else:  # SQLite's executemany is a C loop inside this process
+        connection.execute(
+            _UPDATE_BALANCE,
+            [
+                {
+                    "account": a.customer_id,
+                    "new_balance": a.balance,
+                    "new_entries": a.entries,
+                    "now": now,
+                }
+                for a in accounts
+            ],
         )
-    entry_id, now = new_id("ctx"), utcnow()
-    session.execute(
-        insert(LedgerEntry).values(
-            id=entry_id,
-            customer_id=customer_id,
-            entry_no=row.entries,
-            amount=amount,
-            balance_after=row.balance,
-            kind=kind,
-            reason=reason,
-            reference_id=reference_id,
-            idempotency_key=idempotency_key,
-            actor=actor,
-            created_at=now,
+        connection.execute(
+            _INSERT_ENTRY,
+            [
+                {
+                    "id": e.posted.id,
+                    "customer_id": e.movement.customer_id,
+                    "entry_no": e.entry_no,
+                    "amount": e.posted.amount,
+                    "balance_after": e.posted.balance_after,
+                    "kind": e.movement.kind,
+                    "reason": e.movement.reason,
+                    "reference_id": e.movement.reference_id,
+                    "idempotency_key": e.movement.idempotency_key,
+                    "actor": e.movement.actor,
+                    "created_at": now,
+                }
+                for e in entries
+            ],
         )
+    _expire_held(session, accounts)
+    for c in decision.crossings:
+        balance_crossings(session, c.customer_id, c.before, c.after, c.threshold)
+
+
+def _expire_held(session: Session, accounts: list[Account]) -> None:
+    """The balances are written below the ORM: an account object the session already holds
+    (`ensure_account` loads one) would otherwise show the balance from before."""
+    if not session.identity_map:
+        return
+    for account in accounts:
+        held = session.identity_map.get(identity_key(CreditAccount, (account.customer_id,)))
+        if held is not None:
+            session.expire(held)
+
+
+# On PostgreSQL the balances and entries travel as arrays, one statement each: executemany
+# would send (and the server plan and run) a statement per row, and psycopg handles each
+# reply in Python.
+_PG_UPDATE_BALANCES = text(
+    """
+    UPDATE credit_accounts AS a
+       SET balance = v.balance, entries = v.entries, updated_at = :now
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:balances AS bigint[]),
+                  CAST(:entries AS bigint[])) AS v(customer_id, balance, entries)
+     WHERE a.customer_id = v.customer_id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+_PG_INSERT_ENTRIES = text(
+    """
+    INSERT INTO credit_transactions (id, customer_id, entry_no, amount, balance_after, kind,
+                                     reason, reference_id, idempotency_key, actor, created_at)
+    SELECT v.id, v.customer_id, v.entry_no, v.amount, v.balance_after, v.kind,
+           v.reason, v.reference_id, v.idempotency_key, v.actor, :now
+      FROM unnest(CAST(:ids AS varchar[]), CAST(:customers AS varchar[]),
+                  CAST(:entry_nos AS bigint[]), CAST(:amounts AS bigint[]),
+                  CAST(:balances AS bigint[]), CAST(:kinds AS varchar[]),
+                  CAST(:reasons AS varchar[]), CAST(:references AS varchar[]),
+                  CAST(:keys AS varchar[]), CAST(:actors AS varchar[]))
+           AS v(id, customer_id, entry_no, amount, balance_after, kind, reason, reference_id,
+                idempotency_key, actor)
+    """
+).bindparams(bindparam("now", type_=UTCDateTime))
+_ACCOUNTS = CreditAccount.metadata.tables[CreditAccount.__tablename__]
+_UPDATE_BALANCE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.customer_id == bindparam("account"))
+    .values(
+        balance=bindparam("new_balance"),
+        entries=bindparam("new_entries"),
+        updated_at=bindparam("now", type_=UTCDateTime),
     )
-    balance_crossings(
-        session, customer_id, row.balance - amount, row.balance, row.threshold_credits
+)
+_INSERT_ENTRY = insert(LedgerEntry.metadata.tables[LedgerEntry.__tablename__])
+
+# The reads, built once: each runs on every debit, and building a statement (and its cache
+# key) costs about as much Python as running it. `expanding` lists fill the IN (...). They
+# run on the session's connection: they read plain rows, so the ORM would only add work.
+_LOCK_ACCOUNTS = (
+    select(
+        CreditAccount.customer_id,
+        CreditAccount.balance,
+        CreditAccount.entries,
+        *RECHARGE_POLICY_COLUMNS,
     )
-    return Posted(entry_id, amount, row.balance, kind, idempotency_key, now, False, policy_of(row))
+    .where(CreditAccount.customer_id.in_(bindparam("customer_ids", expanding=True)))
+    .order_by(CreditAccount.customer_id)
+    .with_for_update()
+)
+_USED_KEYS = select(
+    LedgerEntry.id,
+    LedgerEntry.customer_id,
+    LedgerEntry.amount,
+    LedgerEntry.balance_after,
+    LedgerEntry.kind,
+    LedgerEntry.idempotency_key,
+    LedgerEntry.created_at,
+).where(
+    LedgerEntry.customer_id.in_(bindparam("customer_ids", expanding=True)),
+    LedgerEntry.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
 
 
-def as_sent(kind: EntryKind, amount: int) -> int:
-    """An entry's amount as its caller sent it: a consume of 25 is posted as -25."""
-    return -amount if kind == EntryKind.CONSUME else amount
+def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, Account]:
+    rows = session.connection().execute(_LOCK_ACCOUNTS, {"customer_ids": customer_ids})
+    return {r.customer_id: Account(r.customer_id, r.balance, r.entries, policy_of(r)) for r in rows}
 
 
-def _replay(entry: LedgerEntry, amount: int) -> Posted:
-    if entry.amount != amount:
-        raise KeyReused(
-            "This idempotency key was used for a different amount",
-            original_amount=as_sent(entry.kind, entry.amount),
+def _used(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Posted]:
+    """The entries already posted under these (account, key) pairs, as their answers."""
+    if not keys:
+        return {}
+    rows = session.connection().execute(
+        _USED_KEYS, {"customer_ids": list({c for c, _ in keys}), "keys": list({k for _, k in keys})}
+    )
+    return {
+        (e.customer_id, e.idempotency_key): Posted(
+            e.id, e.amount, e.balance_after, e.kind, e.idempotency_key, e.created_at, True
         )
-    return Posted(
-        entry.id,
-        entry.amount,
-        entry.balance_after,
-        entry.kind,
-        entry.idempotency_key,
-        entry.created_at,
-        True,
-    )
+        for e in rows
+        if (e.customer_id, e.idempotency_key) in keys
+    }
 
 
 def balance(session: Session, customer_id: str) -> int:
