@@ -225,7 +225,8 @@ def defer(session: Session, job: ClaimedJob, until: datetime, reason: str) -> No
 
 
 def backoff_delay(attempts: int, base: float, cap: float) -> timedelta:
-    """Full-jitter exponential backoff: a random delay up to base·2^(attempts-1), capped."""
+    """Equal-jitter exponential backoff: a random delay between half and all of
+    base·2^(attempts-1), capped (never a retry at once, yet retries spread out)."""
     ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 

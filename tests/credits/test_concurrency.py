@@ -426,7 +426,7 @@ def test_threshold_crossings_under_load_start_at_most_one_recharge_at_a_time(
                     )
                 )
             most_pending[0] = max(most_pending[0], int(pending or 0))
-            time.sleep(0.01)
+            stop.wait(0.01)
 
     watcher = threading.Thread(target=watch, name="watch-recharges", daemon=True)
     watcher.start()

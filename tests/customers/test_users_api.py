@@ -4,7 +4,6 @@ and Stripe following every change through the worker (or catching up after an ou
 from __future__ import annotations
 
 import hashlib
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ from factories import admin_token, auth, register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from support.netfault import FaultyLink
+from support.waiting import wait_until
 
 from billfold.auth.models import ApiKey, User
 from billfold.config import Settings
@@ -619,9 +619,14 @@ def test_registration_succeeds_while_stripe_is_down_and_links_once_it_is_back(
     assert link.status == JobStatus.PENDING
 
     stripe_link.up()
-    time.sleep(0.3)  # the link job is held back for twice the inline timeout
-    worker.run_until_idle()
 
+    def linked() -> bool:  # the link job is held back for twice the inline timeout
+        worker.run_until_idle()
+        with services.db.transaction() as session:
+            customer = session.get(Customer, user["customerId"])
+            return customer is not None and customer.stripe_customer_id is not None
+
+    assert wait_until(linked, 20)
     with services.db.transaction() as session:
         customer = session.get(Customer, user["customerId"])
         assert customer is not None

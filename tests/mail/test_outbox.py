@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -17,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import func, select
-from support.waiting import wait_until
+from support.waiting import wait_until, waits_on_a_lock
 
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
@@ -231,7 +230,9 @@ def test_concurrent_duplicate_leaves_the_other_transaction_usable(services: Serv
         assert first is not None
         thread = threading.Thread(target=second)
         thread.start()
-        time.sleep(0.5)  # let the other transaction reach (and wait on) the same key
+        if services.db.dialect == "postgresql":  # SQLite's busy wait shows no waiter
+            # The other transaction has reached the same key and waits on ours.
+            assert wait_until(lambda: waits_on_a_lock(services.db.engine), 20)
     thread.join(timeout=30)
 
     assert errors == []
