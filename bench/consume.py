@@ -19,12 +19,14 @@ import functools
 import logging
 import multiprocessing
 import os
+import pstats
 import re
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -59,6 +61,9 @@ INSERT INTO credit_transactions
           :balance, 'consume', 'consume:' || md5(random()::text), now());
 END;
 """
+
+
+PROFILED_SERVE = Path(__file__).with_name("profiled_serve.py")
 
 
 def customer_id(i: int) -> str:
@@ -291,7 +296,9 @@ def autovacuum_runs(db: Database) -> int:
     return int(runs)
 
 
-def start_server(url: str, stripe_base: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(
+    url: str, stripe_base: str, port: int, workers: int, profile: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -300,18 +307,21 @@ def start_server(url: str, stripe_base: str, port: int, workers: int) -> subproc
         "JWT_SECRET": "bench-secret-" + "x" * 32,
         "LICENSE_PRIVATE_KEY": BENCH_LICENSE_KEY,
     }
+    command = [
+        sys.executable,
+        "-m",
+        "billfold",
+        "serve",
+        "--no-worker",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    if profile is not None:  # one process, every thread under cProfile
+        command = [sys.executable, str(PROFILED_SERVE), profile, "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "billfold",
-            "serve",
-            "--no-worker",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-        ],
+        command,
         env=env,
         cwd=tempfile.gettempdir(),
         stdout=subprocess.DEVNULL,
@@ -335,6 +345,13 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--server-workers", type=int, default=2, help="billfold serve processes")
     parser.add_argument("--load-processes", type=int, default=2, help="processes sending load")
+    parser.add_argument(
+        "--profile",
+        metavar="OUT",
+        help="run one server process under cProfile, write its statistics to OUT and print"
+        " where its time went (figures are then far below the real ones)",
+    )
+    parser.add_argument("--only", choices=["many", "hot"], help="run one scenario")
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
 
@@ -344,17 +361,20 @@ def main() -> None:
         db = Database(url)
         key = seed(db, args.accounts)
         port = free_port()
-        server = start_server(url, standin.url, port, args.server_workers)
+        server = start_server(url, standin.url, port, args.server_workers, args.profile)
         try:
             print(
                 f"Billfold consume benchmark: PostgreSQL, {args.clients} clients "
-                f"({args.load_processes} load processes), {args.server_workers} server processes, "
+                f"({args.load_processes} load processes), "
+                f"{1 if args.profile else args.server_workers} server processes"
+                f"{' under cProfile' if args.profile else ''}, "
                 f"{args.seconds} s per scenario, {args.accounts} accounts"
             )
-            for label, accounts in (
-                ("many accounts", list(range(1, args.accounts + 1))),
-                ("one hot account", [1]),
-            ):
+            scenarios = [
+                ("many", "many accounts", list(range(1, args.accounts + 1))),
+                ("hot", "one hot account", [1]),
+            ]
+            for _name, label, accounts in [s for s in scenarios if args.only in (None, s[0])]:
                 drive(port, key, args.clients, 2, accounts, args.load_processes)  # warm up
                 vacuums = autovacuum_runs(db)
                 done, latencies, errors = drive(
@@ -372,8 +392,12 @@ def main() -> None:
                 )
         finally:
             server.terminate()
-            server.wait(timeout=10)
+            server.wait(timeout=30)
             db.dispose()
+    if args.profile:
+        stats = pstats.Stats(args.profile)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":
