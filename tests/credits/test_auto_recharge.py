@@ -37,17 +37,19 @@ from billfold.credits.models import (
 )
 from billfold.credits.recharge import RECHARGE_JOB
 from billfold.jobs.models import Job, JobStatus
+from billfold.jobs.queue import recurring_job_id
 from billfold.jobs.worker import Worker
 from billfold.kit.db import utcnow
-from billfold.kit.idempotency import PURGE_JOB
 from billfold.mail.models import OutboxMail
-from billfold.payments.janitor import JANITOR_JOB  # recurring: never drained
 from billfold.payments.models import Payment
 from billfold.services import Services
 
 # Attaches to the customer fine, then declines when charged.
 DECLINES_AT_CHARGE = "4000000000000341"
 AUTO = "/credits/auto-recharge"
+
+# The recurring jobs (the janitor, the purge, trials' end...): one row each, never drained.
+RECURRING = recurring_job_id("")
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -185,9 +187,7 @@ def unfinished_jobs(services: Services) -> list[Job]:
     with services.db.transaction() as session:
         return list(
             session.scalars(
-                select(Job).where(
-                    Job.status != JobStatus.DONE, Job.kind.not_in([JANITOR_JOB, PURGE_JOB])
-                )
+                select(Job).where(Job.status != JobStatus.DONE, ~Job.id.startswith(RECURRING))
             )
         )
 
