@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,9 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_json)
     application = create_app(settings, run_worker=False)
+    # uvicorn shuts down on SIGTERM, then raises it again under the handler it found: make
+    # that one a no-op, so the statistics are written below instead of the process dying.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     main_profile = cProfile.Profile()
     main_profile.enable()
     try:
