@@ -238,6 +238,9 @@ def apply() -> None:
                 start = self.start_date
                 self._period = (start, period_after(start, plan.interval, plan.interval_count))
             self._ready = True
+            first = getattr(self, "latest_invoice", None)
+            if isinstance(first, str):
+                r.Invoice._api_retrieve(first).billing_reason = "subscription_create"
         held.send(refresh=self)
 
     r.Subscription.__init__ = subscription_init
@@ -367,11 +370,35 @@ def apply() -> None:
 
     r.Invoice.status = property(status)
     r.Invoice.hosted_invoice_url = property(lambda self: f"{web.public_url}/invoice/{self.id}")
+    r.Invoice.invoice_pdf = property(
+        lambda self: None if self._draft else f"{web.public_url}/invoice/{self.id}/pdf"
+    )
+    r.Invoice.number = property(_invoice_number)
 
     web.api("POST", "/v1/invoices/{id}/pay", lambda id, **data: pay_invoice(id, **data))
     web.api("POST", "/v1/invoices/create_preview", preview_invoice)
     web.api("GET", "/v1/invoices/upcoming", upcoming_invoice)
     web.api("POST", "/v1/test_helpers/subscriptions/{id}/advance", lambda id, **_: advance(id))
+
+
+def _invoice_number(invoice: Any) -> str | None:
+    """Stripe's invoice number: the customer's prefix and a sequence, from finalization on
+    (given here when first read, so each invoice keeps the one it got)."""
+    from localstripe import resources as r
+
+    if invoice._draft or invoice.id is None or str(invoice.id).startswith("upcoming_"):
+        return None
+    if getattr(invoice, "_number", None) is None:
+        numbered = sum(
+            1
+            for key, other in r.store.items()
+            if key.startswith("invoice:")
+            and other.customer == invoice.customer
+            and getattr(other, "_number", None)
+        )
+        invoice._number = f"{invoice.customer[4:12].upper()}-{numbered + 1:04d}"
+    number: str = invoice._number
+    return number
 
 
 def _pause_collection(value: Any, error: Any) -> dict[str, Any] | None:

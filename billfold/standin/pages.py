@@ -277,6 +277,54 @@ async def invoice_authenticate(request: Request, params: Params) -> Response:
     return _pay_with(invoice, pm)
 
 
+def _pdf(lines: list[str]) -> bytes:
+    """A one-page PDF of text lines (Helvetica): the stand-in's `invoice_pdf`."""
+
+    def text(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    shown = " 0 -18 Td ".join(f"({text(line)}) Tj" for line in lines)
+    stream = f"BT /F1 12 Tf 72 770 Td {shown} ET".encode("latin-1", "replace")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+async def invoice_pdf(request: Request, params: Params) -> Response:
+    from localstripe import resources as r
+
+    invoice = r.Invoice._api_retrieve(params["id"])
+    lines = [
+        f"Invoice {invoice.number or invoice.id}",
+        f"Status: {invoice.status}",
+        *(
+            f"{line.description or 'Subscription'}: {web.money(line.amount, invoice.currency)}"
+            for line in invoice.lines._list
+        ),
+        f"Amount due: {web.money(invoice.amount_due, invoice.currency)}",
+        f"Amount paid: {web.money(invoice.amount_paid, invoice.currency)}",
+    ]
+    return Response(body=_pdf(lines), content_type="application/pdf")
+
+
 def apply() -> None:
     """Serve the hosted pages."""
     web.page("GET", "/checkout/{id}")(checkout_page)
@@ -284,5 +332,6 @@ def apply() -> None:
     web.page("POST", "/checkout/{id}/authenticate")(checkout_authenticate)
     web.page("GET", "/billing_portal/{id}")(portal_page)
     web.page("GET", "/invoice/{id}")(invoice_page)
+    web.page("GET", "/invoice/{id}/pdf")(invoice_pdf)
     web.page("POST", "/invoice/{id}")(invoice_pay)
     web.page("POST", "/invoice/{id}/authenticate")(invoice_authenticate)

@@ -174,6 +174,16 @@ class StripeInvoice:
     attempt_count: int
     hosted_invoice_url: str | None
     subscription: str | None
+    customer: str | None = None
+    number: str | None = None
+    amount_paid: int = 0
+    total: int = 0
+    discount_amount: int = 0
+    billing_reason: str | None = None
+    period_start: int | None = None
+    period_end: int | None = None
+    invoice_pdf: str | None = None
+    created: int | None = None
 
 
 def parse_invoice(resource: Any) -> StripeInvoice:
@@ -189,7 +199,29 @@ def parse_invoice(resource: Any) -> StripeInvoice:
         attempt_count=int(obj.get("attempt_count") or 0),
         hosted_invoice_url=obj.get("hosted_invoice_url"),
         subscription=_id_of(subscription),
+        customer=_id_of(obj.get("customer")),
+        number=obj.get("number"),
+        amount_paid=int(obj.get("amount_paid") or 0),
+        total=int(obj.get("total") or 0),
+        discount_amount=sum(
+            int(d.get("amount") or 0) for d in obj.get("total_discount_amounts") or []
+        ),
+        billing_reason=obj.get("billing_reason"),
+        period_start=_service_period(obj)[0],
+        period_end=_service_period(obj)[1],
+        invoice_pdf=obj.get("invoice_pdf"),
+        created=obj.get("created"),
     )
+
+
+def _service_period(invoice: dict[str, Any]) -> tuple[int | None, int | None]:
+    """The period the invoice bills: its subscription line's (Stripe's own `period_start`
+    and `period_end` are when items were collected, the period before for a renewal)."""
+    for line in (invoice.get("lines") or {}).get("data") or []:
+        period = line.get("period") or {}
+        if not line.get("proration") and period.get("start"):
+            return period.get("start"), period.get("end")
+    return invoice.get("period_start"), invoice.get("period_end")
 
 
 @dataclass(frozen=True)

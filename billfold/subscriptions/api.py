@@ -21,13 +21,22 @@ from billfold.kit.paging import (
     paged,
 )
 from billfold.kit.signing_keys import public_pem
-from billfold.subscriptions import cancellation, change_plan, licenses, lifecycle, listing, plans
+from billfold.subscriptions import (
+    cancellation,
+    change_plan,
+    invoices,
+    licenses,
+    lifecycle,
+    listing,
+    plans,
+)
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
     CancelIn,
     ChangePlanIn,
     CheckoutIn,
     CheckoutOut,
+    InvoiceOut,
     LicenseOut,
     PauseIn,
     PlanChangePreviewOut,
@@ -237,3 +246,18 @@ def verify(body: VerifyIn, services: ServicesDep) -> Envelope[VerifyOut]:
     return ok(
         VerifyOut(valid=True, claims=licenses.verify(body.token, services.licenses.public_keys()))
     )
+
+
+@router.get("/invoices", tags=["subscriptions"], summary="Invoices (own; admins any customer)")
+def list_invoices(
+    caller: CallerDep,
+    services: ServicesDep,
+    customer_id: CustomerQuery = None,
+    status: Annotated[str | None, Query(max_length=24)] = None,
+    limit: LimitQuery = 50,
+    offset: OffsetQuery = 0,
+) -> Paged[InvoiceOut]:
+    where = invoices.InvoiceFilter(customer_id=customer_id, status=status)
+    with services.db.transaction() as session:
+        page = invoices.list_invoices(session, caller, where, limit=limit, offset=offset)
+        return paged(page, [InvoiceOut.model_validate(i) for i in page.items])

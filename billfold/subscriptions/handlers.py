@@ -16,7 +16,7 @@ from billfold.customers.models import Customer
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
-from billfold.subscriptions import dunning
+from billfold.subscriptions import dunning, invoices
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time
@@ -125,12 +125,33 @@ def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
     return dunning.on_payment_problem(services, event)
 
 
+def _recording_invoice(handler: EventHandler) -> EventHandler:
+    """Store the event's invoice (see `invoices`) before `handler` does its own work."""
+
+    def both(services: Services, event: dict[str, Any]) -> Outcome:
+        invoices.apply_event(services, event)
+        return handler(services, event)
+
+    return both
+
+
 HANDLERS: dict[str, EventHandler] = {
     "checkout.session.completed": on_checkout_completed,
     "customer.subscription.created": on_subscription,
     "customer.subscription.updated": on_subscription,
     "customer.subscription.deleted": on_subscription,
-    "invoice.paid": on_invoice,
-    "invoice.payment_failed": on_payment_problem,
-    "invoice.payment_action_required": on_payment_problem,
+    "invoice.paid": _recording_invoice(on_invoice),
+    "invoice.payment_failed": _recording_invoice(on_payment_problem),
+    "invoice.payment_action_required": _recording_invoice(on_payment_problem),
+    **{
+        f"invoice.{kind}": invoices.apply_event
+        for kind in (
+            "created",
+            "finalized",
+            "updated",
+            "voided",
+            "marked_uncollectible",
+            "payment_succeeded",
+        )
+    },
 }

@@ -99,3 +99,32 @@ class License(Base):
     token: Mapped[str] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Invoice(Base):
+    """A Stripe invoice of one of our customers, as Stripe last told us (`invoice.*`)."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("inv"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"))
+    stripe_invoice_id: Mapped[str] = mapped_column(String(255), unique=True)
+    number: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24))
+    currency: Mapped[str] = mapped_column(String(3))
+    # Minor units of `currency`.
+    total: Mapped[int] = mapped_column(default=0)
+    amount_due: Mapped[int] = mapped_column(default=0)
+    amount_paid: Mapped[int] = mapped_column(default=0)
+    discount_amount: Mapped[int] = mapped_column(default=0)
+    billing_reason: Mapped[str | None] = mapped_column(String(40))
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    invoice_pdf: Mapped[str | None] = mapped_column(Text)
+    stripe_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Creation time of the newest Stripe event applied: an older one never wins.
+    stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

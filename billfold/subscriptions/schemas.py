@@ -174,3 +174,23 @@ class VerifyIn(InputModel):
 class VerifyOut(ApiModel):
     valid: bool
     claims: dict[str, Any]
+
+
+class InvoiceOut(ApiModel):
+    id: str
+    customer_id: str
+    subscription_id: str | None
+    stripe_invoice_id: str
+    number: str | None
+    status: str
+    currency: str
+    total: int
+    amount_due: int
+    amount_paid: int
+    discount_amount: int
+    billing_reason: str | None
+    period_start: datetime | None
+    period_end: datetime | None
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+    created_at: datetime | None = Field(validation_alias="stripe_created_at")

@@ -1,0 +1,108 @@
+"""Invoices, for customers to see: kept current by Stripe's `invoice.*` events (each re-reads
+the invoice from Stripe, so order and repetition change nothing) and listed per customer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billfold.auth.service import Caller
+from billfold.customers.models import Customer
+from billfold.customers.service import acting_customer
+from billfold.kit.paging import Page, fetch_page
+from billfold.services import Services
+from billfold.stripe_gateway import StripeInvoice, StripeNotFound
+from billfold.subscriptions.models import Invoice, Subscription
+from billfold.webhooks.dispatch import Outcome, event_object, event_time
+from billfold.webhooks.models import EventStatus
+
+
+def _time(epoch: int | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch else None
+
+
+def record(session: Session, remote: StripeInvoice, *, event_at: datetime | None) -> Invoice | None:
+    """Store Stripe's invoice as it is now; None if no customer of ours owns it."""
+    found = session.scalar(select(Invoice).where(Invoice.stripe_invoice_id == remote.id))
+    if (
+        found is not None
+        and event_at
+        and found.stripe_event_at
+        and event_at < found.stripe_event_at
+    ):
+        return found  # older than what we hold
+    subscription_id = session.scalar(
+        select(Subscription.id).where(Subscription.stripe_subscription_id == remote.subscription)
+    )
+    if found is None:
+        customer_id = session.scalar(
+            select(Customer.id).where(Customer.stripe_customer_id == remote.customer)
+        )
+        if customer_id is None:
+            return None
+        found = Invoice(stripe_invoice_id=remote.id, customer_id=customer_id)
+        session.add(found)
+    found.subscription_id = subscription_id
+    found.number = remote.number
+    found.status = remote.status
+    found.currency = remote.currency
+    found.amount_due = remote.amount_due
+    found.amount_paid = remote.amount_paid
+    found.total = remote.total
+    found.discount_amount = remote.discount_amount
+    found.billing_reason = remote.billing_reason
+    found.period_start = _time(remote.period_start)
+    found.period_end = _time(remote.period_end)
+    found.hosted_invoice_url = remote.hosted_invoice_url
+    found.invoice_pdf = remote.invoice_pdf
+    found.stripe_created_at = _time(remote.created)
+    if event_at is not None:
+        found.stripe_event_at = max(event_at, found.stripe_event_at or event_at)
+    session.flush()
+    return found
+
+
+def apply_event(services: Services, event: dict[str, Any]) -> Outcome:
+    """An `invoice.*` event: re-read the invoice from Stripe and store it."""
+    obj = event_object(event)
+    if not obj.get("id") or str(obj["id"]).startswith("upcoming_"):
+        return Outcome(EventStatus.IGNORED, note="an invoice preview")
+    with services.db.transaction() as session:
+        customer = obj.get("customer")
+        customer = customer if isinstance(customer, str) or customer is None else customer["id"]
+        known = session.scalar(select(Customer.id).where(Customer.stripe_customer_id == customer))
+        if known is None:
+            return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {obj['id']}")
+    try:
+        remote = services.stripe.retrieve_invoice(obj["id"])
+    except StripeNotFound:
+        return Outcome(EventStatus.IGNORED, note="the invoice is gone from Stripe")
+    with services.db.transaction() as session:
+        stored = record(session, remote, event_at=event_time(event))
+        if stored is None:
+            return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {remote.id}")
+        return Outcome(EventStatus.PROCESSED, stored.customer_id)
+
+
+@dataclass(frozen=True)
+class InvoiceFilter:
+    customer_id: str | None = None
+    status: str | None = None
+
+
+def list_invoices(
+    session: Session, caller: Caller, where: InvoiceFilter, *, limit: int, offset: int
+) -> Page[Invoice]:
+    """The caller's own invoices, newest first; admins and service keys see any customer's
+    (or everyone's, naming none)."""
+    query = select(Invoice).order_by(Invoice.stripe_created_at.desc(), Invoice.id.desc())
+    if where.customer_id is not None or not caller.is_privileged:
+        customer = acting_customer(session, caller, where.customer_id)
+        query = query.where(Invoice.customer_id == customer.id)
+    if where.status is not None:
+        query = query.where(Invoice.status == where.status)
+    return fetch_page(session, query, limit=limit, offset=offset)

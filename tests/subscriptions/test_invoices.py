@@ -1,0 +1,140 @@
+"""Invoices for customers: every invoice the stand-in makes (first payment, renewals, a
+declined renewal paid later on its page) reaches `GET /invoices` through Stripe's
+`invoice.*` events, with its number, period, amounts, status and links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from subscription_steps import (
+    DECLINED_AT_CHARGE,
+    ON_FIRST_PAYMENT,
+    Member,
+    advance,
+    as_dict,
+    at,
+    parse_time,
+    pay_on_page,
+    seed_plans,
+    sign_up,
+    subscribe,
+    sync,
+)
+from support.payments import card
+from support.stripe_events import EventRelay
+
+from billfold.jobs.worker import Worker
+from billfold.services import Services
+from billfold.standin import LocalStripe
+
+MASTERCARD = "5555555555554444"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return dict(ON_FIRST_PAYMENT)
+
+
+@pytest.fixture
+def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> Member:
+    seed_plans(client, admin, stripe_api)
+    return sign_up(client)
+
+
+def _invoices(client: TestClient, headers: dict[str, str], **query: Any) -> dict[str, Any]:
+    answer = client.get("/invoices", params=query, headers=headers)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_each_renewal_is_listed_with_its_number_period_amounts_and_links(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+    first_period = as_dict(stripe_api.v1.subscriptions.retrieve(subscription_id))
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+
+    listed = _invoices(client, member.headers)["data"]
+    assert [(i["status"], i["amountDue"], i["amountPaid"], i["currency"]) for i in listed] == [
+        ("paid", 900, 900, "usd"),
+        ("paid", 900, 900, "usd"),
+    ]
+    renewal, first = listed  # newest first
+    assert (renewal["billingReason"], first["billingReason"]) == (
+        "subscription_cycle",
+        "subscription_create",
+    )
+    assert renewal["stripeInvoiceId"] == renewed["latest_invoice"]
+    assert renewal["number"] and first["number"] and renewal["number"] != first["number"]
+    assert parse_time(renewal["periodStart"]) == at(first_period["current_period_end"])
+    assert parse_time(renewal["periodEnd"]) == at(renewed["current_period_end"])
+    assert renewal["hostedInvoiceUrl"] == f"{localstripe.url}/invoice/{renewed['latest_invoice']}"
+    pdf = httpx.get(renewal["invoicePdf"])
+    assert (pdf.status_code, pdf.headers["content-type"]) == (200, "application/pdf")
+    assert pdf.content.startswith(b"%PDF-") and renewal["number"].encode() in pdf.content
+
+
+def test_a_declined_renewal_is_open_until_paid_on_its_page(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+    sub = stripe_api.v1.subscriptions.retrieve(subscription_id)
+    declining = card(stripe_api, DECLINED_AT_CHARGE)
+    stripe_api.v1.payment_methods.attach(declining, params={"customer": str(sub.customer)})
+    stripe_api.v1.subscriptions.update(
+        subscription_id, params={"default_payment_method": declining}
+    )
+    advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    renewal = _invoices(client, member.headers)["data"][0]
+    assert (renewal["status"], renewal["amountDue"], renewal["amountPaid"]) == ("open", 900, 0)
+
+    paid = pay_on_page(renewal["hostedInvoiceUrl"], MASTERCARD)
+    assert "Status: paid" in paid.text, paid.text
+    sync(client, worker, stripe_events)
+    again = _invoices(client, member.headers)["data"][0]
+    assert (again["id"], again["status"], again["amountPaid"]) == (renewal["id"], "paid", 900)
+
+
+def test_customers_see_their_own_invoices_and_admins_any_customers_paged(
+    client: TestClient,
+    worker: Worker[Services],
+    admin: dict[str, str],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+    advance(localstripe.url, subscription_id)
+    other = sign_up(client)
+    subscribe(client, worker, stripe_api, stripe_events, other)
+
+    assert _invoices(client, other.headers)["page"]["total"] == 1
+    peek = client.get("/invoices", params={"customerId": member.customer_id}, headers=other.headers)
+    assert peek.status_code == 404, peek.text
+
+    first_page = _invoices(client, admin, customerId=member.customer_id, limit=1)
+    assert first_page["page"] == {"limit": 1, "offset": 0, "total": 2, "nextOffset": 1}
+    assert first_page["data"][0]["customerId"] == member.customer_id
+    everyone = _invoices(client, admin)["data"]
+    assert {i["customerId"] for i in everyone} == {member.customer_id, other.customer_id}
+    assert len(everyone) == 3
+    paid_only = _invoices(client, admin, status="open")
+    assert paid_only["data"] == []
