@@ -76,13 +76,16 @@ def test_each_renewal_is_listed_with_its_number_period_amounts_and_links(
         "subscription_create",
     )
     assert renewal["stripeInvoiceId"] == renewed["latest_invoice"]
-    assert renewal["number"] and first["number"] and renewal["number"] != first["number"]
+    assert renewal["number"]
+    assert first["number"]
+    assert renewal["number"] != first["number"]
     assert parse_time(renewal["periodStart"]) == at(first_period["current_period_end"])
     assert parse_time(renewal["periodEnd"]) == at(renewed["current_period_end"])
     assert renewal["hostedInvoiceUrl"] == f"{localstripe.url}/invoice/{renewed['latest_invoice']}"
     pdf = httpx.get(renewal["invoicePdf"])
     assert (pdf.status_code, pdf.headers["content-type"]) == (200, "application/pdf")
-    assert pdf.content.startswith(b"%PDF-") and renewal["number"].encode() in pdf.content
+    assert pdf.content.startswith(b"%PDF-")
+    assert renewal["number"].encode() in pdf.content
 
 
 def test_a_declined_renewal_is_open_until_paid_on_its_page(
