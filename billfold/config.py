@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     # Plan changes: how they prorate unless the call says.
     subscription_proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
 
+    # Dunning: after a renewal fails, reminders go out this many days after the first
+    # failure (comma-separated), checked by a recurring job this often.
+    dunning_reminder_days: str = Field(
+        default="1,3,7", pattern=r"^\s*(\d{1,3}\s*(,\s*\d{1,3}\s*)*)?$"
+    )
+    dunning_check_interval_seconds: float = Field(default=3600.0, gt=0)
+
     # Pages (/billing for customers, /admin for operators): the brand they wear, how long a
     # sign-in lasts, how long a sign-in link minted by the host backend stays usable, and
     # whether cookies are Secure (cleared only by `billfold dev`, which serves plain http).
@@ -170,6 +177,12 @@ class Settings(BaseSettings):
     # METRICS_PUBLIC says it may be open (e.g. reachable only from the scraper's network).
     metrics_token: SecretStr | None = None
     metrics_public: bool = False
+
+    @property
+    def dunning_schedule(self) -> list[int]:
+        """DUNNING_REMINDER_DAYS as whole days, ascending, without repeats or zero."""
+        days = {int(part) for part in self.dunning_reminder_days.split(",") if part.strip()}
+        return sorted(day for day in days if day > 0)
 
     @field_validator(
         "rate_limit_login",

@@ -15,6 +15,7 @@ from billfold.mail.models import OutboxMail
 from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
 from billfold.ratelimits.models import RateLimitCounter
+from billfold.subscriptions.dunning.models import DunningCase, DunningNotice
 from billfold.subscriptions.models import License, Plan, PlanPrice, Subscription
 from billfold.webhooks.models import StripeEvent
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -27,6 +28,8 @@ __all__ = [
     "CreditPackage",
     "CreditPurchase",
     "Customer",
+    "DunningCase",
+    "DunningNotice",
     "IdempotencyRecord",
     "Job",
     "LedgerEntry",

@@ -25,7 +25,7 @@ from billfold.payments import handlers as payment_events
 from billfold.payments import janitor, methods, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
-from billfold.subscriptions import cancellation, lifecycle
+from billfold.subscriptions import cancellation, dunning, lifecycle
 from billfold.subscriptions import handlers as subscription_events
 from billfold.webhooks import inbox
 from billfold.webhooks.dispatch import EventHandler
@@ -68,6 +68,10 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     cancellation.END_TRIALS_JOB: JobKind(
         cancellation.end_trials_job, every=lambda _s: cancellation.END_TRIALS_EVERY_SECONDS
     ),
+    dunning.REMINDERS_JOB: JobKind(
+        dunning.reminders_job, every=lambda s: s.settings.dunning_check_interval_seconds
+    ),
+    dunning.CARD_JOB: JobKind(dunning.card_job),
 }
 
 PURPOSES[credit_purchase.PURPOSE] = Purpose(
@@ -107,4 +111,5 @@ auth_service.ON_TOKENS_REVOKED.append(page_sessions.end_user_sessions)
 for _kind, _page in account_links.FILLERS.items():
     outbox.SECRET_FILLERS[_kind] = account_links.link_filler(_page)
 
+methods.ON_DEFAULT_CARD.append(dunning.on_default_card)
 stripe_sync.BEFORE_STRIPE_REMOVAL.extend([lifecycle.end_for_deleted_customer, methods.detach_all])

@@ -7,6 +7,7 @@ We keep the card's Stripe ID and display fields; the card itself stays with Stri
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -23,6 +24,9 @@ from billfold.services import Services
 from billfold.stripe_gateway import StripeCard, StripeNotFound
 
 LINK_WAIT_SECONDS = 10.0
+# Run in the transaction after a customer's default card changed (customer ID, card ID):
+# subscriptions make it their card too (registered in registry.py).
+ON_DEFAULT_CARD: list[Callable[[Session, str, str], None]] = []
 
 
 class CardNotFound(NotFound):
@@ -133,6 +137,9 @@ def set_default(
     services.stripe.set_default_card(
         stripe_id, card.id, customer_id=customer.id, request_id=uuid.uuid4().hex
     )
+    with services.db.transaction() as session:
+        for hook in ON_DEFAULT_CARD:
+            hook(session, customer.id, card.id)
     return CardView(card, True)
 
 

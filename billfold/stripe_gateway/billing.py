@@ -114,6 +114,20 @@ class BillingCalls(GatewayBase):
             subscription_id=subscription_id,
         )
 
+    def pay_invoice(self, invoice_id: str, *, payment_method: str, key: str) -> StripeInvoice:
+        """Try an open invoice again, now, with this card (the customer just gave it)."""
+        return self._call(
+            "invoice.pay",
+            lambda: parse_invoice(
+                self._client.v1.invoices.pay(
+                    invoice_id,
+                    params={"payment_method": payment_method, "off_session": True},
+                    options={"idempotency_key": key},
+                )
+            ),
+            invoice_id=invoice_id,
+        )
+
     def update_subscription(
         self, subscription_id: str, *, key: str, params: dict[str, Any]
     ) -> StripeSubscription:

@@ -89,7 +89,7 @@ def on_checkout_completed(services: Services, event: dict[str, Any]) -> Outcome:
 def on_subscription(services: Services, event: dict[str, Any]) -> Outcome:
     obj = event_object(event)
     ours = (obj.get("metadata") or {}).get("customer_id")
-    return _apply(
+    outcome = _apply(
         services,
         event,
         obj["id"],
@@ -97,6 +97,9 @@ def on_subscription(services: Services, event: dict[str, Any]) -> Outcome:
         fallback=obj,
         stripe_customer=obj.get("customer"),
     )
+    if outcome.status == EventStatus.PROCESSED:
+        dunning.after_subscription_change(services, obj["id"])
+    return outcome
 
 
 def _subscription_of_invoice(invoice: dict[str, Any]) -> str | None:
@@ -111,7 +114,10 @@ def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
     subscription_id = _subscription_of_invoice(invoice)
     if not subscription_id:
         return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
-    return _apply(services, event, subscription_id, stripe_customer=invoice.get("customer"))
+    outcome = _apply(services, event, subscription_id, stripe_customer=invoice.get("customer"))
+    if event["type"] == "invoice.paid" and outcome.status == EventStatus.PROCESSED:
+        dunning.settle(services, invoice["id"])
+    return outcome
 
 
 def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:

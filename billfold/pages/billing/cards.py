@@ -6,10 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from billfold.auth.deps import ServicesDep
+from billfold.customers.service import acting_customer
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
 from billfold.payments import methods
+from billfold.subscriptions import dunning
 
 router = APIRouter(include_in_schema=False)
 
@@ -22,11 +24,14 @@ def card_label(brand: str | None, last4: str | None) -> str:
 def cards(
     request: Request, caller: PageCallerDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
+    with services.db.transaction() as session:
+        case = dunning.open_case(session, acting_customer(session, caller).id)
     return pages.render(
         request,
         "billing/cards.html",
         section="/billing/cards",
         cards=methods.list_cards(services, caller),
+        dunning=case,
     )
 
 

@@ -13,7 +13,7 @@ from billfold.customers.service import acting_customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import NotFound
 from billfold.pages.deps import PageCallerDep, PagesDep
-from billfold.subscriptions import licenses, lifecycle
+from billfold.subscriptions import dunning, licenses, lifecycle
 from billfold.subscriptions.models import Subscription
 
 router = APIRouter(include_in_schema=False)
@@ -61,4 +61,5 @@ def overview(
             trial_days_left=trial_days_left(subscription) if subscription else None,
             license=licenses.current(session, customer.id),
             balance=ledger.balance(session, customer.id),
+            dunning=dunning.open_case(session, customer.id),
         )

@@ -1,0 +1,286 @@
+"""Dunning against the Stripe stand-in: a renewal fails → the subscription goes past due and
+the customer is mailed the pay link → reminders on DUNNING_REMINDER_DAYS (an injected clock,
+no waiting) → the customer makes a new card the default → it becomes the subscription's card
+and pays the invoice. And when Stripe gives up, the subscription ends and the customer is
+told, once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from subscription_steps import (
+    DECLINED_AT_CHARGE,
+    ON_FIRST_PAYMENT,
+    STARTER_FEATURES,
+    Member,
+    advance,
+    authenticate_on_page,
+    checkout,
+    me,
+    pay_on_page,
+    seed_plans,
+    sign_up,
+)
+from support.pages import sign_in
+from support.payments import card
+from support.stripe_events import EventRelay
+
+from billfold.jobs.worker import Worker
+from billfold.mail.models import OutboxMail
+from billfold.services import Services
+from billfold.standin import LocalStripe
+from billfold.subscriptions.dunning import after_subscription_change, send_reminders
+from billfold.subscriptions.dunning.models import DunningCase, DunningNotice
+
+MASTERCARD = "5555555555554444"
+ALWAYS_AUTHENTICATE = "4000002760003184"  # 3-D Secure on every charge, even off-session
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # The billing pages answer the test client (plain http, its own origin).
+    pages = {"pages_secure_cookies": False, "backend_url": "http://testserver"}
+    return {**ON_FIRST_PAYMENT, **pages, "dunning_reminder_days": "1,3,7"}
+
+
+@pytest.fixture
+def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> Member:
+    seed_plans(client, admin, stripe_api)
+    return sign_up(client)
+
+
+def _sync(client: TestClient, worker: Worker[Services], events: EventRelay) -> list[str]:
+    """Relay what the stand-in sent since the last time, and let Billfold's worker apply it."""
+    sent = events.relay(client)
+    worker.run_until_idle()
+    return sent
+
+
+def _subscribe(
+    client: TestClient,
+    worker: Worker[Services],
+    events: EventRelay,
+    member: Member,
+    number: str = "4242424242424242",
+) -> str:
+    """The member pays for starter on the stand-in's Checkout page; answers the subscription."""
+    url = checkout(client, member)["checkout_url"]
+    page = pay_on_page(url, number)
+    if number == ALWAYS_AUTHENTICATE:
+        page = authenticate_on_page(page, complete=True)
+    assert page.status_code == 303, page.text
+    _sync(client, worker, events)
+    subscribed = me(client, member)
+    assert subscribed["status"] == "active"
+    return str(subscribed["id"])
+
+
+def _stripe_subscription(services: Services, member: Member) -> str:
+    from billfold.subscriptions.models import Subscription
+
+    with services.db.transaction() as session:
+        found = session.scalar(
+            select(Subscription.stripe_subscription_id).where(
+                Subscription.customer_id == member.customer_id
+            )
+        )
+        assert found is not None
+        return found
+
+
+def _renewals_declined(stripe_api: stripe.StripeClient, subscription_id: str) -> None:
+    """The subscription's own card (Checkout set it) becomes one the bank declines."""
+    sub = stripe_api.v1.subscriptions.retrieve(subscription_id)
+    pm = card(stripe_api, DECLINED_AT_CHARGE)
+    stripe_api.v1.payment_methods.attach(pm, params={"customer": str(sub.customer)})
+    stripe_api.v1.subscriptions.update(subscription_id, params={"default_payment_method": pm})
+
+
+def _mails(services: Services, email: str) -> list[OutboxMail]:
+    with services.db.transaction() as session:
+        found = list(
+            session.scalars(
+                select(OutboxMail)
+                .where(
+                    OutboxMail.to_address == email,
+                    OutboxMail.kind.in_(["payment_problem", "subscription_ended"]),
+                )
+                .order_by(OutboxMail.created_at)
+            )
+        )
+        session.expunge_all()
+        return found
+
+
+def _case(services: Services, member: Member) -> DunningCase:
+    with services.db.transaction() as session:
+        case = session.scalar(
+            select(DunningCase).where(DunningCase.customer_id == member.customer_id)
+        )
+        assert case is not None
+        session.expunge(case)
+        return case
+
+
+def _failed_renewal(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+    services: Services,
+) -> tuple[str, dict[str, Any]]:
+    _subscribe(client, worker, events, member)
+    subscription_id = _stripe_subscription(services, member)
+    _renewals_declined(stripe_api, subscription_id)
+    renewed = advance(localstripe.url, subscription_id)
+    assert "invoice.payment_failed" in _sync(client, worker, events)
+    return subscription_id, renewed
+
+
+def test_a_failed_renewal_is_mailed_reminded_on_schedule_and_paid_by_a_new_default_card(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id, renewed = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    past_due = me(client, member)
+    assert (past_due["status"], past_due["features"]) == ("past_due", STARTER_FEATURES)
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+    [first] = _mails(services, member.email)
+    assert first.subject == "Your payment of 9.00 USD for Starter failed"
+    assert str(invoice.hosted_invoice_url) in first.body_text
+    case = _case(services, member)
+    assert (case.stripe_invoice_id, case.amount_due, case.closed_at) == (invoice.id, 900, None)
+
+    browser = TestClient(client.app)  # the billing pages show it too (own cookies)
+    sign_in(browser, member.email, "correct horse 1")
+    banner = browser.get("/billing").text
+    assert 'data-testid="dunning-banner"' in banner
+    assert "Your payment of 9.00 USD failed." in banner
+    assert f'href="{invoice.hosted_invoice_url}"' in banner
+    assert 'data-testid="dunning-banner"' in browser.get("/billing/cards").text
+
+    opened: datetime = case.opened_at
+    assert send_reminders(services, now=opened + timedelta(hours=23)) == 0
+    assert send_reminders(services, now=opened + timedelta(days=1)) == 1
+    assert send_reminders(services, now=opened + timedelta(days=2)) == 0  # day 1's, sent
+    assert send_reminders(services, now=opened + timedelta(days=3, hours=1)) == 1
+    reminders = _mails(services, member.email)[1:]
+    assert [m.subject for m in reminders] == [
+        "Reminder: your payment of 9.00 USD for Starter is still due"
+    ] * 2
+    assert all(str(invoice.hosted_invoice_url) in m.body_text for m in reminders)
+
+    # The customer adds a card in Billfold and makes it the default.
+    pm = card(stripe_api, MASTERCARD)
+    added = client.post(
+        "/payments/customer/payment-methods", json={"paymentMethodId": pm}, headers=member.headers
+    )
+    assert added.status_code == 200, added.text
+    made = client.patch(
+        "/payments/customer/default-payment-method",
+        json={"paymentMethodId": pm},
+        headers=member.headers,
+    )
+    assert made.status_code == 200, made.text
+    worker.run_until_idle()  # the new card becomes the subscription's and pays the invoice
+    assert "invoice.paid" in _sync(client, worker, stripe_events)
+
+    assert me(client, member)["status"] == "active"
+    assert stripe_api.v1.invoices.retrieve(invoice.id).status == "paid"
+    remote = stripe_api.v1.subscriptions.retrieve(subscription_id)
+    assert remote["default_payment_method"] == pm
+    assert _case(services, member).outcome == "paid"
+    assert "dunning-banner" not in browser.get("/billing").text
+    assert send_reminders(services, now=opened + timedelta(days=7)) == 0
+    assert len(_mails(services, member.email)) == 3
+
+
+def test_when_stripe_gives_up_the_subscription_ends_and_the_customer_is_told_once(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id, _ = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    # Stripe's retries are over and the account's setting cancels the subscription.
+    stripe_api.v1.subscriptions.cancel(subscription_id)
+    assert "customer.subscription.deleted" in _sync(client, worker, stripe_events)
+
+    ended = me(client, member)
+    assert (ended["status"], ended["features"]) == ("canceled", {})
+    mails = _mails(services, member.email)
+    assert [m.subject for m in mails] == [
+        "Your payment of 9.00 USD for Starter failed",
+        "Your Starter subscription has ended",
+    ]
+    assert _case(services, member).outcome == "gave_up"
+    after_subscription_change(services, subscription_id)  # the same news again
+    assert send_reminders(services, now=_case(services, member).opened_at + timedelta(days=7)) == 0
+    assert len(_mails(services, member.email)) == 2
+
+
+def test_a_renewal_needing_authentication_mails_and_reminds_the_confirm_page(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    _subscribe(client, worker, stripe_events, member, ALWAYS_AUTHENTICATE)
+    renewed = advance(localstripe.url, _stripe_subscription(services, member))
+    assert "invoice.payment_action_required" in _sync(client, worker, stripe_events)
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+
+    assert send_reminders(services, now=_case(services, member).opened_at + timedelta(days=1)) == 1
+    first, reminder = _mails(services, member.email)
+    assert first.subject == "Please confirm your payment of 9.00 USD for Starter"
+    for mail in (first, reminder):
+        assert "Your bank asks you to confirm this payment" in mail.body_text
+        assert str(invoice.hosted_invoice_url) in mail.body_text
+    confirmed = authenticate_on_page(
+        pay_on_page(str(invoice.hosted_invoice_url), ALWAYS_AUTHENTICATE), complete=True
+    )
+    assert "Status: paid" in confirmed.text
+    _sync(client, worker, stripe_events)
+    assert me(client, member)["status"] == "active"
+    assert _case(services, member).outcome == "paid"
+
+
+def test_each_step_of_an_invoice_is_recorded_once_by_the_database(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    _failed_renewal(client, worker, stripe_api, stripe_events, localstripe, member, services)
+    case = _case(services, member)
+    with pytest.raises(IntegrityError), services.db.transaction() as session:
+        session.add(DunningNotice(case_id=case.id, step="failed"))
+    with services.db.transaction() as session:
+        steps = session.scalars(select(DunningNotice.step).where(DunningNotice.case_id == case.id))
+        assert list(steps) == ["failed"]
