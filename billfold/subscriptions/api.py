@@ -29,6 +29,7 @@ from billfold.subscriptions import (
     lifecycle,
     listing,
     plans,
+    revocations,
 )
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
@@ -47,6 +48,7 @@ from billfold.subscriptions.schemas import (
     PortalOut,
     PublicKeyOut,
     ResumeIn,
+    RevocationsOut,
     SubscriptionOut,
     VerifyIn,
     VerifyOut,
@@ -243,8 +245,25 @@ def jwks(services: ServicesDep) -> dict[str, Any]:
 
 @router.post("/licenses/verify", tags=["licenses"])
 def verify(body: VerifyIn, services: ServicesDep) -> Envelope[VerifyOut]:
+    claims = licenses.verify(body.token, services.licenses.public_keys())
+    with services.db.transaction() as session:
+        superseded = revocations.is_superseded(session, str(claims.get("jti", "")))
+    return ok(VerifyOut(valid=True, claims=claims, superseded=superseded))
+
+
+@router.get(
+    "/licenses/revocations", tags=["licenses"], summary="Superseded licenses (a signed list)"
+)
+def revocation_list(services: ServicesDep) -> Envelope[RevocationsOut]:
+    with services.db.transaction() as session:
+        found = revocations.publish(session, services.licenses)
     return ok(
-        VerifyOut(valid=True, claims=licenses.verify(body.token, services.licenses.public_keys()))
+        RevocationsOut(
+            revoked=found.revoked,
+            issued_at=found.issued_at,
+            expires_at=found.expires_at,
+            token=found.token,
+        )
     )
 
 

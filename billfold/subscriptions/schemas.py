@@ -174,6 +174,16 @@ class VerifyIn(InputModel):
 class VerifyOut(ApiModel):
     valid: bool
     claims: dict[str, Any]
+    # A newer license replaced this one (checked online; offline it verifies until `exp`).
+    superseded: bool = False
+
+
+class RevocationsOut(ApiModel):
+    revoked: list[str]
+    issued_at: datetime
+    expires_at: datetime
+    # The same list as a JWT signed with the license key (`typ` license-revocations).
+    token: str
 
 
 class InvoiceOut(ApiModel):

@@ -162,7 +162,7 @@ def test_anyone_can_verify_a_license_offline_from_the_jwks_or_the_public_key(
     with pytest.raises(InvalidLicense):
         verify(forged, services.licenses.public_keys())
     via_api = client.post("/licenses/verify", json={"token": token})
-    assert via_api.json()["data"] == {"valid": True, "claims": claims}
+    assert via_api.json()["data"] == {"valid": True, "claims": claims, "superseded": False}
     refused = client.post("/licenses/verify", json={"token": forged})
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_license")
 
