@@ -25,7 +25,7 @@ from billfold.customers import service
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.kit.observability import configure_logging
-from billfold.registry import build_worker
+from billfold.registry import build_services, build_worker
 from billfold.services import Services
 from billfold.standin import LocalStripe
 
@@ -168,7 +168,7 @@ def jobs(args: argparse.Namespace) -> None:
     # jobs behind, which a worker that knows only the no-op kind would bury.
     with LocalStripe.start() as stripe_standin, database(args.db) as url:
         migrations.upgrade(url)
-        services = Services.build(settings_for(url, stripe_standin.url))
+        services = build_services(settings_for(url, stripe_standin.url))
         print("Job worker:")
         for workers in (int(t) for t in args.threads.split(",")):
             rate = job_throughput(services, args.jobs, workers)

@@ -23,7 +23,7 @@ from billfold.kit.db import Database
 from billfold.kit.observability import configure_logging
 from billfold.payments.janitor import sweep
 from billfold.payments.models import Payment
-from billfold.services import Services
+from billfold.registry import build_services
 from billfold.standin import LocalStripe
 
 
@@ -100,7 +100,7 @@ def main() -> None:
         janitor_settings = settings_for(
             url, standin.url, stripe_timeout_seconds=1.0, payment_janitor_lease_seconds=1.5
         )
-        janitor = Services.build(janitor_settings)
+        janitor = build_services(janitor_settings)
         with janitor.db.transaction() as session:
             session.execute(
                 update(Payment)

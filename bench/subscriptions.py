@@ -21,8 +21,7 @@ from support.stripe_events import event
 from billfold import migrations
 from billfold.customers import service
 from billfold.kit.observability import configure_logging
-from billfold.registry import build_worker
-from billfold.services import Services
+from billfold.registry import build_services, build_worker
 from billfold.standin import LocalStripe
 from billfold.subscriptions import licenses
 from billfold.subscriptions.lifecycle import start_trial
@@ -40,7 +39,7 @@ def main() -> None:
 
     with LocalStripe.start() as standin, database(args.db) as url:
         migrations.upgrade(url)
-        services = Services.build(settings_for(url, standin.url))
+        services = build_services(settings_for(url, standin.url))
         stripe_api = stripe.StripeClient(
             "sk_test_bench",
             base_addresses={"api": standin.url},

@@ -47,7 +47,7 @@ from billfold.ratelimits.middleware import (
     rules_from_settings,
 )
 from billfold.ratelimits.storage import DatabaseStorage
-from billfold.registry import build_worker
+from billfold.registry import build_services, build_worker
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
@@ -63,7 +63,7 @@ def create_app(
     """Build the app; with `run_worker`, a job worker runs in a thread for its lifetime."""
     settings = settings or (services.settings if services else Settings())
     settings.require("stripe_secret_key", "jwt_secret", "license_private_key")
-    services = services or Services.build(settings)
+    services = services or build_services(settings)
     stop = threading.Event()
     tokens = TokenIssuer(
         secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)

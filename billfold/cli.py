@@ -30,7 +30,7 @@ from billfold.kit.errors import BillfoldError, NotFound
 from billfold.kit.observability import configure_logging
 from billfold.kit.paging import MAX_LIMIT
 from billfold.kit.signing_keys import new_private_key_text
-from billfold.reconcile.cli import events_cli, reconcile_command
+from billfold.reconcile.cli import add_recovery_commands
 from billfold.services import Services
 
 app = typer.Typer(help="Billfold: billing beside your SaaS backend.", no_args_is_help=True)
@@ -38,9 +38,7 @@ api_keys = typer.Typer(help="Service API keys for the host application's backend
 app.add_typer(api_keys, name="api-keys")
 license_cli = typer.Typer(help="License tokens: verify one offline, make a signing key.")
 app.add_typer(license_cli, name="license")
-app.add_typer(events_cli, name="events")
 app.add_typer(catalog_cli, name="catalog")
-app.command("reconcile")(reconcile_command)
 jobs_cli = typer.Typer(help="Durable jobs: see them, and run dead ones again.")
 app.add_typer(jobs_cli, name="jobs")
 webhook_cli = typer.Typer(help="Outbound webhook endpoints: add, list, change, their log.")
@@ -62,12 +60,17 @@ def _database(settings: Settings) -> Database:
     return Database(settings.database_url, transaction_pooler=settings.database_transaction_pooler)
 
 
-def _services(settings: Settings) -> Services:
+def _services(settings: Settings | None = None) -> Services:
+    from billfold.registry import build_services
+
     try:
-        return Services.build(settings)
+        return build_services(settings or Settings())
     except MissingSettings as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+
+
+add_recovery_commands(app, _services)
 
 
 @app.command()
@@ -171,11 +174,15 @@ def create_admin(
 
 
 def _create_admin(db: Database, email: str, password: str, name: str) -> None:
+    from billfold.registry import build_wiring
+
     with db.transaction() as session:
         existing = session.scalar(select(User).where(User.email_normalized == email.lower()))
         if existing is not None:
             existing.role = Role.ADMIN
-            auth.set_password(session, existing, password, actor="cli", via="create-admin")
+            auth.set_password(
+                session, build_wiring(), existing, password, actor="cli", via="create-admin"
+            )
             return
         customers.register(session, name=name, email=email, password=password, role=Role.ADMIN)
 
@@ -453,7 +460,7 @@ def dev(
         )
         migrations.upgrade(settings.database_url)
         with _cli_errors():
-            apply_file(Services.build(settings), catalog, dry_run=False)
+            apply_file(_services(settings), catalog, dry_run=False)
         admin_email, admin_password = "admin@billfold.dev", secrets.token_urlsafe(12)
         _create_admin(_database(settings), admin_email, admin_password, "Admin")
         standin.register_webhook(

@@ -1,13 +1,16 @@
-"""Where the domains plug in: every job kind and every Stripe event handler, in one table."""
+"""Where the domains plug in: every job kind, and the wiring (event handlers, payment purposes,
+hooks) that the application factory and the CLI hand to Services. Nothing here runs at import."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from billfold.auth import service as auth_service
+from billfold.config import Settings
 from billfold.credits import outcomes as credit_outcomes
 from billfold.credits import purchase as credit_purchase
 from billfold.credits import recharge
@@ -15,28 +18,23 @@ from billfold.customers import account_links, stripe_sync
 from billfold.customers import handlers as customer_events
 from billfold.customers import service as customers
 from billfold.customers.models import Customer
-from billfold.customers.registration import ON_SIGN_UP
+from billfold.customers.registration import SIGN_UP
 from billfold.jobs.worker import JobKind, Worker, WorkerSettings
 from billfold.kit import idempotency
-from billfold.kit.db import utcnow
+from billfold.kit.db import Database, utcnow
+from billfold.kit.wiring import Wiring
 from billfold.mail import outbox
 from billfold.pages import sessions as page_sessions
+from billfold.payments import fulfilment, janitor, methods, refunds
 from billfold.payments import handlers as payment_events
-from billfold.payments import janitor, methods, refunds
 from billfold.payments.fulfilment import PURPOSES, Purpose
 from billfold.services import Services
 from billfold.subscriptions import cancellation, dunning, lifecycle
 from billfold.subscriptions import handlers as subscription_events
 from billfold.webhooks import inbox
-from billfold.webhooks.dispatch import EventHandler
+from billfold.webhooks.dispatch import EVENT_HANDLERS
 from billfold.webhooks.outbound import delivery as outbound_delivery
 from billfold.webhooks.outbound.events import DELIVER_JOB
-
-EVENT_HANDLERS: dict[str, EventHandler] = {
-    **customer_events.HANDLERS,
-    **payment_events.HANDLERS,
-    **subscription_events.HANDLERS,
-}
 
 
 def _purge_idempotency_records(services: Services, _payload: dict[str, Any]) -> None:
@@ -46,7 +44,7 @@ def _purge_idempotency_records(services: Services, _payload: dict[str, Any]) -> 
 
 
 def _process_event(services: Services, payload: dict[str, Any]) -> None:
-    inbox.process(services, EVENT_HANDLERS, payload["event_id"])
+    inbox.process(services, payload["event_id"])
 
 
 JOB_KINDS: dict[str, JobKind[Services]] = {
@@ -74,12 +72,6 @@ JOB_KINDS: dict[str, JobKind[Services]] = {
     dunning.CARD_JOB: JobKind(dunning.card_job),
 }
 
-PURPOSES[credit_purchase.PURPOSE] = Purpose(
-    paid=credit_outcomes.on_paid,
-    declined=credit_outcomes.on_declined,
-    refunded=credit_outcomes.on_refunded,
-)
-
 
 def build_worker(services: Services, name: str | None = None) -> Worker[Services]:
     s = services.settings
@@ -104,12 +96,54 @@ def _start_trial(session: Session, customer: Customer, services: Services) -> No
     lifecycle.start_trial(session, customer, services.settings, services.licenses)
 
 
-ON_SIGN_UP.append(_start_trial)
-account_links.ON_FIRST_VERIFICATION.append(_start_trial)
-customers.ON_EMAIL_CHANGED.append(account_links.after_email_change)
-auth_service.ON_TOKENS_REVOKED.append(page_sessions.end_user_sessions)
-for _kind, _page in account_links.FILLERS.items():
-    outbox.SECRET_FILLERS[_kind] = account_links.link_filler(_page)
+def build_wiring() -> Wiring:
+    """How the domains plug into each other, built anew for each application (and test)."""
+    return (
+        Wiring()
+        .put(
+            EVENT_HANDLERS,
+            {
+                **customer_events.HANDLERS,
+                **payment_events.HANDLERS,
+                **subscription_events.HANDLERS,
+            },
+        )
+        .put(
+            PURPOSES,
+            {
+                fulfilment.ORDER: fulfilment.ORDER_PURPOSE,
+                credit_purchase.PURPOSE: Purpose(
+                    paid=credit_outcomes.on_paid,
+                    declined=credit_outcomes.on_declined,
+                    refunded=credit_outcomes.on_refunded,
+                ),
+            },
+        )
+        # The free trial starts at sign-up, or at the first verified e-mail when sign-up
+        # waits for it (EMAIL_VERIFICATION_REQUIRED).
+        .on(SIGN_UP, _start_trial)
+        .on(account_links.FIRST_VERIFICATION, _start_trial)
+        .on(customers.EMAIL_CHANGED, account_links.after_email_change)
+        .on(auth_service.TOKENS_REVOKED, page_sessions.end_user_sessions)
+        .put(
+            outbox.SECRET_FILLERS,
+            {kind: account_links.link_filler(page) for kind, page in account_links.FILLERS.items()},
+        )
+        .on(
+            stripe_sync.BEFORE_STRIPE_REMOVAL,
+            lifecycle.end_for_deleted_customer,
+            methods.detach_all,
+        )
+        # A new default card becomes the card of the customer's subscriptions too.
+        .on(methods.DEFAULT_CARD_CHANGED, dunning.on_default_card)
+    )
 
-methods.ON_DEFAULT_CARD.append(dunning.on_default_card)
-stripe_sync.BEFORE_STRIPE_REMOVAL.extend([lifecycle.end_for_deleted_customer, methods.detach_all])
+
+def build_services(
+    settings: Settings,
+    db: Database | None = None,
+    *,
+    stripe_http: Callable[[float], Any] | None = None,
+) -> Services:
+    """The services the app, the worker and the CLI run on, with the application's wiring."""
+    return Services.build(settings, db, wiring=build_wiring(), stripe_http=stripe_http)

@@ -12,6 +12,7 @@ import httpx
 from billfold.config import MissingSettings, Settings
 from billfold.kit.db import Database
 from billfold.kit.signing_keys import SigningKeys
+from billfold.kit.wiring import Wiring
 from billfold.stripe_gateway import StripeGateway
 
 
@@ -29,6 +30,9 @@ class Services:
     webhook_http: httpx.Client
     # The threads that send webhook batches' requests (WEBHOOK_SEND_CONCURRENCY of them).
     webhook_senders: ThreadPoolExecutor
+    # How the domains plug into each other (sign-up hooks, payment purposes, event handlers):
+    # built by billfold/registry.py `build_wiring`, never registered at import.
+    wiring: Wiring
 
     def for_requests(self) -> Services:
         """These services as HTTP routes get them: a person is waiting, so every Stripe call
@@ -41,6 +45,7 @@ class Services:
         settings: Settings,
         db: Database | None = None,
         *,
+        wiring: Wiring,
         stripe_http: Callable[[float], Any] | None = None,
     ) -> Services:
         """`stripe_http(timeout)` makes the SDK's HTTP client (None: the SDK's own)."""
@@ -66,6 +71,7 @@ class Services:
             webhook_senders=ThreadPoolExecutor(
                 max_workers=settings.webhook_send_concurrency, thread_name_prefix="webhook-send"
             ),
+            wiring=wiring,
         )
 
 

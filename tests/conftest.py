@@ -28,7 +28,7 @@ from billfold import migrations
 from billfold.app import create_app
 from billfold.config import Settings
 from billfold.jobs.worker import Worker
-from billfold.registry import build_worker
+from billfold.registry import build_services, build_worker
 from billfold.services import Services
 from billfold.standin import LocalStripe
 
@@ -183,7 +183,7 @@ def settings(
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    built = Services.build(settings)
+    built = build_services(settings)
     yield built
     built.db.dispose()
 

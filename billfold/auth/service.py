@@ -20,6 +20,7 @@ from billfold.auth.models import ApiKey, User
 from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.kit.errors import BillfoldError, Forbidden, NotFound, Unauthorized
+from billfold.kit.wiring import Hook, Wiring
 
 API_KEY_PREFIX = "bf_sk_"
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -66,22 +67,24 @@ def verify_password(password_hash: str | None, password: str) -> bool:
             return False
 
 
-def set_password(session: Session, user: User, password: str, *, actor: str, via: str) -> None:
+def set_password(
+    session: Session, wiring: Wiring, user: User, password: str, *, actor: str, via: str
+) -> None:
     """A new password: every token issued before it stops working; the change is audited."""
     user.password_hash = hash_password(password)
-    revoke_tokens(session, user)
+    revoke_tokens(session, wiring, user)
     audit.record(session, actor, "user.password_change", user.id, via=via)
 
 
 # What else ends with a credential change (the pages' browser sessions): billfold/registry.py.
-ON_TOKENS_REVOKED: list[Callable[[Session, User], None]] = []
+TOKENS_REVOKED: Hook[Callable[[Session, User], None]] = Hook("auth.tokens_revoked")
 
 
-def revoke_tokens(session: Session, user: User) -> None:
+def revoke_tokens(session: Session, wiring: Wiring, user: User) -> None:
     """Every access token issued to `user` so far stops working (they carry the version),
-    and so does every other kind of session registered in ON_TOKENS_REVOKED."""
+    and so does every other kind of session wired to TOKENS_REVOKED."""
     user.token_version = (user.token_version or 0) + 1
-    for hook in ON_TOKENS_REVOKED:
+    for hook in wiring.hooks(TOKENS_REVOKED):
         hook(session, user)
 
 

@@ -28,17 +28,20 @@ from billfold.jobs.queue import enqueue
 from billfold.kit import audit
 from billfold.kit.db import new_id, utcnow
 from billfold.kit.errors import BillfoldError, Conflict
+from billfold.kit.wiring import Hook, Wiring
 from billfold.mail.outbox import queue_mail, secret_placeholder
 from billfold.services import Services
 
 VERIFY_PAGE = "/account/verify-email"
 RESET_PAGE = "/account/reset-password"
-# Mail secret fillers (billfold/mail/outbox.py) by the page their link opens.
+# Mail secret fillers (billfold/mail/outbox.py SECRET_FILLERS) by the page their link opens.
 FILLERS = {"verify_email_link": VERIFY_PAGE, "reset_password_link": RESET_PAGE}
 
 # What follows a first verification when sign-up waited for it (EMAIL_VERIFICATION_REQUIRED):
-# the trial and its license, filled in by billfold/registry.py.
-ON_FIRST_VERIFICATION: list[Callable[[Session, Customer, Services], None]] = []
+# the trial and its license, wired by billfold/registry.py.
+FIRST_VERIFICATION: Hook[Callable[[Session, Customer, Services], None]] = Hook(
+    "customers.first_verification"
+)
 
 
 class InvalidLink(BillfoldError):
@@ -207,17 +210,17 @@ def verify_email(services: Services, session: Session, token: str) -> User:
     user = _user(session, link)
     first = not user.is_email_verified
     if link.email.lower() != user.email_normalized:
-        _adopt_email(session, user, link.email)
+        _adopt_email(session, services.wiring, user, link.email)
     user.is_email_verified = True
     audit.record(session, user.id, "user.email_verified", user.id, email=link.email)
     customer = session.scalar(select(Customer).where(Customer.user_id == user.id))
     if first and customer is not None and services.settings.email_verification_required:
-        for hook in ON_FIRST_VERIFICATION:
+        for hook in services.wiring.hooks(FIRST_VERIFICATION):
             hook(session, customer, services)
     return user
 
 
-def _adopt_email(session: Session, user: User, email: str) -> None:
+def _adopt_email(session: Session, wiring: Wiring, user: User, email: str) -> None:
     taken = session.scalar(
         select(User.id).where(User.email_normalized == email.lower(), User.id != user.id)
     )
@@ -225,7 +228,7 @@ def _adopt_email(session: Session, user: User, email: str) -> None:
         raise EmailTaken("An account with this e-mail already exists")
     old = user.email
     user.email, user.email_normalized = email, email.lower()
-    revoke_tokens(session, user)
+    revoke_tokens(session, wiring, user)
     audit.record(session, user.id, "user.email_change", user.id, via="verification", old=old)
     customer = session.scalar(select(Customer).where(Customer.user_id == user.id))
     if customer is not None:
@@ -283,13 +286,13 @@ def request_password_reset(session: Session, settings: Settings, email: str) -> 
     audit.record(session, "anonymous", "user.password_reset_requested", user.id)
 
 
-def reset_password(session: Session, token: str, new_password: str) -> User:
+def reset_password(services: Services, session: Session, token: str, new_password: str) -> User:
     """Follow a reset link: a new password, every earlier token and reset link revoked."""
     link = _use(session, token, LinkPurpose.RESET_PASSWORD)
     user = _user(session, link)
     if link.email.lower() != user.email_normalized:
         raise InvalidLink(_INVALID)  # sent to an address the account no longer has
-    set_password(session, user, new_password, actor=user.id, via="password_reset")
+    set_password(session, services.wiring, user, new_password, actor=user.id, via="password_reset")
     # The link reached the inbox: that proves the address as well.
     user.is_email_verified = True
     session.execute(

@@ -82,7 +82,7 @@ def update_user(
         current_password=body.current_password,
     )
     with services.db.transaction() as session:
-        customer = service.update_user(session, caller, user_id, changes, services.settings)
+        customer = service.update_user(session, services, caller, user_id, changes)
         return ok(UserOut.of(customer))
 
 

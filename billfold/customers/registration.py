@@ -14,14 +14,15 @@ from billfold.customers import service
 from billfold.customers.account_links import send_verification
 from billfold.customers.models import Customer
 from billfold.customers.stripe_sync import LinkInProgress, ensure_stripe_customer
+from billfold.kit.wiring import Hook
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure
 
 log = structlog.get_logger("billfold.customers")
 
 # What other domains do with a new customer in the sign-up transaction (the free trial and
-# its license): filled in by billfold/registry.py, so customers import none of them.
-ON_SIGN_UP: list[Callable[[Session, Customer, Services], None]] = []
+# its license): wired by billfold/registry.py, so customers import none of them.
+SIGN_UP: Hook[Callable[[Session, Customer, Services], None]] = Hook("customers.sign_up")
 
 
 def sign_up(
@@ -55,9 +56,9 @@ def sign_up(
         )
         send_verification(session, settings, customer.user)
         # With EMAIL_VERIFICATION_REQUIRED, the trial (and its license e-mail) waits for the
-        # address to be proven (account_links.ON_FIRST_VERIFICATION).
+        # address to be proven (account_links.FIRST_VERIFICATION).
         if not settings.email_verification_required:
-            for hook in ON_SIGN_UP:
+            for hook in services.wiring.hooks(SIGN_UP):
                 hook(session, customer, services)
         customer_id = customer.id
     if settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION:

@@ -26,6 +26,8 @@ from billfold.jobs.queue import enqueue
 from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.kit.errors import BillfoldError, Conflict, Forbidden, InvalidInput, NotFound
+from billfold.kit.wiring import Hook
+from billfold.services import Services
 from billfold.webhooks.outbound.notify import customer_event
 
 LINK_JOB = "customers.link"
@@ -38,8 +40,10 @@ class EmailTaken(Conflict):
 
 
 # What follows an e-mail change in the same transaction (a link to verify the new address,
-# a notice to the old one): filled in by billfold/registry.py.
-ON_EMAIL_CHANGED: list[Callable[[Session, Settings, User, str], None]] = []
+# a notice to the old one): wired by billfold/registry.py (account_links imports this module).
+EMAIL_CHANGED: Hook[Callable[[Session, Settings, User, str], None]] = Hook(
+    "customers.email_changed"
+)
 
 
 def register(
@@ -186,7 +190,7 @@ class ProfileChanges:
 
 
 def update_user(
-    session: Session, caller: Caller, user_id: str, changes: ProfileChanges, settings: Settings
+    session: Session, services: Services, caller: Caller, user_id: str, changes: ProfileChanges
 ) -> Customer:
     """Edit a profile. Credentials (e-mail, password) follow stricter rules: a user changing
     their own gives the current password; an admin may change anyone else's, a service key
@@ -208,7 +212,9 @@ def update_user(
             raise Forbidden("Only an admin may change a role")
         user.role = changes.role
     if changes.password is not None:
-        set_password(session, user, changes.password, actor=caller.actor, via="profile")
+        set_password(
+            session, services.wiring, user, changes.password, actor=caller.actor, via="profile"
+        )
     if changes.company_name is not None:
         user.company_name = changes.company_name or None
     pushed_fields_changed = False
@@ -235,9 +241,9 @@ def update_user(
             session, caller.actor, "user.email_change", user.id, via="profile", old=old_email
         )
         if new_address:  # not a change of letter case only
-            revoke_tokens(session, user)
-            for hook in ON_EMAIL_CHANGED:
-                hook(session, settings, user, old_email)
+            revoke_tokens(session, services.wiring, user)
+            for hook in services.wiring.hooks(EMAIL_CHANGED):
+                hook(session, services.settings, user, old_email)
     if pushed_fields_changed:
         customer.profile_version += 1
         enqueue(session, PUSH_JOB, {"customer_id": customer.id})

@@ -97,5 +97,5 @@ def confirm_password_reset(
     body: ResetConfirmIn, services: ServicesDep
 ) -> Envelope[PasswordResetOut]:
     with services.db.transaction() as session:
-        account_links.reset_password(session, body.token, body.password)
+        account_links.reset_password(services, session, body.token, body.password)
     return ok(PasswordResetOut())

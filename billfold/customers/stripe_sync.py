@@ -28,6 +28,7 @@ from billfold.jobs.worker import Defer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import NotFound
 from billfold.kit.observability import CUSTOMER_LINKS
+from billfold.kit.wiring import Hook
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_key
 
@@ -257,8 +258,10 @@ def push_job(services: Services, payload: dict[str, Any]) -> None:
 # What other domains end for a deleted customer before its Stripe customer is deleted or
 # archived (its subscriptions, its saved cards): each gets (services, customer ID, Stripe
 # customer ID or None), must be safe to run again, and lets Stripe errors through so the
-# job retries. Filled in by billfold/registry.py.
-BEFORE_STRIPE_REMOVAL: list[Callable[[Services, str, str | None], None]] = []
+# job retries. Wired by billfold/registry.py.
+BEFORE_STRIPE_REMOVAL: Hook[Callable[[Services, str, str | None], None]] = Hook(
+    "customers.before_stripe_removal"
+)
 
 
 def remove_job(services: Services, payload: dict[str, Any]) -> None:
@@ -276,7 +279,9 @@ def remove_job(services: Services, payload: dict[str, Any]) -> None:
     if stripe_id is None and link_email is not None:
         found = services.stripe.find_customer_of(customer_id=customer_id, email=link_email)
         stripe_id = found.id if found else None
-    for hook in BEFORE_STRIPE_REMOVAL:  # end its subscriptions, detach its cards
+    for hook in services.wiring.hooks(
+        BEFORE_STRIPE_REMOVAL
+    ):  # end its subscriptions, detach its cards
         hook(services, customer_id, stripe_id)
     if stripe_id is not None:
         if services.settings.stripe_customer_deletion is CustomerDeletion.ARCHIVE:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from billfold.jobs.queue import enqueue
 from billfold.jobs.worker import PermanentJobError
 from billfold.kit.db import utcnow
+from billfold.kit.wiring import Table
 from billfold.mail.backends import backend_for
 from billfold.mail.models import MailStatus, OutboxMail
 from billfold.services import Services
@@ -30,8 +31,8 @@ SEND_JOB = "mail.send"
 
 # A secret an e-mail carries (the token of a single-use link) is never stored in the outbox:
 # the body holds a placeholder `{{secret:<kind>:<argument>}}`, filled in by the send job with
-# the function registered here for that kind (billfold/registry.py).
-SECRET_FILLERS: dict[str, Callable[[Services, str], str]] = {}
+# the function wired in this table for that kind (billfold/registry.py).
+SECRET_FILLERS: Table[Callable[[Services, str], str]] = Table("mail.secret_fillers")
 _PLACEHOLDER = re.compile(r"\{\{secret:([a-z_]+):([A-Za-z0-9_]+)\}\}")
 
 
@@ -40,7 +41,8 @@ def secret_placeholder(kind: str, argument: str) -> str:
 
 
 def _fill_secrets(services: Services, body: str) -> str:
-    return _PLACEHOLDER.sub(lambda m: SECRET_FILLERS[m[1]](services, m[2]), body)
+    fillers = services.wiring.table(SECRET_FILLERS)
+    return _PLACEHOLDER.sub(lambda m: fillers[m[1]](services, m[2]), body)
 
 
 def queue_mail(

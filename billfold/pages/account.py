@@ -59,7 +59,7 @@ def reset(
             ResetConfirmIn, {"token": token, "password": str(form.get("password") or "")}
         )
         with services.db.transaction() as session:
-            account_links.reset_password(session, body.token, body.password)
+            account_links.reset_password(services, session, body.token, body.password)
     except BillfoldError as exc:
         return pages.render(
             request,

@@ -1,7 +1,8 @@
 """What a payment is for decides what its success, decline and refunds do.
 
-Orders are fulfilled here; other domains (prepaid credits) add their purpose in
-`billfold/registry.py`, so payments never import the domains that build on them.
+Orders are fulfilled here (ORDER_PURPOSE); the application wires every purpose into the
+PURPOSES table (`billfold/registry.py`), so payments never import the domains that build on
+them (prepaid credits).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billfold.config import Settings
+from billfold.kit.wiring import Table, Wiring
 from billfold.payments import orders
 from billfold.payments.models import Payment, Refund, RefundStatus
 from billfold.payments.receipts import queue_receipt
@@ -55,8 +57,16 @@ def _order_refunded(
 
 
 ORDER = "order"
-PURPOSES: dict[str, Purpose] = {ORDER: Purpose(paid=_order_paid, refunded=_order_refunded)}
+ORDER_PURPOSE = Purpose(paid=_order_paid, refunded=_order_refunded)
+PURPOSES: Table[Purpose] = Table("payments.purposes")
 
 
-def purpose_of(payment: Payment) -> Purpose:
-    return PURPOSES[payment.purpose]
+class UnknownPurpose(LookupError):
+    """A payment whose purpose the application did not wire: a wiring mistake."""
+
+
+def purpose_of(wiring: Wiring, payment: Payment) -> Purpose:
+    purpose = wiring.table(PURPOSES).get(payment.purpose)
+    if purpose is None:
+        raise UnknownPurpose(f"No purpose {payment.purpose!r} is wired (billfold/registry.py)")
+    return purpose

@@ -53,7 +53,7 @@ def on_payment_intent(services: Services, event: dict[str, Any]) -> Outcome:
         payment = known_payment(session, intent.id, intent.metadata)
         if payment is None:
             return _not_ours(intent.id)
-        apply_intent(session, payment.id, intent, services.settings)
+        apply_intent(session, payment.id, intent, services)
         return Outcome(EventStatus.PROCESSED, payment.customer_id)
 
 
@@ -75,7 +75,7 @@ def on_charge_refunded(services: Services, event: dict[str, Any]) -> Outcome:
         payment = known_payment(session, intent.id, intent.metadata)
         if payment is None:
             return _not_ours(intent_id)
-        sync_refunds(session, payment, refunds, services.settings)
+        sync_refunds(session, payment, refunds, services)
         return Outcome(EventStatus.PROCESSED, payment.customer_id)
 
 

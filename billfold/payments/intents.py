@@ -16,7 +16,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller
-from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
@@ -332,7 +331,7 @@ def record(
     services: Services, payment_id: str, intent: StripePaymentIntent, *, attempted: bool = True
 ) -> IntentOutcome:
     with services.db.transaction() as session:
-        apply_intent(session, payment_id, intent, services.settings)
+        apply_intent(session, payment_id, intent, services)
         payment = session.get(Payment, payment_id)
         assert payment is not None
         session.refresh(payment)
@@ -353,17 +352,17 @@ def record_refusal(services: Services, payment_id: str, failure: StripeFailure) 
     if failure.code == "stripe_idempotency_conflict":
         return False
     with services.db.transaction() as session:
-        return _fail(session, payment_id, services.settings, failure.code, failure.message)
+        return _fail(session, payment_id, services, failure.code, failure.message)
 
 
-def fail_without_intent(session: Session, payment_id: str, settings: Settings) -> bool:
+def fail_without_intent(session: Session, payment_id: str, services: Services) -> bool:
     """A `creating` payment for which Stripe holds no intent, long after it was begun."""
     return _fail(
-        session, payment_id, settings, "no_payment_intent", "No PaymentIntent was ever made"
+        session, payment_id, services, "no_payment_intent", "No PaymentIntent was ever made"
     )
 
 
-def _fail(session: Session, payment_id: str, settings: Settings, code: str, message: str) -> bool:
+def _fail(session: Session, payment_id: str, services: Services, code: str, message: str) -> bool:
     failed = session.execute(
         update(Payment)
         .where(
@@ -378,14 +377,14 @@ def _fail(session: Session, payment_id: str, settings: Settings, code: str, mess
     payment = session.get(Payment, payment_id)
     assert payment is not None
     session.refresh(payment)
-    purpose_of(payment).declined(session, payment, settings)
+    purpose_of(services.wiring, payment).declined(session, payment, services.settings)
     PAYMENT_OUTCOMES.labels(outcome="failed").inc()
     log.warning("payment.failed", payment_id=payment_id, code=code)
     return True
 
 
 def apply_intent(
-    session: Session, payment_id: str, intent: StripePaymentIntent, settings: Settings
+    session: Session, payment_id: str, intent: StripePaymentIntent, services: Services
 ) -> bool:
     """Record the intent's state on our payment; True only for the call that records success."""
     status = PaymentStatus(intent.status)
@@ -411,7 +410,7 @@ def apply_intent(
             )
         ).rowcount  # type: ignore[attr-defined]
         if won:
-            _on_success(session, payment_id, settings)
+            _on_success(session, payment_id, services)
         return bool(won)
     declined = status == PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.decline_code is not None
     before = session.execute(
@@ -433,7 +432,7 @@ def apply_intent(
             payment = session.get(Payment, payment_id)
             assert payment is not None
             session.refresh(payment)
-            purpose_of(payment).declined(session, payment, settings)
+            purpose_of(services.wiring, payment).declined(session, payment, services.settings)
             payment_event(session, "payment.failed", payment)
         outcome = "declined" if declined else str(status)
         PAYMENT_OUTCOMES.labels(outcome=outcome).inc()
@@ -443,7 +442,7 @@ def apply_intent(
     return False
 
 
-def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
+def _on_success(session: Session, payment_id: str, services: Services) -> None:
     payment = session.get(Payment, payment_id)
     assert payment is not None
     session.refresh(payment)
@@ -454,12 +453,12 @@ def _on_success(session: Session, payment_id: str, settings: Settings) -> None:
         audit.record(session, "stripe", "payment.succeeded_unwanted", payment.id)
         PAYMENT_OUTCOMES.labels(outcome="refunded_unwanted").inc()
         return
-    purpose = purpose_of(payment)
-    purpose.paid(session, payment, settings)
+    purpose = purpose_of(services.wiring, payment)
+    purpose.paid(session, payment, services.settings)
     payment_event(session, "payment.succeeded", payment)
     # A charge.refunded may have been recorded before the success itself.
     if already_refunded := refunded_total(session, payment.id):
-        purpose.refunded(session, payment, already_refunded, settings)
+        purpose.refunded(session, payment, already_refunded, services.settings)
     audit.record(
         session,
         "stripe",

@@ -70,7 +70,7 @@ def reconcile_payment(services: Services, payment_id: str, *, give_up: bool) -> 
     if intent is None:
         if give_up and status == PaymentStatus.CREATING:
             with services.db.transaction() as session:
-                fail_without_intent(session, payment_id, services.settings)
+                fail_without_intent(session, payment_id, services)
         return
     if order_canceled and intent.status in CANCELABLE:
         try:

@@ -19,14 +19,17 @@ from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import NotFound
+from billfold.kit.wiring import Hook
 from billfold.payments.models import SavedCard
 from billfold.services import Services
 from billfold.stripe_gateway import StripeCard, StripeNotFound
 
 LINK_WAIT_SECONDS = 10.0
 # Run in the transaction after a customer's default card changed (customer ID, card ID):
-# subscriptions make it their card too (registered in registry.py).
-ON_DEFAULT_CARD: list[Callable[[Session, str, str], None]] = []
+# subscriptions make it their card too (wired by billfold/registry.py).
+DEFAULT_CARD_CHANGED: Hook[Callable[[Session, str, str], None]] = Hook(
+    "payments.default_card_changed"
+)
 
 
 class CardNotFound(NotFound):
@@ -138,7 +141,7 @@ def set_default(
         stripe_id, card.id, customer_id=customer.id, request_id=uuid.uuid4().hex
     )
     with services.db.transaction() as session:
-        for hook in ON_DEFAULT_CARD:
+        for hook in services.wiring.hooks(DEFAULT_CARD_CHANGED):
             hook(session, customer.id, card.id)
     return CardView(card, True)
 

@@ -14,7 +14,6 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billfold.config import Settings
 from billfold.jobs.queue import enqueue
 from billfold.kit import audit
 from billfold.kit.db import utcnow
@@ -155,12 +154,12 @@ def reconcile_refund(services: Services, refund_id: str) -> None:
                 session,
                 refund_id,
                 RefundStatus.FAILED,
-                services.settings,
+                services,
                 failure=f"{stripe_refund_id} is unknown to Stripe",
             )
         return
     with services.db.transaction() as session:
-        settle(session, refund_id, stripe_refund, services.settings)
+        settle(session, refund_id, stripe_refund, services)
 
 
 def execute_refund(services: Services, refund_id: str, *, inline: bool = False) -> None:
@@ -198,12 +197,12 @@ def execute_refund(services: Services, refund_id: str, *, inline: bool = False) 
                     session,
                     refund_id,
                     RefundStatus.FAILED,
-                    services.settings,
+                    services,
                     failure=f"{exc.code}: {exc.message}",
                 )
         raise
     with services.db.transaction() as session:
-        settle(session, refund_id, stripe_refund, services.settings)
+        settle(session, refund_id, stripe_refund, services)
 
 
 def refund_job(services: Services, payload: dict[str, Any]) -> None:
@@ -216,7 +215,7 @@ def refund_job(services: Services, payload: dict[str, Any]) -> None:
 
 
 def settle(
-    session: Session, refund_id: str, stripe_refund: StripeRefund, settings: Settings
+    session: Session, refund_id: str, stripe_refund: StripeRefund, services: Services
 ) -> None:
     """Record Stripe's view of one of our refunds."""
     session.execute(
@@ -224,11 +223,11 @@ def settle(
         .where(Refund.id == refund_id, Refund.stripe_refund_id.is_(None))
         .values(stripe_refund_id=stripe_refund.id)
     )
-    _transition(session, refund_id, _status(stripe_refund.status), settings)
+    _transition(session, refund_id, _status(stripe_refund.status), services)
 
 
 def sync_refunds(
-    session: Session, payment: Payment, stripe_refunds: list[StripeRefund], settings: Settings
+    session: Session, payment: Payment, stripe_refunds: list[StripeRefund], services: Services
 ) -> None:
     """Bring every refund Stripe has for this payment into our records (charge.refunded)."""
     for stripe_refund in stripe_refunds:
@@ -236,13 +235,13 @@ def sync_refunds(
             select(Refund).where(Refund.stripe_refund_id == stripe_refund.id)
         ) or session.get(Refund, stripe_refund.metadata.get("refund_id", ""))
         if ours is None:
-            _record_external(session, payment, stripe_refund, settings)
+            _record_external(session, payment, stripe_refund, services)
         else:
-            settle(session, ours.id, stripe_refund, settings)
+            settle(session, ours.id, stripe_refund, services)
 
 
 def _record_external(
-    session: Session, payment: Payment, stripe_refund: StripeRefund, settings: Settings
+    session: Session, payment: Payment, stripe_refund: StripeRefund, services: Services
 ) -> None:
     """A refund made outside Billfold (e.g. in Stripe's dashboard)."""
     status = _status(stripe_refund.status)
@@ -264,14 +263,14 @@ def _record_external(
     audit.record(
         session, "stripe", "refund.external", refund.id, payment_id=payment.id, amount=refund.amount
     )
-    _transition(session, refund.id, status, settings)
+    _transition(session, refund.id, status, services)
 
 
 def _transition(
     session: Session,
     refund_id: str,
     status: RefundStatus,
-    settings: Settings,
+    services: Services,
     *,
     failure: str | None = None,
 ) -> None:
@@ -300,8 +299,8 @@ def _transition(
     REFUNDS.labels(status=str(status)).inc()
     session.expire_all()
     if status == RefundStatus.SUCCEEDED:
-        purpose_of(payment).refunded(
-            session, payment, refunded_total(session, payment.id), settings
+        purpose_of(services.wiring, payment).refunded(
+            session, payment, refunded_total(session, payment.id), services.settings
         )
         refund = session.get(Refund, refund_id)
         assert refund is not None

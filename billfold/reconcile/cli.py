@@ -6,6 +6,7 @@ Thin: parse the options, call the service, print what it answers.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -14,14 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from billfold.config import MissingSettings, Settings
 from billfold.reconcile.drift import Drift
 from billfold.reconcile.service import Report, reconcile
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure
 from billfold.webhooks.backfill import backfill_events
 
-events_cli = typer.Typer(help="Stripe's events: bring in the ones Billfold never stored.")
 console = Console()
 # Stripe keeps events for 30 days: an older start cannot find more.
 STRIPE_EVENT_RETENTION = timedelta(days=30)
@@ -46,80 +45,81 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _services() -> Services:
-    try:
-        return Services.build(Settings())
-    except MissingSettings as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+def add_recovery_commands(app: typer.Typer, build_services: Callable[[], Services]) -> None:
+    """Add `billfold events backfill` and `billfold reconcile` to `app`; they run on what
+    `build_services()` answers (the CLI's services, with the application's wiring)."""
+    events_cli = typer.Typer(help="Stripe's events: bring in the ones Billfold never stored.")
+    app.add_typer(events_cli, name="events")
 
+    def events_backfill(
+        since: Annotated[
+            str, typer.Option(help="From when: a duration (24h, 7d) or an ISO date/time")
+        ],
+    ) -> None:
+        """Fetch Stripe's events since a time and store those the inbox lacks (the worker
+        processes them as it does webhooks); events already stored are skipped by ID."""
+        start = parse_since(since)
+        oldest = datetime.now(UTC) - STRIPE_EVENT_RETENTION
+        if start < oldest:
+            console.print("[yellow]Stripe keeps events for 30 days: starting 30 days ago.[/yellow]")
+            start = oldest
+        services = build_services()
+        try:
+            result = backfill_events(services, start)
+        except StripeFailure as exc:
+            console.print(f"[red]Stripe: {exc.message} ({exc.code})[/red]")
+            raise typer.Exit(1) from exc
+        finally:
+            services.db.dispose()
+        console.print(
+            f"Stripe has {result.listed} event(s) since {start:%Y-%m-%d %H:%M:%S} UTC: "
+            f"{result.stored} new, stored and queued; {result.skipped} already stored."
+        )
 
-@events_cli.command("backfill")
-def events_backfill(
-    since: Annotated[str, typer.Option(help="From when: a duration (24h, 7d) or an ISO date/time")],
-) -> None:
-    """Fetch Stripe's events since a time and store those the inbox lacks (the worker
-    processes them as it does webhooks); events already stored are skipped by ID."""
-    start = parse_since(since)
-    oldest = datetime.now(UTC) - STRIPE_EVENT_RETENTION
-    if start < oldest:
-        console.print("[yellow]Stripe keeps events for 30 days: starting 30 days ago.[/yellow]")
-        start = oldest
-    services = _services()
-    try:
-        result = backfill_events(services, start)
-    except StripeFailure as exc:
-        console.print(f"[red]Stripe: {exc.message} ({exc.code})[/red]")
-        raise typer.Exit(1) from exc
-    finally:
-        services.db.dispose()
-    console.print(
-        f"Stripe has {result.listed} event(s) since {start:%Y-%m-%d %H:%M:%S} UTC: "
-        f"{result.stored} new, stored and queued; {result.skipped} already stored."
-    )
+    def reconcile_command(
+        fix: Annotated[
+            bool, typer.Option("--fix", help="Repair what can safely be repaired; list the rest")
+        ] = False,
+        since: Annotated[
+            str | None,
+            typer.Option(help="Only records created or changed since: 24h, 7d, or an ISO time"),
+        ] = None,
+        quiet: Annotated[
+            float, typer.Option(help="Leave out records changed in the last SECONDS (in flight)")
+        ] = 60.0,
+    ) -> None:
+        """Compare Billfold with Stripe (customers, cards, payments and refunds, subscriptions),
+        print the differences, and with --fix repair them through the webhook handlers.
 
+        Exits 0 when nothing differs (or everything was fixed), 1 when differences remain.
+        """
+        start = parse_since(since) if since else None
+        services = build_services()
+        try:
+            with Progress(
+                TextColumn("Comparing with Stripe"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("compare", total=None, visible=False)
 
-def reconcile_command(
-    fix: Annotated[
-        bool, typer.Option("--fix", help="Repair what can safely be repaired; list the rest")
-    ] = False,
-    since: Annotated[
-        str | None,
-        typer.Option(help="Only records created or changed since: 24h, 7d, or an ISO time"),
-    ] = None,
-    quiet: Annotated[
-        float, typer.Option(help="Leave out records changed in the last SECONDS (in flight)")
-    ] = 60.0,
-) -> None:
-    """Compare Billfold with Stripe (customers, cards, payments and refunds, subscriptions),
-    print the differences, and with --fix repair them through the webhook handlers.
+                def advance(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total, visible=total >= PROGRESS_FROM)
 
-    Exits 0 when nothing differs (or everything was fixed), 1 when differences remain.
-    """
-    start = parse_since(since) if since else None
-    services = _services()
-    try:
-        with Progress(
-            TextColumn("Comparing with Stripe"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("compare", total=None, visible=False)
+                report = reconcile(
+                    services, since=start, fix=fix, quiet_seconds=quiet, progress=advance
+                )
+        finally:
+            services.db.dispose()
+        _print_report(report, fixing=fix)
+        if report.remaining:
+            raise typer.Exit(1)
 
-            def advance(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, visible=total >= PROGRESS_FROM)
-
-            report = reconcile(
-                services, since=start, fix=fix, quiet_seconds=quiet, progress=advance
-            )
-    finally:
-        services.db.dispose()
-    _print_report(report, fixing=fix)
-    if report.remaining:
-        raise typer.Exit(1)
+    events_cli.command("backfill")(events_backfill)
+    app.command("reconcile")(reconcile_command)
 
 
 def _print_report(report: Report, *, fixing: bool) -> None:

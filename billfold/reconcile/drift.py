@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from billfold.registry import EVENT_HANDLERS
 from billfold.services import Services
+from billfold.webhooks.dispatch import EVENT_HANDLERS
 from billfold.webhooks.models import EventStatus
 
 SubjectKind = Literal["customer", "payment", "subscription"]
@@ -64,7 +64,7 @@ def as_event(event_type: str, obj: dict[str, Any]) -> Repair:
             "livemode": False,
             "data": {"object": obj},
         }
-        outcome = EVENT_HANDLERS[event_type](services, event)
+        outcome = services.wiring.table(EVENT_HANDLERS)[event_type](services, event)
         return outcome.note if outcome.status == EventStatus.IGNORED else None
 
     return Repair(f"apply as {event_type}", apply)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from billfold.kit.wiring import Table
 from billfold.services import Services
 from billfold.webhooks.models import EventStatus
 
@@ -19,6 +20,9 @@ class Outcome:
 
 
 EventHandler = Callable[[Services, dict[str, Any]], Outcome]
+# Every Stripe event type Billfold handles, and its handler (each domain's HANDLERS, wired by
+# billfold/registry.py): the inbox and `billfold reconcile --fix` both apply events through it.
+EVENT_HANDLERS: Table[EventHandler] = Table("webhooks.event_handlers")
 
 
 def event_object(event: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -18,7 +17,7 @@ from billfold.kit.errors import NotFound
 from billfold.kit.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound
-from billfold.webhooks.dispatch import EventHandler, Outcome, event_time
+from billfold.webhooks.dispatch import EVENT_HANDLERS, EventHandler, Outcome, event_time
 from billfold.webhooks.models import EventStatus, StripeEvent
 
 log = structlog.get_logger("billfold.webhooks")
@@ -51,7 +50,7 @@ def receive(session: Session, event: dict[str, Any], raw_body: bytes) -> tuple[S
     return stored, True
 
 
-def process(services: Services, handlers: Mapping[str, EventHandler], event_id: str) -> None:
+def process(services: Services, event_id: str) -> None:
     """Apply a stored event through its handler; mark it handled only once that succeeds."""
     with services.db.transaction() as session:
         stored = session.get(StripeEvent, event_id)
@@ -60,7 +59,7 @@ def process(services: Services, handlers: Mapping[str, EventHandler], event_id: 
         if stored.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
             return
         event_type, payload = stored.type, json.loads(stored.payload)
-    outcome = _handle(services, handlers.get(event_type), payload)
+    outcome = _handle(services, services.wiring.table(EVENT_HANDLERS).get(event_type), payload)
     with services.db.transaction() as session:
         stored = session.get(StripeEvent, event_id)
         assert stored is not None

@@ -39,6 +39,7 @@ from billfold.cli import app as cli_app
 from billfold.config import Settings
 from billfold.jobs.worker import Worker
 from billfold.kit.signing_keys import key_id, load_private_key, new_private_key_text
+from billfold.registry import build_services
 from billfold.services import Services
 from billfold.subscriptions.licenses import InvalidLicense, verify
 
@@ -229,7 +230,7 @@ def rotated(settings: Settings, tmp_path: Path) -> Iterator[tuple[Services, Test
         license_private_key=new_private_key_text(),
         license_previous_public_keys=_public_raw_b64(LICENSE_KEY),
     )
-    services = Services.build(rotated_settings)
+    services = build_services(rotated_settings)
     with TestClient(create_app(services=services)) as client:
         yield services, client
     services.db.dispose()
