@@ -30,7 +30,7 @@ from billfold.kit.errors import NotFound
 from billfold.kit.observability import CUSTOMER_LINKS
 from billfold.kit.wiring import Hook
 from billfold.services import Services
-from billfold.stripe_gateway import StripeCustomer, StripeGateway, idempotency_key
+from billfold.stripe_gateway import StripeCustomer, StripeGateway
 
 log = structlog.get_logger("billfold.customers")
 
@@ -233,7 +233,8 @@ def push_job(services: Services, payload: dict[str, Any]) -> None:
         )
     services.stripe.update_customer(
         stripe_id,
-        key=idempotency_key("customer.update", customer_id, f"v{version}"),
+        customer_id=customer_id,
+        profile_version=version,
         name=name,
         email=email,
         phone=phone,

@@ -6,7 +6,6 @@ We keep the card's Stripe ID and display fields; the card itself stays with Stri
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,9 +90,7 @@ def setup_intent(
     services: Services, caller: Caller, customer_id: str | None = None
 ) -> tuple[str, str]:
     customer, stripe_id = _customer_and_stripe_id(services, caller, customer_id)
-    return services.stripe.create_setup_intent(
-        stripe_id, customer_id=customer.id, request_id=uuid.uuid4().hex
-    )
+    return services.stripe.create_setup_intent(stripe_id, customer_id=customer.id)
 
 
 def attach(
@@ -136,10 +133,7 @@ def set_default(
 ) -> CardView:
     customer, stripe_id = _customer_and_stripe_id(services, caller, customer_id)
     card = own_card(services, stripe_id, payment_method_id)
-    # A per-request key: A → B → A must set A again, not replay the first answer.
-    services.stripe.set_default_card(
-        stripe_id, card.id, customer_id=customer.id, request_id=uuid.uuid4().hex
-    )
+    services.stripe.set_default_card(stripe_id, card.id, customer_id=customer.id)
     with services.db.transaction() as session:
         for hook in services.wiring.hooks(DEFAULT_CARD_CHANGED):
             hook(session, customer.id, card.id)

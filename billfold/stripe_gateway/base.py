@@ -4,6 +4,7 @@ logging and error mapping."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,7 +12,7 @@ import stripe
 import structlog
 
 from billfold.kit.observability import STRIPE_CALLS, STRIPE_LATENCY
-from billfold.stripe_gateway.errors import _map_error
+from billfold.stripe_gateway.errors import map_error
 
 log = structlog.get_logger("billfold.stripe")
 
@@ -23,6 +24,13 @@ def idempotency_key(operation: str, *our_ids: str | int) -> str:
     return ":".join(["billfold", operation, *map(str, our_ids)])
 
 
+def attempt_nonce() -> str:
+    """The last part of a key for a call that is a new attempt each time and that nothing of
+    ours counts (a new card form, a default card chosen again): with our IDs alone, Stripe
+    would replay an earlier attempt's answer for 24 hours. Each use says why in a comment."""
+    return uuid.uuid4().hex
+
+
 class GatewayBase:
     _client: stripe.StripeClient
 
@@ -31,7 +39,7 @@ class GatewayBase:
         try:
             result = fn()
         except stripe.StripeError as exc:
-            mapped = _map_error(exc)
+            mapped = map_error(exc)
             STRIPE_CALLS.labels(operation=operation, outcome=mapped.code).inc()
             log.warning(
                 "stripe.call_failed",

@@ -6,7 +6,7 @@ from typing import Any
 
 from billfold.stripe_gateway.base import GatewayBase, idempotency_key, log
 from billfold.stripe_gateway.errors import StripeNotFound
-from billfold.stripe_gateway.objects import StripeCustomer, _customer
+from billfold.stripe_gateway.objects import StripeCustomer, parse_customer
 
 
 class CustomerCalls(GatewayBase):
@@ -37,7 +37,7 @@ class CustomerCalls(GatewayBase):
             params["phone"] = phone
         return self._call(
             "customer.create",
-            lambda: _customer(
+            lambda: parse_customer(
                 self._client.v1.customers.create(
                     params=params,  # type: ignore[arg-type]
                     options={"idempotency_key": idempotency_key("customer.create", customer_id)},
@@ -52,7 +52,7 @@ class CustomerCalls(GatewayBase):
         def find() -> StripeCustomer | None:
             page = self._client.v1.customers.list(params={"email": email, "limit": 100})
             for obj in page.auto_paging_iter():
-                found = _customer(obj)
+                found = parse_customer(obj)
                 if found.metadata.get("customer_id") == customer_id and not found.deleted:
                     return found
             return None
@@ -62,7 +62,7 @@ class CustomerCalls(GatewayBase):
     def retrieve_customer(self, stripe_customer_id: str) -> StripeCustomer:
         return self._call(
             "customer.retrieve",
-            lambda: _customer(self._client.v1.customers.retrieve(stripe_customer_id)),
+            lambda: parse_customer(self._client.v1.customers.retrieve(stripe_customer_id)),
             stripe_customer_id=stripe_customer_id,
         )
 
@@ -70,27 +70,34 @@ class CustomerCalls(GatewayBase):
         self,
         stripe_customer_id: str,
         *,
-        key: str,
+        customer_id: str,
+        profile_version: int,
         name: str,
         email: str,
         phone: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> StripeCustomer:
         """Set the profile fields; `phone` None clears it, `metadata` is merged by Stripe (an
-        empty value removes a key)."""
+        empty value removes a key). One push per profile version: a retry of the same
+        version replays, a later version is a new update."""
         params: dict[str, Any] = {"name": name, "email": email, "phone": phone or ""}
         if metadata:
             params["metadata"] = metadata
         return self._call(
             "customer.update",
-            lambda: _customer(
+            lambda: parse_customer(
                 self._client.v1.customers.update(
                     stripe_customer_id,
                     params=params,  # type: ignore[arg-type]
-                    options={"idempotency_key": key},
+                    options={
+                        "idempotency_key": idempotency_key(
+                            "customer.update", customer_id, f"v{profile_version}"
+                        )
+                    },
                 )
             ),
             stripe_customer_id=stripe_customer_id,
+            customer_id=customer_id,
         )
 
     def archive_customer(self, stripe_customer_id: str, *, customer_id: str) -> None:

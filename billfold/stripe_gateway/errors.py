@@ -41,7 +41,7 @@ class WebhookSignatureInvalid(BillfoldError):
     code = "invalid_signature"
 
 
-def _map_error(exc: stripe.StripeError) -> StripeFailure:
+def map_error(exc: stripe.StripeError) -> StripeFailure:
     """The closed list of how Stripe's errors surface; anything unlisted is a 502."""
     message = exc.user_message or "Stripe refused the request"
     if isinstance(exc, stripe.CardError):

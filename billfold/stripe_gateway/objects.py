@@ -15,7 +15,7 @@ class StripeCustomer:
     deleted: bool = False
 
 
-def _customer(resource: Any) -> StripeCustomer:
+def parse_customer(resource: Any) -> StripeCustomer:
     obj = _plain(resource)
     deleted = bool(obj.get("deleted", False))
     metadata = obj.get("metadata") or {}
@@ -39,7 +39,7 @@ class StripeCard:
     type: str = "card"
 
 
-def _card(resource: Any) -> StripeCard:
+def parse_card(resource: Any) -> StripeCard:
     obj = _plain(resource)
     card = obj.get("card") or {}
     customer = obj.get("customer")
@@ -70,7 +70,7 @@ class StripePaymentIntent:
     failure_message: str | None
 
 
-def _intent(resource: Any) -> StripePaymentIntent:
+def parse_payment_intent(resource: Any) -> StripePaymentIntent:
     obj = _plain(resource)
     error = obj.get("last_payment_error") or {}
     charge = obj.get("latest_charge")
@@ -100,7 +100,7 @@ class StripeRefund:
     metadata: dict[str, str]
 
 
-def _refund(resource: Any) -> StripeRefund:
+def parse_refund(resource: Any) -> StripeRefund:
     obj = _plain(resource)
     return StripeRefund(
         id=obj["id"],

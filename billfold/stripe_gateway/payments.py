@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from billfold.stripe_gateway.base import GatewayBase, idempotency_key
+from billfold.stripe_gateway.base import GatewayBase, attempt_nonce, idempotency_key
 from billfold.stripe_gateway.objects import (
     StripeCard,
     StripePaymentIntent,
     StripeRefund,
-    _card,
-    _intent,
-    _refund,
+    parse_card,
+    parse_payment_intent,
+    parse_refund,
 )
 
 
@@ -21,14 +21,14 @@ class PaymentCalls(GatewayBase):
             page = self._client.v1.payment_methods.list(
                 params={"customer": stripe_customer_id, "type": "card", "limit": 100}
             )
-            return [_card(pm) for pm in page.auto_paging_iter()]
+            return [parse_card(pm) for pm in page.auto_paging_iter()]
 
         return self._call("payment_method.list", cards, stripe_customer_id=stripe_customer_id)
 
     def retrieve_card(self, payment_method_id: str) -> StripeCard:
         return self._call(
             "payment_method.retrieve",
-            lambda: _card(self._client.v1.payment_methods.retrieve(payment_method_id)),
+            lambda: parse_card(self._client.v1.payment_methods.retrieve(payment_method_id)),
             payment_method_id=payment_method_id,
         )
 
@@ -37,7 +37,7 @@ class PaymentCalls(GatewayBase):
     ) -> StripeCard:
         return self._call(
             "payment_method.attach",
-            lambda: _card(
+            lambda: parse_card(
                 self._client.v1.payment_methods.attach(
                     payment_method_id,
                     params={"customer": stripe_customer_id},
@@ -55,7 +55,7 @@ class PaymentCalls(GatewayBase):
     def detach_card(self, payment_method_id: str, *, customer_id: str, version: int) -> StripeCard:
         return self._call(
             "payment_method.detach",
-            lambda: _card(
+            lambda: parse_card(
                 self._client.v1.payment_methods.detach(
                     payment_method_id,
                     options={
@@ -78,8 +78,11 @@ class PaymentCalls(GatewayBase):
         return self._call("customer.default_card", default, stripe_customer_id=stripe_customer_id)
 
     def set_default_card(
-        self, stripe_customer_id: str, payment_method_id: str, *, customer_id: str, request_id: str
+        self, stripe_customer_id: str, payment_method_id: str, *, customer_id: str
     ) -> None:
+        # The key ends with a fresh nonce (see `attempt_nonce`): A → B → A must set A again
+        # rather than replay the first answer, and we keep no count of default changes.
+        request_id = attempt_nonce()
         self._call(
             "customer.set_default_card",
             lambda: self._client.v1.customers.update(
@@ -95,10 +98,13 @@ class PaymentCalls(GatewayBase):
             payment_method_id=payment_method_id,
         )
 
-    def create_setup_intent(
-        self, stripe_customer_id: str, *, customer_id: str, request_id: str
-    ) -> tuple[str, str]:
+    def create_setup_intent(self, stripe_customer_id: str, *, customer_id: str) -> tuple[str, str]:
         """(SetupIntent ID, client_secret) for saving a card for off-session use."""
+        # Each call opens a new card form, and one SetupIntent saves one card: a key from our
+        # IDs alone would hand back a used intent. Nothing of ours records the attempt, so the
+        # key ends with a fresh nonce; it still makes the SDK's network retries of this call
+        # one SetupIntent.
+        request_id = attempt_nonce()
         intent = self._call(
             "setup_intent.create",
             lambda: self._client.v1.setup_intents.create(
@@ -152,7 +158,7 @@ class PaymentCalls(GatewayBase):
             params["setup_future_usage"] = "off_session"
         return self._call(
             "payment_intent.create",
-            lambda: _intent(
+            lambda: parse_payment_intent(
                 self._client.v1.payment_intents.create(
                     params=params,  # type: ignore[arg-type]
                     options={
@@ -168,7 +174,7 @@ class PaymentCalls(GatewayBase):
     ) -> StripePaymentIntent:
         return self._call(
             "payment_intent.confirm",
-            lambda: _intent(
+            lambda: parse_payment_intent(
                 self._client.v1.payment_intents.confirm(
                     payment_intent_id,
                     options={
@@ -187,7 +193,7 @@ class PaymentCalls(GatewayBase):
     ) -> StripePaymentIntent:
         return self._call(
             "payment_intent.update",
-            lambda: _intent(
+            lambda: parse_payment_intent(
                 self._client.v1.payment_intents.update(
                     payment_intent_id,
                     params={"payment_method": payment_method_id},
@@ -212,7 +218,7 @@ class PaymentCalls(GatewayBase):
                 params={"customer": stripe_customer_id, "limit": 100}
             )
             for obj in page.auto_paging_iter():
-                intent = _intent(obj)
+                intent = parse_payment_intent(obj)
                 if intent.metadata.get("payment_id") == payment_id:
                     return intent
             return None
@@ -225,7 +231,7 @@ class PaymentCalls(GatewayBase):
         """Cancel an intent nobody may pay any more; one already paid is refused (400)."""
         return self._call(
             "payment_intent.cancel",
-            lambda: _intent(
+            lambda: parse_payment_intent(
                 self._client.v1.payment_intents.cancel(
                     payment_intent_id,
                     options={
@@ -240,7 +246,9 @@ class PaymentCalls(GatewayBase):
     def retrieve_payment_intent(self, payment_intent_id: str) -> StripePaymentIntent:
         return self._call(
             "payment_intent.retrieve",
-            lambda: _intent(self._client.v1.payment_intents.retrieve(payment_intent_id)),
+            lambda: parse_payment_intent(
+                self._client.v1.payment_intents.retrieve(payment_intent_id)
+            ),
             payment_intent_id=payment_intent_id,
         )
 
@@ -262,7 +270,7 @@ class PaymentCalls(GatewayBase):
             params["reason"] = reason
         return self._call(
             "refund.create",
-            lambda: _refund(
+            lambda: parse_refund(
                 self._client.v1.refunds.create(
                     params=params,  # type: ignore[arg-type]
                     options={"idempotency_key": idempotency_key("refund.create", refund_id)},
@@ -275,7 +283,7 @@ class PaymentCalls(GatewayBase):
     def retrieve_refund(self, stripe_refund_id: str) -> StripeRefund:
         return self._call(
             "refund.retrieve",
-            lambda: _refund(self._client.v1.refunds.retrieve(stripe_refund_id)),
+            lambda: parse_refund(self._client.v1.refunds.retrieve(stripe_refund_id)),
             stripe_refund_id=stripe_refund_id,
         )
 
@@ -284,6 +292,6 @@ class PaymentCalls(GatewayBase):
             page = self._client.v1.refunds.list(
                 params={"payment_intent": payment_intent_id, "limit": 100}
             )
-            return [_refund(r) for r in page.auto_paging_iter()]
+            return [parse_refund(r) for r in page.auto_paging_iter()]
 
         return self._call("refund.list", refunds, payment_intent_id=payment_intent_id)

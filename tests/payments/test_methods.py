@@ -128,6 +128,16 @@ def test_setup_intent_answers_a_client_secret_for_the_callers_stripe_customer(
     assert client.post("/payments/customer/setup-intent").status_code == 401
 
 
+def test_each_setup_intent_request_is_a_new_setup_intent(
+    client: TestClient, buyer: dict[str, Any]
+) -> None:
+    # One SetupIntent saves one card: a second card form must not get the first one back.
+    first = _data(client.post("/payments/customer/setup-intent", headers=buyer["headers"]))
+    second = _data(client.post("/payments/customer/setup-intent", headers=buyer["headers"]))
+
+    assert first["setupIntentId"] != second["setupIntentId"]
+
+
 # -- attach, list, default, detach -----------------------------------------------------
 
 
@@ -187,6 +197,17 @@ def test_setting_the_default_card_shows_in_the_list_and_in_stripe(
         first: True,
         second: False,
     }
+
+
+def test_a_default_card_chosen_again_after_another_is_the_default_again(
+    client: TestClient, buyer: dict[str, Any], stripe_api: stripe.StripeClient
+) -> None:
+    first = saved_card(client, stripe_api, buyer["headers"])
+    second = saved_card(client, stripe_api, buyer["headers"], "5555555555554444")
+
+    for chosen in (first, second, first):
+        _data(_make_default(client, buyer["headers"], chosen))
+        assert _default_in_stripe(stripe_api, buyer["stripeCustomerId"]) == chosen
 
 
 def test_attaching_the_same_card_twice_is_harmless(
