@@ -38,7 +38,6 @@ api_keys = typer.Typer(help="Service API keys for the host application's backend
 app.add_typer(api_keys, name="api-keys")
 license_cli = typer.Typer(help="License tokens: verify one offline, make a signing key.")
 app.add_typer(license_cli, name="license")
-app.add_typer(catalog_cli, name="catalog")
 jobs_cli = typer.Typer(help="Durable jobs: see them, and run dead ones again.")
 app.add_typer(jobs_cli, name="jobs")
 webhook_cli = typer.Typer(help="Outbound webhook endpoints: add, list, change, their log.")
@@ -71,6 +70,7 @@ def _services(settings: Settings | None = None) -> Services:
 
 
 add_recovery_commands(app, _services)
+app.add_typer(catalog_cli, name="catalog", context_settings={"obj": _services})
 
 
 @app.command()

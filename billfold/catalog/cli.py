@@ -5,6 +5,7 @@ Thin: read the file, call the sync, print what changed as a table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,6 @@ from rich.table import Table
 
 from billfold.catalog import sync
 from billfold.catalog.spec import CatalogInvalid, parse_catalog, to_toml
-from billfold.config import MissingSettings, Settings
 from billfold.kit.errors import BillfoldError
 from billfold.services import Services
 
@@ -22,12 +22,11 @@ catalog_cli = typer.Typer(help="Catalog as code: plans, credit packages and prod
 console = Console()
 
 
-def _services() -> Services:
-    try:
-        return Services.build(Settings())
-    except MissingSettings as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+def _services(ctx: typer.Context) -> Services:
+    """The CLI's services, with the application's wiring: billfold/cli.py hands in the
+    builder as the context object (`add_typer(..., context_settings={"obj": ...})`)."""
+    build: Callable[[], Services] = ctx.obj
+    return build()
 
 
 def changes_table(changes: list[sync.Change], *, title: str) -> Table:
@@ -61,6 +60,7 @@ def apply_file(services: Services, path: Path, *, dry_run: bool) -> list[sync.Ch
 
 @catalog_cli.command("apply")
 def apply_command(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="The catalog file (TOML)")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would change; change nothing")
@@ -69,7 +69,7 @@ def apply_command(
     """Make Billfold and Stripe agree with a catalog file: plans (and their Stripe products and
     prices), credit packages, products. Never deletes; a price whose amount changed is
     replaced by a new one and the old one retired, its subscriptions carrying on."""
-    services = _services()
+    services = _services(ctx)
     try:
         apply_file(services, path, dry_run=dry_run)
     except BillfoldError as exc:
@@ -79,12 +79,13 @@ def apply_command(
 
 @catalog_cli.command("export")
 def export_command(
+    ctx: typer.Context,
     path: Annotated[
         Path | None, typer.Argument(help="Where to write it (default: print it)")
     ] = None,
 ) -> None:
     """Write the current catalog as a file `apply` takes."""
-    services = _services()
+    services = _services(ctx)
     try:
         text = to_toml(sync.export(services))
     except BillfoldError as exc:
