@@ -284,3 +284,25 @@ def test_each_step_of_an_invoice_is_recorded_once_by_the_database(
     with services.db.transaction() as session:
         steps = session.scalars(select(DunningNotice.step).where(DunningNotice.case_id == case.id))
         assert list(steps) == ["failed"]
+
+
+def test_a_reminder_due_for_an_invoice_paid_meanwhile_closes_the_case_and_mails_nothing(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    _, renewed = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+    paid = pay_on_page(str(invoice.hosted_invoice_url), MASTERCARD)  # its event not relayed
+    assert "Status: paid" in paid.text
+
+    assert send_reminders(services, now=_case(services, member).opened_at + timedelta(days=1)) == 0
+
+    assert _case(services, member).outcome == "paid"
+    assert len(_mails(services, member.email)) == 1
