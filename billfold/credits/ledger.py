@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, text, update
+from sqlalchemy import Row, Select, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -21,7 +21,7 @@ from sqlalchemy.orm.util import identity_key
 from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.postings import Account, Decision, Movement, Posted, decide, replay
 from billfold.credits.rules import RechargePolicy
-from billfold.kit.db import UTCDateTime, utcnow
+from billfold.kit.db import UTCDateTime, one_of, utcnow
 from billfold.kit.errors import BillfoldError
 from billfold.webhooks.outbound.notify import balance_crossings
 
@@ -117,17 +117,11 @@ def _write(session: Session, decision: Decision, now: datetime) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.execute(
-            _PG_UPDATE_BALANCES,
+            _PG_WRITE,
             {
-                "ids": [a.customer_id for a in accounts],
-                "balances": [a.balance for a in accounts],
-                "entries": [a.entries for a in accounts],
-                "now": now,
-            },
-        )
-        connection.execute(
-            _PG_INSERT_ENTRIES,
-            {
+                "account_ids": [a.customer_id for a in accounts],
+                "account_balances": [a.balance for a in accounts],
+                "account_entries": [a.entries for a in accounts],
                 "ids": [e.posted.id for e in entries],
                 "customers": [e.movement.customer_id for e in entries],
                 "entry_nos": [e.entry_no for e in entries],
@@ -189,20 +183,19 @@ def _expire_held(session: Session, accounts: list[Account]) -> None:
             session.expire(held)
 
 
-# On PostgreSQL the balances and entries travel as arrays, one statement each: executemany
-# would send (and the server plan and run) a statement per row, and psycopg handles each
-# reply in Python.
-_PG_UPDATE_BALANCES = text(
+# On PostgreSQL the balances and the entries travel as arrays in one statement (the update
+# is a data-modifying WITH): executemany would send (and the server plan and run) a
+# statement per row, psycopg would handle each reply in Python, and two statements would
+# cost the hot account's lock one more round trip.
+_PG_WRITE = text(
     """
-    UPDATE credit_accounts AS a
-       SET balance = v.balance, entries = v.entries, updated_at = :now
-      FROM unnest(CAST(:ids AS varchar[]), CAST(:balances AS bigint[]),
-                  CAST(:entries AS bigint[])) AS v(customer_id, balance, entries)
-     WHERE a.customer_id = v.customer_id
-    """
-).bindparams(bindparam("now", type_=UTCDateTime))
-_PG_INSERT_ENTRIES = text(
-    """
+    WITH moved AS (
+        UPDATE credit_accounts AS a
+           SET balance = v.balance, entries = v.entries, updated_at = :now
+          FROM unnest(CAST(:account_ids AS varchar[]), CAST(:account_balances AS bigint[]),
+                      CAST(:account_entries AS bigint[])) AS v(customer_id, balance, entries)
+         WHERE a.customer_id = v.customer_id
+    )
     INSERT INTO credit_transactions (id, customer_id, entry_no, amount, balance_after, kind,
                                      reason, reference_id, idempotency_key, actor, created_at)
     SELECT v.id, v.customer_id, v.entry_no, v.amount, v.balance_after, v.kind,
@@ -228,36 +221,52 @@ _UPDATE_BALANCE = (
 )
 _INSERT_ENTRY = insert(LedgerEntry.metadata.tables[LedgerEntry.__tablename__])
 
-# The reads, built once: each runs on every debit, and building a statement (and its cache
-# key) costs about as much Python as running it. `expanding` lists fill the IN (...). They
-# run on the session's connection: they read plain rows, so the ORM would only add work.
-_LOCK_ACCOUNTS = (
-    select(
-        CreditAccount.customer_id,
-        CreditAccount.balance,
-        CreditAccount.entries,
-        *RECHARGE_POLICY_COLUMNS,
+
+# The reads, built once for each database: each runs on every debit, and building a
+# statement (and its cache key) costs about as much Python as running it. They run on the
+# session's connection: they read plain rows, so the ORM would only add work.
+def _lock_accounts_statement(
+    postgresql: bool,
+) -> Select[str, int, int, bool, int | None, str | None, datetime | None]:
+    return (
+        select(
+            CreditAccount.customer_id,
+            CreditAccount.balance,
+            CreditAccount.entries,
+            *RECHARGE_POLICY_COLUMNS,
+        )
+        .where(one_of(CreditAccount.customer_id, "customer_ids", postgresql=postgresql))
+        .order_by(CreditAccount.customer_id)
+        .with_for_update()
     )
-    .where(CreditAccount.customer_id.in_(bindparam("customer_ids", expanding=True)))
-    .order_by(CreditAccount.customer_id)
-    .with_for_update()
-)
-_USED_KEYS = select(
-    LedgerEntry.id,
-    LedgerEntry.customer_id,
-    LedgerEntry.amount,
-    LedgerEntry.balance_after,
-    LedgerEntry.kind,
-    LedgerEntry.idempotency_key,
-    LedgerEntry.created_at,
-).where(
-    LedgerEntry.customer_id.in_(bindparam("customer_ids", expanding=True)),
-    LedgerEntry.idempotency_key.in_(bindparam("keys", expanding=True)),
-)
+
+
+def _used_keys_statement(
+    postgresql: bool,
+) -> Select[str, str, int, int, EntryKind, str, datetime]:
+    return select(
+        LedgerEntry.id,
+        LedgerEntry.customer_id,
+        LedgerEntry.amount,
+        LedgerEntry.balance_after,
+        LedgerEntry.kind,
+        LedgerEntry.idempotency_key,
+        LedgerEntry.created_at,
+    ).where(
+        one_of(LedgerEntry.customer_id, "customer_ids", postgresql=postgresql),
+        one_of(LedgerEntry.idempotency_key, "keys", postgresql=postgresql),
+    )
+
+
+_LOCK_ACCOUNTS = {pg: _lock_accounts_statement(pg) for pg in (False, True)}
+_USED_KEYS = {pg: _used_keys_statement(pg) for pg in (False, True)}
 
 
 def _lock_accounts(session: Session, customer_ids: list[str]) -> dict[str, Account]:
-    rows = session.connection().execute(_LOCK_ACCOUNTS, {"customer_ids": customer_ids})
+    connection = session.connection()
+    rows = connection.execute(
+        _LOCK_ACCOUNTS[connection.dialect.name == "postgresql"], {"customer_ids": customer_ids}
+    )
     return {r.customer_id: Account(r.customer_id, r.balance, r.entries, policy_of(r)) for r in rows}
 
 
@@ -265,8 +274,10 @@ def _used(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str],
     """The entries already posted under these (account, key) pairs, as their answers."""
     if not keys:
         return {}
-    rows = session.connection().execute(
-        _USED_KEYS, {"customer_ids": list({c for c, _ in keys}), "keys": list({k for _, k in keys})}
+    connection = session.connection()
+    rows = connection.execute(
+        _USED_KEYS[connection.dialect.name == "postgresql"],
+        {"customer_ids": list({c for c, _ in keys}), "keys": list({k for _, k in keys})},
     )
     return {
         (e.customer_id, e.idempotency_key): Posted(

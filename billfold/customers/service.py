@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,7 @@ from billfold.customers.contact import check_metadata, check_phone
 from billfold.customers.models import Customer
 from billfold.jobs.queue import enqueue
 from billfold.kit import audit
-from billfold.kit.db import utcnow
+from billfold.kit.db import one_of, utcnow
 from billfold.kit.errors import BillfoldError, Conflict, Forbidden, InvalidInput, NotFound
 from billfold.kit.wiring import Hook
 from billfold.services import Services
@@ -115,12 +115,12 @@ def acting_customer_ids(
     the error `acting_customer` would raise for it."""
     named = {cid for _, cid in calls if cid is not None}
     users = {c.user.id for c, cid in calls if cid is None and c.user is not None}
+    connection = session.connection()
+    statements = _CUSTOMERS_BY[connection.dialect.name == "postgresql"]
     rows = (
-        session.connection()
-        .execute(
-            _CUSTOMERS_BY[bool(named), bool(users)], {"ids": list(named), "users": list(users)}
-        )
-        .all()
+        connection.execute(
+            statements[bool(named), bool(users)], {"ids": list(named), "users": list(users)}
+        ).all()
         if named or users
         else []
     )
@@ -163,16 +163,20 @@ def _no_such_customer() -> NotFound:
     return NotFound("No such customer")
 
 
-# Built once: the bulk lookup runs on every consume batch. Only the conditions that name
-# someone: an always-empty IN () in an OR helps no index.
-_CUSTOMERS = select(Customer.id, Customer.user_id, Customer.deleted_at)
-_NAMED = Customer.id.in_(bindparam("ids", expanding=True))
-_OF_USERS = Customer.user_id.in_(bindparam("users", expanding=True))
-_CUSTOMERS_BY = {
-    (True, False): _CUSTOMERS.where(_NAMED),
-    (False, True): _CUSTOMERS.where(_OF_USERS),
-    (True, True): _CUSTOMERS.where(or_(_NAMED, _OF_USERS)),
-}
+# Built once for each database: the bulk lookup runs on every consume batch. Only the
+# conditions that name someone: an always-empty IN () in an OR helps no index.
+def _customers_by(postgresql: bool) -> dict[tuple[bool, bool], Select[str, str, datetime | None]]:
+    found = select(Customer.id, Customer.user_id, Customer.deleted_at)
+    named = one_of(Customer.id, "ids", postgresql=postgresql)
+    of_users = one_of(Customer.user_id, "users", postgresql=postgresql)
+    return {
+        (True, False): found.where(named),
+        (False, True): found.where(of_users),
+        (True, True): found.where(or_(named, of_users)),
+    }
+
+
+_CUSTOMERS_BY = {pg: _customers_by(pg) for pg in (False, True)}
 
 
 @dataclass(frozen=True)

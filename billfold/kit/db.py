@@ -8,9 +8,20 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Engine,
+    MetaData,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -33,6 +44,19 @@ def new_id(prefix: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def one_of(
+    column: ColumnElement[str] | QueryableAttribute[str], name: str, *, postgresql: bool
+) -> ColumnElement[bool]:
+    """`column IN (:name...)` for a statement that runs very often. On PostgreSQL it is
+    `column = ANY(:name)`, one array parameter: the statement's text is the same whatever the
+    list's length, so psycopg prepares it once per connection and PostgreSQL plans it once,
+    and SQLAlchemy need not re-render it on every run. SQLite has no arrays: an expanding IN.
+    """
+    if postgresql:
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 class UTCDateTime(TypeDecorator[datetime]):
