@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from billfold.auth import service
-from billfold.auth.deps import NO_STORE, AdminDep, ServicesDep
+from billfold.auth.deps import NO_STORE, AdminWorkDep
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -33,27 +33,22 @@ class NewApiKeyOut(ApiKeyOut):
 
 
 @router.post("/api-keys", status_code=201, tags=["api keys"], dependencies=[NO_STORE])
-def create_api_key(
-    body: ApiKeyIn, caller: AdminDep, services: ServicesDep
-) -> Envelope[NewApiKeyOut]:
-    with services.db.transaction() as session:
-        key, plaintext = service.create_api_key(session, body.name, actor=caller.actor)
-        return ok(
-            NewApiKeyOut.model_validate(
-                {**ApiKeyOut.model_validate(key).model_dump(), "key": plaintext}
-            )
+def create_api_key(body: ApiKeyIn, work: AdminWorkDep) -> Envelope[NewApiKeyOut]:
+    key, plaintext = service.create_api_key(work.session, body.name, actor=work.caller.actor)
+    return ok(
+        NewApiKeyOut.model_validate(
+            {**ApiKeyOut.model_validate(key).model_dump(), "key": plaintext}
         )
+    )
 
 
 @router.get("/api-keys", tags=["api keys"])
-def list_api_keys(_caller: AdminDep, services: ServicesDep) -> Envelope[list[ApiKeyOut]]:
-    with services.db.transaction() as session:
-        return ok([ApiKeyOut.model_validate(k) for k in service.list_api_keys(session)])
+def list_api_keys(work: AdminWorkDep) -> Envelope[list[ApiKeyOut]]:
+    return ok([ApiKeyOut.model_validate(k) for k in service.list_api_keys(work.session)])
 
 
 @router.delete("/api-keys/{key_id}", tags=["api keys"])
-def revoke_api_key(key_id: str, caller: AdminDep, services: ServicesDep) -> Envelope[ApiKeyOut]:
-    with services.db.transaction() as session:
-        service.revoke_api_key(session, key_id, actor=caller.actor)
-        keys = {k.id: k for k in service.list_api_keys(session)}
-        return ok(ApiKeyOut.model_validate(keys[key_id]))
+def revoke_api_key(key_id: str, work: AdminWorkDep) -> Envelope[ApiKeyOut]:
+    service.revoke_api_key(work.session, key_id, actor=work.caller.actor)
+    keys = {k.id: k for k in service.list_api_keys(work.session)}
+    return ok(ApiKeyOut.model_validate(keys[key_id]))

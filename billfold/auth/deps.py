@@ -5,10 +5,13 @@ thread, a hop that costs more than the dependency itself on every request."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller, TokenIssuer, credential_from_header, resolve_caller
 from billfold.kit.errors import Forbidden
@@ -70,8 +73,36 @@ CredentialDep = Annotated[str, Depends(_credential)]
 
 
 def _caller(services: ServicesDep, tokens: TokensDep, credential: CredentialDep) -> Caller:
+    """The caller alone, in a short transaction of its own: for routes whose work cannot be
+    one transaction (a Stripe call in between) or is a service function's own."""
     with services.db.transaction() as session:
         return resolve_caller(session, credential, tokens)
+
+
+@dataclass(frozen=True)
+class RequestWork:
+    """The request's one unit of work: its session, and the caller looked up in it."""
+
+    session: Session
+    caller: Caller
+
+
+def _request_work(
+    services: ServicesDep, tokens: TokensDep, credential: CredentialDep
+) -> Iterator[RequestWork]:
+    # One transaction from the caller lookup to the route's last write: it commits when the
+    # route returns, before the answer is sent (scope="function"), and rolls back if it
+    # raises. A route taking it calls no Stripe and opens no transaction of its own.
+    with services.db.transaction() as session:
+        yield RequestWork(session, resolve_caller(session, credential, tokens))
+
+
+async def _admin_work(
+    work: Annotated[RequestWork, Depends(_request_work, scope="function")],
+) -> RequestWork:
+    if work.caller.user is None or not work.caller.user.is_admin:
+        raise Forbidden("Only an admin may do this", code="admin_only")
+    return work
 
 
 async def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
@@ -89,3 +120,6 @@ async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
 CallerDep = Annotated[Caller, Depends(_caller)]
 PrivilegedDep = Annotated[Caller, Depends(_privileged)]
 AdminDep = Annotated[Caller, Depends(_admin)]
+# The request as one transaction (caller lookup and the route's work): see README "Layout".
+WorkDep = Annotated[RequestWork, Depends(_request_work, scope="function")]
+AdminWorkDep = Annotated[RequestWork, Depends(_admin_work, scope="function")]
