@@ -130,6 +130,9 @@ class Settings(BaseSettings):
 
     # Plan changes: how they prorate unless the call says.
     subscription_proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+    # Whether subscription Checkout shows a promotion-code field (Stripe's
+    # `allow_promotion_codes`; the codes themselves are made in Stripe).
+    checkout_allow_promotion_codes: bool = False
 
     # Dunning: after a renewal fails, reminders go out this many days after the first
     # failure (comma-separated), checked by a recurring job this often.

@@ -224,6 +224,8 @@ def apply() -> None:
         trial_end = r.try_convert_to_int(data.get("trial_end"))
         self.default_payment_method = default_pm
         self.pause_collection = None
+        # A discount from Checkout's promotion code: it applies to the first invoice too.
+        self._pending_discount = data.pop("_discount", None)
         self._period = None
         with _held_events(r) as held:
             sub_init(self, *args, **data)
@@ -238,6 +240,8 @@ def apply() -> None:
                 start = self.start_date
                 self._period = (start, period_after(start, plan.interval, plan.interval_count))
             self._ready = True
+            if self._pending_discount:
+                self.discount = self._pending_discount
             first = getattr(self, "latest_invoice", None)
             if isinstance(first, str):
                 r.Invoice._api_retrieve(first).billing_reason = "subscription_create"

@@ -14,6 +14,7 @@ from typing import Any
 
 from billfold.standin import web
 from billfold.standin.billing import emit, needs_authentication
+from billfold.standin.discounts import redeem
 
 EXPIRES_AFTER_SECONDS = 24 * 3600
 MODES = ("subscription", "payment")
@@ -307,6 +308,13 @@ def pay(
         cs.status = "expired"
         emit("checkout.session.expired", cs)
         raise CheckoutError("This Checkout Session has expired.", "session_expired")
+    code = (card or {}).get("promotion_code", "").strip()
+    if code:
+        if not cs.allow_promotion_codes:
+            raise CheckoutError("Promotion codes are not accepted here.", "promotion_code_refused")
+        cs._discount = redeem(code)
+        if cs._discount is None:
+            raise CheckoutError("This code is invalid.", "promotion_code_invalid")
     if authenticated:
         pm = r.PaymentMethod._api_retrieve(authenticated)
         if pm.customer not in (None, cs.customer):
@@ -361,6 +369,8 @@ def _subscribe(r: Any, cs: Any, customer: Any, pm: Any) -> None:
     }
     if cs._trial_days:
         params["trial_period_days"] = cs._trial_days
+    if getattr(cs, "_discount", None):
+        params["_discount"] = cs._discount
     sub = r.Subscription(**params)
     pm._authenticated_once = False  # a trial charged nothing: the next charge asks again
     cs.subscription = sub.id

@@ -26,7 +26,20 @@ AUTH_FAILED = (
 )
 
 
-def _card_form(action: str, button: str, *, email: str | None = None, error: str = "") -> str:
+def _card_form(
+    action: str,
+    button: str,
+    *,
+    email: str | None = None,
+    error: str = "",
+    promotion_codes: bool = False,
+) -> str:
+    promotion = (
+        "<p><label for='promotion_code'>Promotion code</label> "
+        "<input id='promotion_code' name='promotion_code' autocomplete='off'></p>"
+        if promotion_codes
+        else ""
+    )
     alert = f"<p role='alert'>{web.escape(error)}</p>" if error else ""
     email_field = (
         "<p><label for='email'>Email</label> "
@@ -43,7 +56,7 @@ def _card_form(action: str, button: str, *, email: str | None = None, error: str
         "<input id='exp' name='exp' autocomplete='cc-exp' placeholder='12/34' required></p>"
         "<p><label for='cvc'>CVC</label> "
         "<input id='cvc' name='cvc' inputmode='numeric' autocomplete='cc-csc' placeholder='123' "
-        "required></p>"
+        f"required></p>{promotion}"
         f"<p><button type='submit'>{web.escape(button)}</button></p></form>"
     )
 
@@ -98,11 +111,13 @@ def _checkout_page(cs: Any, *, error: str = "", status: int = 200) -> Response:
     due = web.money(0 if cs._trial_days else cs.amount_total, cs.currency)
     email = None if cs.customer else (cs.customer_email or "")
     back = f"<p><a href='{web.escape(cs.cancel_url)}'>Back</a></p>" if cs.cancel_url else ""
+    codes = bool(cs.allow_promotion_codes)
+    form = _card_form(f"/checkout/{cs.id}", button, email=email, error=error, promotion_codes=codes)
     body = (
         f"<h1>Checkout</h1><table><thead><tr><th>Item</th><th>Qty</th><th>Price</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         f"<p>Total due today: <strong>{due}</strong></p>"
-        f"{trial}{_card_form(f'/checkout/{cs.id}', button, email=email, error=error)}{back}"
+        f"{trial}{form}{back}"
     )
     return web.html_page("Checkout", body, status=status)
 

@@ -27,6 +27,7 @@ class BillingCalls(GatewayBase):
         cancel_url: str,
         metadata: dict[str, str],
         trial_days: int | None = None,
+        allow_promotion_codes: bool = False,
     ) -> str:
         """A Checkout Session in subscription mode; answers the URL to send the customer to."""
         subscription_data: dict[str, Any] = {"metadata": metadata}
@@ -42,6 +43,8 @@ class BillingCalls(GatewayBase):
             "metadata": metadata,
             "subscription_data": subscription_data,
         }
+        if allow_promotion_codes:
+            params["allow_promotion_codes"] = True
         session = self._call(
             "checkout_session.create",
             lambda: self._client.v1.checkout.sessions.create(

@@ -138,6 +138,27 @@ class StripeSubscription:
     # `pause_collection`: how invoices are treated while paused, and when it resumes.
     pause_behavior: str | None = None
     pause_resumes_at: int | None = None
+    # The discount in force (a coupon, maybe from a promotion code), as we show it.
+    discount: dict[str, Any] | None = None
+
+
+def _discount(obj: dict[str, Any]) -> dict[str, Any] | None:
+    found = obj.get("discount") or next(
+        (d for d in obj.get("discounts") or [] if isinstance(d, dict)), None
+    )
+    if not found or not isinstance(found.get("coupon"), dict):
+        return None
+    coupon = found["coupon"]
+    return {
+        "coupon": coupon.get("id"),
+        "name": coupon.get("name"),
+        "percent_off": coupon.get("percent_off"),
+        "amount_off": coupon.get("amount_off"),
+        "currency": coupon.get("currency"),
+        "duration": coupon.get("duration"),
+        "duration_in_months": coupon.get("duration_in_months"),
+        "promotion_code": _id_of(found.get("promotion_code")),
+    }
 
 
 def parse_subscription(resource: Any) -> StripeSubscription:
@@ -162,6 +183,7 @@ def parse_subscription(resource: Any) -> StripeSubscription:
         ended_at=obj.get("ended_at"),
         pause_behavior=pause.get("behavior"),
         pause_resumes_at=pause.get("resumes_at"),
+        discount=_discount(obj),
     )
 
 

@@ -99,6 +99,7 @@ def checkout(
         cancel_url=cancel_url,
         metadata={"customer_id": customer.id, "user_id": user_id, "plan": plan_code},
         trial_days=trial_days or None,
+        allow_promotion_codes=services.settings.checkout_allow_promotion_codes,
     )
 
 
@@ -154,6 +155,7 @@ def apply_stripe_subscription(
     paused = status == SubscriptionStatus.PAUSED
     subscription.pause_behavior = remote.pause_behavior if paused else None
     subscription.pause_resumes_at = _time(remote.pause_resumes_at) if paused else None
+    subscription.discount = remote.discount
     if event_at is not None:
         subscription.stripe_event_at = max(event_at, subscription.stripe_event_at or event_at)
     session.flush()

@@ -78,6 +78,9 @@ class Subscription(Base):
     # (`void`, `keep_as_draft`, `mark_uncollectible`) and when it resumes by itself.
     pause_behavior: Mapped[str | None] = mapped_column(String(24))
     pause_resumes_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The discount in force, as Stripe last said (coupon, percent or amount off, duration,
+    # promotion code); None without one.
+    discount: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Creation time of the newest Stripe event applied: an older one never wins.
     stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

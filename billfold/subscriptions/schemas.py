@@ -45,6 +45,17 @@ class PlanOut(ApiModel):
     active: bool
 
 
+class DiscountOut(ApiModel):
+    coupon: str | None
+    name: str | None = None
+    percent_off: float | None = None
+    amount_off: int | None = None  # minor units of `currency`
+    currency: str | None = None
+    duration: str | None = None  # once, repeating, forever
+    duration_in_months: int | None = None
+    promotion_code: str | None = None
+
+
 class SubscriptionOut(ApiModel):
     id: str
     customer_id: str
@@ -56,6 +67,7 @@ class SubscriptionOut(ApiModel):
     canceled_at: datetime | None
     pause_behavior: str | None = None
     pause_resumes_at: datetime | None = None
+    discount: DiscountOut | None = None
     features: dict[str, Any]
 
     @classmethod
@@ -71,6 +83,7 @@ class SubscriptionOut(ApiModel):
             canceled_at=subscription.canceled_at,
             pause_behavior=subscription.pause_behavior,
             pause_resumes_at=subscription.pause_resumes_at,
+            discount=DiscountOut(**subscription.discount) if subscription.discount else None,
             # What the plan allows only while the subscription entitles to it.
             features=subscription.plan.features if subscription.status in ENTITLED else {},
         )
