@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Table, bindparam, exists, func, or_, select, update
+from sqlalchemy import Table, bindparam, exists, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from billfold.auth.models import Role, User
@@ -117,6 +117,7 @@ def claim(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_([r.id for r in rows]))
         .values(lease_token=token, leased_until=leased_until)
+        .execution_options(synchronize_session=False)
     )
     _move_jobs(session, [r.job_id for r in rows], leased_until)
     lanes = {r.customer_id for r in rows if r.customer_id is not None}
@@ -189,6 +190,7 @@ def _move_jobs(session: Session, job_ids: list[str | None], run_at: datetime) ->
             update(Job)
             .where(Job.id.in_(ids), Job.status == JobStatus.PENDING)
             .values(run_at=run_at)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -208,6 +210,7 @@ def _park_followers(
         update(Job)
         .where(Job.id.in_(followers), Job.status == JobStatus.PENDING, Job.run_at < leased_until)
         .values(run_at=leased_until + _FOLLOWER_PARK)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -218,6 +221,7 @@ def _settle_jobs(session: Session, job_ids: list[str | None]) -> None:
             update(Job)
             .where(Job.id.in_(ids), Job.status == JobStatus.PENDING)
             .values(status=JobStatus.DONE, finished_at=utcnow(), last_error=None)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -313,6 +317,7 @@ def record(
             update(WebhookDelivery)
             .where(WebhookDelivery.id.in_([d.id for d in let_go]))
             .values(lease_token=None, leased_until=None)
+            .execution_options(synchronize_session=False)
         )
     session.flush()
     _settle_jobs(session, [job for job, _customer in settled])
@@ -410,27 +415,34 @@ def _wake_next_in_lanes(
     session: Session, endpoint_id: str, customers: set[str], at: datetime
 ) -> None:
     """The first pending delivery of each of these customers is due by `at`."""
-    first = aliased(WebhookDelivery)
-    first_seq = (
-        select(func.min(first.event_seq))
+    firsts = session.execute(
+        select(WebhookDelivery.customer_id, func.min(WebhookDelivery.event_seq))
         .where(
-            first.endpoint_id == endpoint_id,
-            first.customer_id == WebhookDelivery.customer_id,
-            first.status == _PENDING,
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.customer_id.in_(customers),
+            WebhookDelivery.status == _PENDING,
         )
-        .scalar_subquery()
-    )
-    heads = select(WebhookDelivery.job_id).where(
-        WebhookDelivery.endpoint_id == endpoint_id,
-        WebhookDelivery.status == _PENDING,
-        WebhookDelivery.customer_id.in_(customers),
-        WebhookDelivery.event_seq == first_seq,
-    )
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(heads), Job.status == JobStatus.PENDING, Job.run_at > at)
-        .values(run_at=at)
-    )
+        .group_by(WebhookDelivery.customer_id)
+    ).all()
+    if not firsts:
+        return
+    heads = session.scalars(
+        select(WebhookDelivery.job_id).where(
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.status == _PENDING,
+            tuple_(WebhookDelivery.customer_id, WebhookDelivery.event_seq).in_(
+                [(customer, seq) for customer, seq in firsts]
+            ),
+        )
+    ).all()
+    ids = [j for j in heads if j is not None]
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == JobStatus.PENDING, Job.run_at > at)
+            .values(run_at=at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def look_again_at(session: Session, delivery_id: str) -> tuple[datetime, str] | None:

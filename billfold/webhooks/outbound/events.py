@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from billfold.jobs import wakeup
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.queue import DEFAULT_MAX_ATTEMPTS
 from billfold.kit.db import new_id, utcnow
@@ -84,4 +85,5 @@ def schedule(
             for d in deliveries
         ],
     )
+    wakeup.note_enqueued(session)  # idle workers start on the commit, not at their next poll
     return [str(d["id"]) for d in deliveries]
