@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billfold.stripe_gateway.base import GatewayBase, idempotency_key
+from billfold.stripe_gateway.base import GatewayBase, attempt_nonce, idempotency_key
 from billfold.stripe_gateway.errors import StripeNotFound
 from billfold.stripe_gateway.objects import (
     StripeInvoice,
@@ -55,13 +55,22 @@ class BillingCalls(GatewayBase):
         )
         return str(session.url)
 
-    def create_portal_session(self, stripe_customer_id: str, *, return_url: str) -> str:
+    def create_portal_session(
+        self, stripe_customer_id: str, *, customer_id: str, return_url: str
+    ) -> str:
+        # Each visit needs a fresh portal session (one lives minutes, and replaying an earlier
+        # one for 24 hours would hand out an expired link), and nothing of ours counts the
+        # visits: the key ends with an attempt nonce; it still makes the SDK's network
+        # retries of this call one session.
+        key = idempotency_key("billing_portal.session", customer_id, attempt_nonce())
         session = self._call(
             "billing_portal_session.create",
             lambda: self._client.v1.billing_portal.sessions.create(
-                params={"customer": stripe_customer_id, "return_url": return_url}
+                params={"customer": stripe_customer_id, "return_url": return_url},
+                options={"idempotency_key": key},
             ),
             stripe_customer_id=stripe_customer_id,
+            customer_id=customer_id,
         )
         return str(session.url)
 

@@ -254,7 +254,9 @@ def portal(
     stripe_customer_id = ensure_stripe_customer(
         services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
     )
-    return services.stripe.create_portal_session(stripe_customer_id, return_url=return_url)
+    return services.stripe.create_portal_session(
+        stripe_customer_id, customer_id=customer.id, return_url=return_url
+    )
 
 
 def end_for_deleted_customer(

@@ -336,6 +336,12 @@ def test_portal_answers_a_billing_portal_url_for_the_callers_own_stripe_customer
     assert "<td>active</td>" in page
     assert "visa ending 4242" in page
     assert "href='https://app.example/billing'" in page
+    again = client.post(
+        "/subscriptions/portal",
+        json={"returnUrl": "https://app.example/billing"},
+        headers=member.headers,
+    )
+    assert again.json()["data"]["url"] != answer.json()["data"]["url"]  # each visit its own
     bad = client.post(
         "/subscriptions/portal", json={"returnUrl": "billing"}, headers=member.headers
     )
