@@ -282,8 +282,8 @@ def test_job_of_a_dead_worker_is_taken_over_after_its_lease(
     survivor = make_worker(ctx, name="survivor")
 
     assert survivor.run_once() is False  # the lease still holds
-    time.sleep(1.2)
-    assert survivor.run_once() is True
+    # Taken over once the lease has run out (a second from the claim), not before.
+    assert wait_until(survivor.run_once, timeout=20)
 
     assert ctx.ran == [{"n": 5}]
     job = load(services, job_id)
@@ -304,11 +304,12 @@ def test_late_failure_of_a_worker_that_lost_its_lease_is_not_reported(
     services: Services, ctx: Context
 ) -> None:
     calls: list[int] = []
+    taken_over = threading.Event()
 
     def slow_then_broken(_ctx: Context, _payload: dict[str, Any]) -> None:
         calls.append(1)
-        if len(calls) == 1:  # the first holder is slow and then fails
-            time.sleep(1.0)
+        if len(calls) == 1:  # the first holder is slow and fails after the takeover
+            assert taken_over.wait(timeout=30)
             raise RuntimeError("too late")
 
     job_kinds = {"test.slow": JobKind(slow_then_broken, on_failure=_note_failure(ctx))}
@@ -316,8 +317,10 @@ def test_late_failure_of_a_worker_that_lost_its_lease_is_not_reported(
     slow = make_worker(ctx, settings(lease=0.3), name="slow", job_kinds=job_kinds)
     thread = threading.Thread(target=slow.run_once)
     thread.start()
-    time.sleep(0.5)
-    assert make_worker(ctx, name="fast", job_kinds=job_kinds).run_once() is True
+    assert wait_until(lambda: calls == [1], timeout=20)  # the slow worker holds it
+    fast = make_worker(ctx, name="fast", job_kinds=job_kinds)
+    assert wait_until(fast.run_once, timeout=20)  # once its 0.3 s lease has run out
+    taken_over.set()
     thread.join(timeout=10)
 
     assert len(calls) == 2
@@ -475,7 +478,7 @@ def test_a_batch_that_runs_long_hands_back_the_jobs_it_did_not_start(
 ) -> None:
     def slow(_ctx: Context, payload: dict[str, Any]) -> None:
         _record(ctx, payload)
-        time.sleep(0.6)  # past half the 1 s lease
+        time.sleep(0.6)  # the job's own work, longer than half the 1 s lease (not a race)
 
     job_kinds = {"test.slow": JobKind(slow)}
     job_ids = [add(services, "test.slow", {"n": n}) for n in range(3)]
