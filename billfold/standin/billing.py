@@ -787,6 +787,7 @@ def advance(id: str) -> Any:
         date=end,
     )
     invoice.billing_reason = "subscription_cycle"
+    invoice.created = end  # made when the clock reached the period's end, as on a test clock
     if pause:
         _set_aside(invoice, pause["behavior"])
         emit("customer.subscription.updated", sub)
