@@ -155,15 +155,23 @@ class BillingCalls(GatewayBase):
             subscription_id=subscription_id,
         )
 
-    def cancel_subscription(self, subscription_id: str, *, key: str) -> StripeSubscription:
+    def cancel_subscription(
+        self, stripe_subscription_id: str, *, subscription_id: str | None
+    ) -> StripeSubscription:
+        """Cancel now. `subscription_id` is ours (None: Stripe has one we never recorded).
+        The key carries Stripe's subscription ID too: a deleted account may have several
+        live subscriptions under one of ours, and each cancel must be its own call."""
+        key = idempotency_key(
+            "subscription.cancel", subscription_id or "unrecorded", stripe_subscription_id
+        )
         return self._call(
             "subscription.cancel",
             lambda: parse_subscription(
                 self._client.v1.subscriptions.cancel(
-                    subscription_id, options={"idempotency_key": key}
+                    stripe_subscription_id, options={"idempotency_key": key}
                 )
             ),
-            subscription_id=subscription_id,
+            subscription_id=stripe_subscription_id,
         )
 
     def list_live_subscriptions(self, stripe_customer_id: str) -> list[StripeSubscription]:

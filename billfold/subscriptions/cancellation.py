@@ -54,9 +54,7 @@ def cancel(
             params={"cancel_at_period_end": True},
         )
     else:
-        remote = services.stripe.cancel_subscription(
-            stripe_id, key=idempotency_key("subscription.cancel", subscription_id)
-        )
+        remote = services.stripe.cancel_subscription(stripe_id, subscription_id=subscription_id)
     return record(services, remote, caller, "subscription.cancel")
 
 

@@ -20,7 +20,7 @@ from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, NotFound
 from billfold.kit.signing_keys import SigningKeys
 from billfold.services import Services
-from billfold.stripe_gateway import StripeSubscription, idempotency_key
+from billfold.stripe_gateway import StripeSubscription
 from billfold.subscriptions import licenses
 from billfold.subscriptions.models import Plan, Subscription, SubscriptionStatus
 from billfold.subscriptions.plans import TRIAL, get_plan, plan_for_price
@@ -274,9 +274,7 @@ def end_for_deleted_customer(
     if stripe_customer_id is None:
         return
     for remote in services.stripe.list_live_subscriptions(stripe_customer_id):
-        ended = services.stripe.cancel_subscription(
-            remote.id, key=idempotency_key("subscription.cancel", local_id or remote.id)
-        )
+        ended = services.stripe.cancel_subscription(remote.id, subscription_id=local_id)
         with services.db.transaction() as session:
             apply_stripe_subscription(
                 session,
