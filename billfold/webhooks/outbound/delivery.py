@@ -41,14 +41,18 @@ def deliver_job(services: Services, payload: dict[str, Any]) -> None:
     delivery_id = payload["delivery_id"]
     with services.db.transaction() as session:
         found = session.execute(
-            select(WebhookDelivery.endpoint_id, WebhookDelivery.status).where(
-                WebhookDelivery.id == delivery_id
-            )
+            select(
+                WebhookDelivery.endpoint_id, WebhookDelivery.status, WebhookDelivery.leased_until
+            ).where(WebhookDelivery.id == delivery_id)
         ).one_or_none()
     if found is None:
         raise PermanentJobError(f"no webhook delivery {delivery_id} (endpoint deleted?)")
     if found.status != DeliveryStatus.PENDING:
         return
+    if found.leased_until is not None and found.leased_until > utcnow():
+        # A batch holds it, and that batch's job goes on with the endpoint's other due
+        # deliveries: this job is only the safety net if that worker dies.
+        raise Defer(found.leased_until, f"delivery {delivery_id}: a batch is sending it")
     send_due(services, found.endpoint_id)
     with services.db.transaction() as session:
         again = batches.look_again_at(session, delivery_id)
