@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import uvicorn
 from billfold_client import (
     AsyncBillfold,
     Billfold,
+    BillfoldError,
     InsufficientCredits,
     InvalidLicense,
     InvalidWebhook,
@@ -283,3 +285,29 @@ def test_the_async_client_is_generated_from_the_current_sync_one() -> None:
         [sys.executable, str(script), "--check"], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_subscription_calls_of_the_client_reach_billfold(
+    billfold: Billfold, client: TestClient, admin: dict[str, str]
+) -> None:
+    plan = {"code": "trial", "name": "Trial", "trialDays": 14, "features": {"flags": {"x": True}}}
+    client.post("/plans", json=plan, headers=admin).raise_for_status()
+    customer_id = billfold.create_user("Ada", f"{uuid.uuid4().hex}@example.com", "x" * 12)["user"][
+        "customerId"
+    ]
+    first = billfold.license(customer_id)
+    assert billfold.invoices(customer_id) == []
+    assert list(billfold.iter_invoices(customer_id, page_size=1)) == []
+    with pytest.raises(NotFound) as preview:
+        billfold.preview_plan_change(customer_id, "no-such-plan", proration_behavior="none")
+    assert preview.value.code == "plan_not_found"
+    with pytest.raises(BillfoldError) as pause:
+        billfold.pause_subscription(customer_id)
+    assert pause.value.code == "not_pausable"  # a trial has no collection to pause
+
+    billfold.cancel_subscription(customer_id, at_period_end=False)
+    revocations = billfold.license_revocations()
+    assert first["id"] in revocations["revoked"]  # the trial's license was superseded
+    pem = billfold.license_public_key()["publicKeyPem"]
+    signed = jwt.decode(revocations["token"], pem, algorithms=["EdDSA"])
+    assert signed["revoked"] == revocations["revoked"]

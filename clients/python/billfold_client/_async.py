@@ -241,9 +241,55 @@ class AsyncBillfold:
         return await self._run(ops.cancel_subscription(customer_id, at_period_end, idempotency_key))
 
     async def change_plan(
-        self, customer_id: str, plan: str, *, idempotency_key: str | None = None
+        self,
+        customer_id: str,
+        plan: str,
+        *,
+        proration_behavior: str | None = None,
+        proration_date: str | None = None,
+        idempotency_key: str | None = None,
     ) -> JSON:
-        return await self._run(ops.change_plan(customer_id, plan, idempotency_key))
+        """`proration_date` from a preview makes the change charge what the preview said."""
+        return await self._run(
+            ops.change_plan(customer_id, plan, proration_behavior, proration_date, idempotency_key)
+        )
+
+    async def preview_plan_change(
+        self, customer_id: str, plan: str, *, proration_behavior: str | None = None
+    ) -> JSON:
+        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...)."""
+        return await self._run(ops.preview_plan_change(customer_id, plan, proration_behavior))
+
+    async def pause_subscription(
+        self,
+        customer_id: str,
+        *,
+        behavior: str = "void",
+        resumes_at: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Pause collection (`void`, `keep_as_draft` or `mark_uncollectible` renewals)."""
+        return await self._run(
+            ops.pause_subscription(customer_id, behavior, resumes_at, idempotency_key)
+        )
+
+    async def invoices(
+        self, customer_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JSON]:
+        return await self._run(ops.invoices(customer_id, status, limit, offset))
+
+    async def iter_invoices(
+        self, customer_id: str, *, status: str | None = None, page_size: int = 50
+    ) -> AsyncIterator[JSON]:
+        """The customer's invoices, page after page."""
+        offset = 0
+        while True:
+            page = await self._run(ops.invoices(customer_id, status, page_size, offset))
+            for item in page:
+                yield item
+            if len(page) < page_size:
+                return
+            offset += page_size
 
     async def billing_portal(
         self, customer_id: str, *, return_url: str, idempotency_key: str | None = None
@@ -271,6 +317,10 @@ class AsyncBillfold:
 
     async def verify_license_online(self, token: str) -> JSON:
         return await self._run(ops.verify_license_online(token))
+
+    async def license_revocations(self) -> JSON:
+        """The signed list of superseded licenses (`token` is a JWT of the license key)."""
+        return await self._run(ops.license_revocations())
 
     async def license_public_key(self) -> JSON:
         return await self._run(ops.license_public_key())

@@ -253,9 +253,46 @@ def cancel_subscription(customer_id: str, at_period_end: bool, key: str | None) 
 
 
 @_operation("POST", "/subscriptions/change-plan")
-def change_plan(customer_id: str, plan: str, key: str | None) -> Op[JSON]:
-    body = {"customerId": customer_id, "plan": plan}
+def change_plan(
+    customer_id: str,
+    plan: str,
+    proration_behavior: str | None,
+    proration_date: str | None,
+    key: str | None,
+) -> Op[JSON]:
+    body = _drop_none(
+        {
+            "customerId": customer_id,
+            "plan": plan,
+            "prorationBehavior": proration_behavior,
+            "prorationDate": proration_date,
+        }
+    )
     return Op("POST", "/subscriptions/change-plan", body=body, idempotency_key=key)
+
+
+@_operation("GET", "/subscriptions/change-plan/preview")
+def preview_plan_change(customer_id: str, plan: str, proration_behavior: str | None) -> Op[JSON]:
+    params = _drop_none(
+        {"customerId": customer_id, "plan": plan, "prorationBehavior": proration_behavior}
+    )
+    return Op("GET", "/subscriptions/change-plan/preview", params=params)
+
+
+@_operation("POST", "/subscriptions/pause")
+def pause_subscription(
+    customer_id: str, behavior: str, resumes_at: str | None, key: str | None
+) -> Op[JSON]:
+    body = _drop_none({"customerId": customer_id, "behavior": behavior, "resumesAt": resumes_at})
+    return Op("POST", "/subscriptions/pause", body=body, idempotency_key=key)
+
+
+@_operation("GET", "/invoices")
+def invoices(customer_id: str, status: str | None, limit: int, offset: int) -> Op[list[JSON]]:
+    params = _drop_none(
+        {"customerId": customer_id, "status": status, "limit": limit, "offset": offset}
+    )
+    return Op("GET", "/invoices", params=params)
 
 
 @_operation("POST", "/subscriptions/portal")
@@ -284,6 +321,11 @@ def license(customer_id: str) -> Op[JSON]:
 @_operation("POST", "/licenses/verify")
 def verify_license_online(token: str) -> Op[JSON]:
     return Op("POST", "/licenses/verify", body={"token": token}, header_key=False)
+
+
+@_operation("GET", "/licenses/revocations")
+def license_revocations() -> Op[JSON]:
+    return Op("GET", "/licenses/revocations")
 
 
 @_operation("GET", "/licenses/public-key")

@@ -235,9 +235,52 @@ class Billfold:
         return self._run(ops.cancel_subscription(customer_id, at_period_end, idempotency_key))
 
     def change_plan(
-        self, customer_id: str, plan: str, *, idempotency_key: str | None = None
+        self,
+        customer_id: str,
+        plan: str,
+        *,
+        proration_behavior: str | None = None,
+        proration_date: str | None = None,
+        idempotency_key: str | None = None,
     ) -> JSON:
-        return self._run(ops.change_plan(customer_id, plan, idempotency_key))
+        """`proration_date` from a preview makes the change charge what the preview said."""
+        return self._run(
+            ops.change_plan(customer_id, plan, proration_behavior, proration_date, idempotency_key)
+        )
+
+    def preview_plan_change(
+        self, customer_id: str, plan: str, *, proration_behavior: str | None = None
+    ) -> JSON:
+        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...)."""
+        return self._run(ops.preview_plan_change(customer_id, plan, proration_behavior))
+
+    def pause_subscription(
+        self,
+        customer_id: str,
+        *,
+        behavior: str = "void",
+        resumes_at: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> JSON:
+        """Pause collection (`void`, `keep_as_draft` or `mark_uncollectible` renewals)."""
+        return self._run(ops.pause_subscription(customer_id, behavior, resumes_at, idempotency_key))
+
+    def invoices(
+        self, customer_id: str, *, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[JSON]:
+        return self._run(ops.invoices(customer_id, status, limit, offset))
+
+    def iter_invoices(
+        self, customer_id: str, *, status: str | None = None, page_size: int = 50
+    ) -> Iterator[JSON]:
+        """The customer's invoices, page after page."""
+        offset = 0
+        while True:
+            page = self._run(ops.invoices(customer_id, status, page_size, offset))
+            yield from page
+            if len(page) < page_size:
+                return
+            offset += page_size
 
     def billing_portal(
         self, customer_id: str, *, return_url: str, idempotency_key: str | None = None
@@ -263,6 +306,10 @@ class Billfold:
 
     def verify_license_online(self, token: str) -> JSON:
         return self._run(ops.verify_license_online(token))
+
+    def license_revocations(self) -> JSON:
+        """The signed list of superseded licenses (`token` is a JWT of the license key)."""
+        return self._run(ops.license_revocations())
 
     def license_public_key(self) -> JSON:
         return self._run(ops.license_public_key())

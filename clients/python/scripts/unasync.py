@@ -48,7 +48,9 @@ def generate(source: str) -> str:
     source = source.replace("page = self._run(", "page = await self._run(")
     source = source.replace("        self._run(ops.", "        await self._run(ops.")
     source = re.sub(
-        r"yield from (page\[\"\w+\"\])", r"for item in \1:\n                yield item", source
+        r"yield from (page(?:\[\"\w+\"\])?)\n",
+        r"for item in \1:\n                yield item\n",
+        source,
     )
     # Formatted as the repository formats code, so the check compares like with like.
     return subprocess.run(
