@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller
@@ -44,8 +45,7 @@ def record(session: Session, remote: StripeInvoice, *, event_at: datetime | None
         )
         if customer_id is None:
             return None
-        found = Invoice(stripe_invoice_id=remote.id, customer_id=customer_id)
-        session.add(found)
+        found = _insert_or_load(session, remote, customer_id)
     found.subscription_id = subscription_id
     found.number = remote.number
     found.status = remote.status
@@ -64,6 +64,26 @@ def record(session: Session, remote: StripeInvoice, *, event_at: datetime | None
         found.stripe_event_at = max(event_at, found.stripe_event_at or event_at)
     session.flush()
     return found
+
+
+def _insert_or_load(session: Session, remote: StripeInvoice, customer_id: str) -> Invoice:
+    """A new row for Stripe's invoice or, when a parallel event stored it first (Stripe sends
+    several `invoice.*` events at once, taken by different workers), that row."""
+    row = Invoice(
+        stripe_invoice_id=remote.id,
+        customer_id=customer_id,
+        status=remote.status,
+        currency=remote.currency,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+        return row
+    except IntegrityError:
+        stored = session.scalar(select(Invoice).where(Invoice.stripe_invoice_id == remote.id))
+        if stored is None:
+            raise
+        return stored
 
 
 def apply_event(services: Services, event: dict[str, Any]) -> Outcome:

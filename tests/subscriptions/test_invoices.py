@@ -27,9 +27,13 @@ from subscription_steps import (
 from support.payments import card
 from support.stripe_events import EventRelay
 
+from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.jobs.worker import Worker
+from billfold.kit import audit
 from billfold.services import Services
 from billfold.standin import LocalStripe
+from billfold.stripe_gateway import StripeInvoice
+from billfold.subscriptions import invoices
 
 MASTERCARD = "5555555555554444"
 
@@ -141,3 +145,38 @@ def test_customers_see_their_own_invoices_and_admins_any_customers_paged(
     assert len(everyone) == 3
     paid_only = _invoices(client, admin, status="open")
     assert paid_only["data"] == []
+
+
+def test_an_invoice_of_billions_of_minor_units_is_stored_whole_and_only_once(
+    client: TestClient, services: Services, member: Member
+) -> None:
+    """21.5 million rupiah is past 2^31 minor units; and an event about a new invoice that
+    finds it stored meanwhile by a parallel event's worker takes that row, not a second."""
+    stripe_customer = ensure_stripe_customer(services, member.customer_id, inline=True)
+    big = StripeInvoice(
+        id="in_billions",
+        status="open",
+        amount_due=3_000_000_000,
+        currency="idr",
+        attempt_count=1,
+        hosted_invoice_url=None,
+        subscription=None,
+        customer=stripe_customer,
+        total=3_000_000_000,
+    )
+    with services.db.transaction() as session:
+        stored = invoices.record(session, big, event_at=None)
+        assert stored is not None
+        stored_id = stored.id
+    with services.db.transaction() as session:
+        # What the parallel event's insert meets: the row is there, its own insert refused.
+        raced = invoices._insert_or_load(session, big, member.customer_id)
+        assert raced.id == stored_id
+        audit.record(session, "test", "after.race", raced.id)
+        session.flush()  # the transaction goes on after the refused insert
+    [row] = _invoices(client, member.headers)["data"]
+    assert (row["amountDue"], row["total"], row["currency"]) == (
+        3_000_000_000,
+        3_000_000_000,
+        "idr",
+    )
