@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from billfold.kit.db import utcnow
 
 T = TypeVar("T")
+
+
+def _in_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# A time we accept: one without an offset is read as UTC, so it compares with our own
+# (aware) times instead of failing on them.
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
 
 
 class ApiModel(BaseModel):

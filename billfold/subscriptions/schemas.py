@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, HttpUrl
 
 from billfold.config import ProrationBehavior
-from billfold.kit.envelope import ApiModel, InputModel
+from billfold.kit.envelope import ApiModel, InputModel, UtcDatetime
 from billfold.subscriptions.change_plan import PlanChangePreview
 from billfold.subscriptions.licenses import ENTITLED
 from billfold.subscriptions.models import Subscription
@@ -111,7 +111,7 @@ class ResumeIn(InputModel):
 
 class PauseIn(InputModel):
     behavior: Literal["void", "keep_as_draft", "mark_uncollectible"] = "void"
-    resumes_at: datetime | None = None
+    resumes_at: UtcDatetime | None = None
     customer_id: str | None = Field(default=None, max_length=40)
 
 
@@ -120,7 +120,7 @@ class ChangePlanIn(InputModel):
     # Default: the SUBSCRIPTION_PRORATION_BEHAVIOR setting.
     proration_behavior: ProrationBehavior | None = None
     # From a preview, so the change charges what it said.
-    proration_date: datetime | None = None
+    proration_date: UtcDatetime | None = None
     customer_id: str | None = Field(default=None, max_length=40)
 
 

@@ -137,6 +137,10 @@ def test_operator_adds_an_endpoint_sees_its_secret_once_and_deliveries_verify_wi
     worker.run_until_idle()
     assert receiver.accepted_ids() == [event_id, event_id]  # the same webhook-id
     assert len(re.findall(r'data-delivery="whd_', client.get(page).text)) == 2
+    # An older page of the log, asked for with a time without an offset (read as UTC).
+    older = client.get(page, params={"before": "2000-01-01T00:00:00"})
+    assert older.status_code == 200
+    assert 'data-delivery="whd_' not in older.text
 
 
 def test_operator_filters_disables_rotates_and_deletes_through_the_apis_services(

@@ -253,6 +253,10 @@ def test_pause_is_refused_for_a_trial_a_bad_behavior_and_a_past_resume_time(
     past = (utcnow() - timedelta(hours=1)).isoformat()
     late = client.post("/subscriptions/pause", json={"resumesAt": past}, headers=member.headers)
     assert (late.status_code, late.json()["error"]["code"]) == (422, "resumes_in_the_past")
+    # A time without an offset is read as UTC: refused the same way, not a server error.
+    naive = (utcnow() - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    late = client.post("/subscriptions/pause", json={"resumesAt": naive}, headers=member.headers)
+    assert (late.status_code, late.json()["error"]["code"]) == (422, "resumes_in_the_past")
     assert me(client, member)["status"] == "active"
     _post(client, member, "pause")
     twice = client.post("/subscriptions/pause", json={}, headers=member.headers)

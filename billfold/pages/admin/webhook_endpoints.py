@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +22,7 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
+from billfold.kit.envelope import UtcDatetime
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.admin.paging import PAGE_SIZE
 from billfold.pages.deps import FormDep, PageAdminDep, PagesDep, field, validated
@@ -93,7 +93,7 @@ def show_endpoint(
     _admin: PageAdminDep,
     pages: PagesDep,
     services: ServicesDep,
-    before: Annotated[datetime | None, Query()] = None,
+    before: Annotated[UtcDatetime | None, Query()] = None,
 ) -> Response:
     kind, secret = _new_secret(request, services, endpoint_id)
     with services.db.transaction() as session:
