@@ -4,6 +4,7 @@ off; with it off, the page has no field and a code is refused."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -43,12 +44,15 @@ def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeC
     return sign_up(client)
 
 
-def _promotion_code(stripe_api: stripe.StripeClient, code: str, **coupon: Any) -> str:
+def _promotion_code(stripe_api: stripe.StripeClient, prefix: str, **coupon: Any) -> tuple[str, str]:
+    """(its ID, its code): a code is unique in a Stripe account, and the stand-in serves the
+    whole run, so each test's code gets a suffix of its own."""
     made = stripe_api.v1.coupons.create(params=coupon)  # type: ignore[arg-type]
+    code = f"{prefix}{uuid.uuid4().hex[:6].upper()}"
     promo = stripe_api.v1.promotion_codes.create(
         params={"promotion": {"type": "coupon", "coupon": made.id}, "code": code}
     )
-    return str(promo.id)
+    return str(promo.id), code
 
 
 def test_a_promotion_code_at_checkout_discounts_the_subscription_and_its_invoices(
@@ -59,7 +63,7 @@ def test_a_promotion_code_at_checkout_discounts_the_subscription_and_its_invoice
     localstripe: LocalStripe,
     member: Member,
 ) -> None:
-    promo = _promotion_code(stripe_api, "LAUNCH25", percent_off=25, duration="forever")
+    promo, code = _promotion_code(stripe_api, "LAUNCH25", percent_off=25, duration="forever")
     url = checkout(client, member)["checkout_url"]
     session = checkout_session(stripe_api, url)
     assert session["allow_promotion_codes"] is True
@@ -67,7 +71,7 @@ def test_a_promotion_code_at_checkout_discounts_the_subscription_and_its_invoice
 
     wrong = pay_on_page(url, promotion_code="NOPE")
     assert (wrong.status_code, page_alert(wrong)) == (402, "This code is invalid.")
-    paid = pay_on_page(url, promotion_code="launch25")
+    paid = pay_on_page(url, promotion_code=code.lower())  # codes are case-insensitive
     assert paid.status_code == 303, paid.text
     sync(client, worker, stripe_events)
     now = me(client, member)
@@ -93,9 +97,11 @@ def test_a_once_coupon_takes_its_amount_off_the_first_invoice_only(
     localstripe: LocalStripe,
     member: Member,
 ) -> None:
-    _promotion_code(stripe_api, "WELCOME", amount_off=500, currency="usd", duration="once")
+    _, code = _promotion_code(
+        stripe_api, "WELCOME", amount_off=500, currency="usd", duration="once"
+    )
     url = checkout(client, member)["checkout_url"]
-    assert pay_on_page(url, promotion_code="WELCOME").status_code == 303
+    assert pay_on_page(url, promotion_code=code).status_code == 303
     sync(client, worker, stripe_events)
     advance(localstripe.url, checkout_session(stripe_api, url)["subscription"])
     sync(client, worker, stripe_events)
@@ -109,10 +115,10 @@ def test_without_the_setting_checkout_has_no_code_field_and_refuses_a_code(
     stripe_api: stripe.StripeClient,
     member: Member,
 ) -> None:
-    _promotion_code(stripe_api, "SPRING", percent_off=10, duration="forever")
+    _, code = _promotion_code(stripe_api, "SPRING", percent_off=10, duration="forever")
     url = checkout(client, member)["checkout_url"]
     assert not checkout_session(stripe_api, url)["allow_promotion_codes"]
-    refused = pay_on_page(url, promotion_code="SPRING")
+    refused = pay_on_page(url, promotion_code=code)
     assert (refused.status_code, page_alert(refused)) == (
         402,
         "Promotion codes are not accepted here.",
