@@ -123,7 +123,7 @@ def test_500s_then_200_is_retried_until_delivered(
     receiver.respond = lambda _r: next(answers, Answer(200))
     [event_id] = emit_events(services, "cust_one", 1)
 
-    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=20)
+    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=90)
     [row] = deliveries(services, endpoint["id"])
     assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.DELIVERED, 3, 200)
     assert receiver.accepted_ids() == [event_id]
@@ -184,7 +184,7 @@ def test_receiver_slower_than_the_timeout_is_tried_again(
     receiver.respond = lambda _r: next(answers, Answer(200))
     [event_id] = emit_events(services, "cust_one", 1)
 
-    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=20)
+    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=90)
     [row] = deliveries(services, endpoint["id"])
     assert (row.status, row.attempts) == (DeliveryStatus.DELIVERED, 2)
     # The slow try reached the receiver too: a duplicate, with the same webhook-id.
@@ -202,7 +202,7 @@ def test_delivery_fails_after_the_last_scheduled_retry(
     receiver.respond = lambda _r: Answer(500)
     emit_events(services, "cust_one", 1)
 
-    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=20)
+    assert wait_until(lambda: _all_settled(services, endpoint["id"], 1), timeout=90)
     [row] = deliveries(services, endpoint["id"])
     # One try and one per step of the four-step schedule.
     assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.FAILED, 5, 500)
