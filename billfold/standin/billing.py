@@ -295,6 +295,13 @@ def apply() -> None:
             if item.get("plan"):
                 new_plan = r.Plan._api_retrieve(item["plan"])
         cancel = r.try_convert_to_bool(cancel_at_period_end)
+        if cancel_at_period_end is not None and getattr(self, "schedule", None):
+            raise UserError(
+                400,
+                f"The subscription is managed by the subscription schedule `{self.schedule}`, "
+                "and updating any cancelation behavior directly is not allowed. Please "
+                "update the schedule instead.",
+            )
         if metadata is not None and not isinstance(metadata, dict):
             raise UserError(400, "Invalid metadata", {"param": "metadata"})
         # All checks done: change nothing before this point.
@@ -768,6 +775,9 @@ def advance(id: str) -> Any:
     if sub.status in ("canceled", "incomplete_expired", "incomplete"):
         raise UserError(400, f"A {sub.status} subscription has no period to end")
     end = sub._period[1]
+    from billfold.standin import schedules  # schedules build on this module
+
+    schedules.at_period_end(sub, end)
     pause = getattr(sub, "pause_collection", None)
     if pause and pause["resumes_at"] and pause["resumes_at"] <= end:
         sub.pause_collection = pause = None  # collection resumed before this renewal

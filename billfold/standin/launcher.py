@@ -44,7 +44,15 @@ def serve(port: int, host: str = DEFAULT_HOST, parent_pid: int | None = None) ->
     from aiohttp import web
     from localstripe import resources, server
 
-    from billfold.standin import billing, checkout, discounts, fidelity, pages, portal
+    from billfold.standin import (
+        billing,
+        checkout,
+        discounts,
+        fidelity,
+        pages,
+        portal,
+        schedules,
+    )
     from billfold.standin import web as standin_web
 
     def _no_dump(self: Any) -> None:
@@ -54,6 +62,7 @@ def serve(port: int, host: str = DEFAULT_HOST, parent_pid: int | None = None) ->
     resources.Store.dump_to_disk = _no_dump
     fidelity.apply()
     billing.apply()
+    schedules.apply()
     discounts.apply()
     checkout.apply()
     portal.apply()
