@@ -14,6 +14,7 @@ from billfold.kit.db import Database
 from billfold.kit.signing_keys import SigningKeys
 from billfold.kit.wiring import Wiring
 from billfold.stripe_gateway import StripeGateway
+from billfold.webhooks.outbound.transport import deadline_transport
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ class Services:
             webhook_http=httpx.Client(
                 timeout=settings.webhook_timeout_seconds,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                # Each try ends by its deadline, however the receiver trickles (transport.py).
+                transport=deadline_transport(
+                    httpx.Limits(max_connections=64, max_keepalive_connections=64)
+                ),
             ),
             webhook_senders=ThreadPoolExecutor(
                 max_workers=settings.webhook_send_concurrency, thread_name_prefix="webhook-send"

@@ -23,6 +23,7 @@ class Received:
     headers: dict[str, str]
     verified_with: tuple[str, ...]  # the secrets whose signature matched
     body: bytes
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass
@@ -31,6 +32,9 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (beyond the sender's timeout = a slow receiver)
     hold: threading.Event | None = None  # answer only once this is set
+    # Answer this slowly: the status line, then a header line every 0.2 s for this many
+    # seconds (each read of the sender's is quick, the whole answer is not).
+    trickle: float = 0.0
 
 
 class WebhookReceiver:
@@ -41,6 +45,8 @@ class WebhookReceiver:
         self.received: list[Received] = []
         self.rejected: list[str] = []
         self.accepted: list[Received] = []  # answered with a 2xx
+        # Each request with when its exchange ended (answered, or the sender hung up).
+        self.finished: list[tuple[Received, float]] = []
         self.requests = 0
         # Called for each verified delivery; answers how to reply (default: 200 at once).
         self.respond: Callable[[Received], Answer] = lambda _r: Answer()
@@ -67,11 +73,35 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                answer = receiver._handle(body, {k.lower(): v for k, v in self.headers.items()})
+                received, answer = receiver._handle(
+                    body, {k.lower(): v for k, v in self.headers.items()}
+                )
+                try:
+                    self._answer(answer)
+                except OSError:
+                    self.close_connection = True  # the sender hung up
+                if received is not None:
+                    with receiver._lock:
+                        receiver.finished.append((received, time.monotonic()))
+
+            def _answer(self, answer: Answer) -> None:
                 if answer.hold is not None:
                     answer.hold.wait(30)
                 if answer.delay:
                     time.sleep(answer.delay)
+                if answer.trickle:
+                    self.wfile.write(f"HTTP/1.1 {answer.status} OK\r\n".encode())
+                    self.wfile.flush()
+                    until = time.monotonic() + answer.trickle
+                    n = 0
+                    while time.monotonic() < until:
+                        time.sleep(0.2)
+                        n += 1
+                        self.wfile.write(f"x-slow-{n}: 1\r\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"content-length: 0\r\n\r\n")
+                    self.wfile.flush()
+                    return
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
@@ -95,7 +125,8 @@ class WebhookReceiver:
             self._server.server_close()
             self._server = None
 
-    def _handle(self, body: bytes, headers: dict[str, str]) -> Answer:
+    def _handle(self, body: bytes, headers: dict[str, str]) -> tuple[Received | None, Answer]:
+        arrived = time.monotonic()
         with self._lock:
             self.requests += 1
         matched = []
@@ -108,10 +139,16 @@ class WebhookReceiver:
         if not matched:
             with self._lock:
                 self.rejected.append(headers.get("webhook-id", "?"))
-            return Answer(status=400)
+            return None, Answer(status=400)
         payload = json.loads(body)
         received = Received(
-            headers["webhook-id"], payload["type"], payload["data"], headers, tuple(matched), body
+            headers["webhook-id"],
+            payload["type"],
+            payload["data"],
+            headers,
+            tuple(matched),
+            body,
+            arrived,
         )
         with self._lock:
             self.received.append(received)
@@ -119,7 +156,7 @@ class WebhookReceiver:
         if 200 <= answer.status < 300:
             with self._lock:
                 self.accepted.append(received)
-        return answer
+        return received, answer
 
     def accepted_ids(self) -> list[str]:
         with self._lock:

@@ -129,7 +129,7 @@ def test_failed_try_in_a_batch_holds_back_only_its_customer_and_the_rest_is_deli
 
 
 @pytest.mark.parametrize("settings_overrides", [{**FAST_WEBHOOKS, "webhook_timeout_seconds": 10.0}])
-def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_same_webhook_ids(
+def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_not_recorded(
     client: TestClient,
     admin: dict[str, str],
     services: Services,
@@ -147,6 +147,10 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_same_webhook
     receiver.respond = hold_cust_a
     customers = ["cust_a", "cust_b", "cust_c"]
     written = _emit_round_robin(services, customers, 2)
+
+    def rows() -> list[WebhookDelivery]:
+        return deliveries(services, endpoint["id"])
+
     s = services.settings
     process = start_worker_process(
         s,
@@ -161,19 +165,24 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_same_webhook
         },
     )
     try:
-        # cust_a's first event is held; cust_b's and cust_c's went through in the same batch.
-        assert wait_until(lambda: len(receiver.received) == 5, timeout=30), output(process)
-        os.kill(process.pid, signal.SIGKILL)  # the batch is sent but not recorded
+        # cust_a's first event is held; cust_b's and cust_c's went through in the same batch,
+        # and the batch, still waiting for cust_a, recorded them.
+        assert wait_until(
+            lambda: sum(d.status == DeliveryStatus.DELIVERED for d in rows()) == 4, timeout=30
+        ), output(process)
+        os.kill(process.pid, signal.SIGKILL)  # cust_a's first is sent but not recorded
         process.wait(10)
     finally:
         if process.poll() is None:
             process.kill()
     first_round = len(receiver.accepted)
-    # Killed before the batch was recorded: no delivery shows a try yet.
-    assert all(
-        (d.status, d.attempts) == (DeliveryStatus.PENDING, 0)
-        for d in deliveries(services, endpoint["id"])
+    assert {r.webhook_id for r in receiver.received} == set(
+        written["cust_b"] + written["cust_c"] + written["cust_a"][:1]
     )
+    assert [(d.status, d.attempts) for d in rows() if d.customer_id == "cust_a"] == [
+        (DeliveryStatus.PENDING, 0),
+        (DeliveryStatus.PENDING, 0),
+    ]
     release.set()
     receiver.respond = lambda _r: Answer(200)
     stop = threading.Event()
@@ -184,13 +193,17 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_the_same_webhook
         stop.set()
         thread.join(timeout=10)
 
-    rows = deliveries(services, endpoint["id"])
-    assert all((d.status, d.attempts) == (DeliveryStatus.DELIVERED, 1) for d in rows)
+    assert all((d.status, d.attempts) == (DeliveryStatus.DELIVERED, 1) for d in rows())
     every_event = {e for ids in written.values() for e in ids}
     assert set(receiver.accepted_ids()) == every_event  # nothing lost
-    # Sent again after the kill: each customer's events, in order, with the same webhook-ids.
-    assert _accepted_by_customer(receiver.accepted[first_round:]) == written
-    assert [r.webhook_id for r in receiver.accepted[:first_round]] != []
+    # Sent again after the kill: only what the batch had not recorded, in order, with the
+    # same webhook-ids; what it had recorded went once.
+    assert _accepted_by_customer(receiver.accepted[first_round:]) == {"cust_a": written["cust_a"]}
+    assert _accepted_by_customer(receiver.accepted[:first_round]) == {
+        "cust_a": written["cust_a"][:1],
+        "cust_b": written["cust_b"],
+        "cust_c": written["cust_c"],
+    }
     assert receiver.rejected == []
 
 
@@ -230,3 +243,56 @@ def test_each_customers_events_keep_their_order_across_batches_and_retries(
     rows = {d.id: d for d in deliveries(services, endpoint["id"])}
     assert all(d.status == DeliveryStatus.DELIVERED for d in rows.values())
     assert sorted(d.attempts for d in rows.values()) == [1] * 16 + [2, 3]
+
+
+# A 1 s timeout and a 4 s job lease: a batch's lease is 3 s.
+@pytest.mark.parametrize("settings_overrides", [{**FAST_WEBHOOKS, "job_lease_seconds": 4.0}])
+def test_a_try_ends_at_the_timeout_however_the_receiver_trickles_so_none_outlives_its_lease(
+    client: TestClient,
+    admin: dict[str, str],
+    services: Services,
+    receiver: WebhookReceiver,
+) -> None:
+    endpoint = add_endpoint(client, admin, receiver)
+    written = _emit_round_robin(services, ["cust_a", "cust_b"], 3)
+    slow = written["cust_a"][0]
+    first = threading.Event()
+
+    def trickle_the_first(r: Received) -> Answer:
+        if r.webhook_id == slow and not first.is_set():
+            first.set()
+            # Each header line comes well inside the timeout; the whole answer takes 12 s,
+            # past the batch's lease (and past the job's).
+            return Answer(200, trickle=12.0)
+        return Answer(200)
+
+    receiver.respond = trickle_the_first
+    stop = threading.Event()
+    # Two workers: either would take the deliveries over once a lease ended.
+    threads = [build_worker(services, name=f"w{n}").start_in_thread(stop) for n in range(2)]
+    try:
+        assert wait_until(lambda: _all_settled(services, endpoint["id"], 6), timeout=60)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+    tries = [(r, ended) for r, ended in receiver.finished if r.webhook_id == slow]
+    assert len(tries) == 2
+    (first_try, first_ended), (second_try, _) = sorted(tries, key=lambda t: t[0].at)
+    # The sender hung up on the trickle (it did not last its 12 s); the next try came only
+    # after that, not beside it.
+    assert first_ended - first_try.at < 12.0
+    assert second_try.at >= first_ended
+    slow_row = next(d for d in deliveries(services, endpoint["id"]) if d.customer_id == "cust_a")
+    assert (slow_row.status, slow_row.attempts, slow_row.last_status_code) == (
+        DeliveryStatus.DELIVERED,
+        2,
+        200,
+    )
+    # Each customer's events in order, each once but the one tried twice.
+    assert _accepted_by_customer(receiver.accepted) == {
+        "cust_a": [slow, *written["cust_a"]],  # the trickled answer was a 200 too, unread
+        "cust_b": written["cust_b"],
+    }
+    assert receiver.rejected == []

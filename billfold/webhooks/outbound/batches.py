@@ -90,9 +90,11 @@ def claim(
     endpoint_id: str,
     *,
     limit: int,
-    send_window: timedelta,
+    send_by: datetime,
+    leased_until: datetime,
 ) -> Batch | None:
-    """Lease up to `limit` due deliveries of the endpoint; None when none is due."""
+    """Lease up to `limit` due deliveries of the endpoint until `leased_until`; its tries
+    start by `send_by`. None when none is due."""
     endpoint = session.scalars(
         select(WebhookEndpoint)
         .where(WebhookEndpoint.id == endpoint_id)
@@ -110,9 +112,6 @@ def claim(
     if not rows:
         return None
     token = new_id("wbl")
-    send_by = now + send_window
-    # A try that starts by `send_by` ends within the timeout; the margin covers the record.
-    leased_until = send_by + timedelta(seconds=settings.webhook_timeout_seconds + 5)
     session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_([r.id for r in rows]))
@@ -133,6 +132,11 @@ def claim(
             Claimed(r.id, r.customer_id, r.event_id, r.type, r.created_at, r.data) for r in rows
         ),
     )
+
+
+def record_margin(timeout: timedelta) -> timedelta:
+    """How long a batch's lease lasts past its last try's end: time for the record."""
+    return min(timedelta(seconds=5), timeout)
 
 
 def _due(endpoint_id: str, now: datetime, limit: int) -> Any:
@@ -251,9 +255,16 @@ def _fail_pending(session: Session, endpoint_id: str, now: datetime) -> None:
 
 
 def record(
-    session: Session, settings: Settings, batch: Batch, outcomes: dict[str, Outcome]
+    session: Session,
+    settings: Settings,
+    batch: Batch,
+    outcomes: dict[str, Outcome],
+    *,
+    final: bool = True,
 ) -> None:
-    """Record the batch's tries; deliveries it did not try are let go (no try counted)."""
+    """Record the batch's tries not yet recorded. At the batch's end (`final`), deliveries
+    it did not try are let go (no try counted); before it (a flush while some customers'
+    tries still go on) the rest stays leased."""
     endpoint = session.scalars(
         select(WebhookEndpoint)
         .where(WebhookEndpoint.id == batch.endpoint_id)
@@ -267,7 +278,8 @@ def record(
             select(WebhookDelivery.id, WebhookDelivery.job_id, WebhookDelivery.customer_id)
             .where(
                 WebhookDelivery.id.in_([c.delivery_id for c in batch.deliveries]),
-                WebhookDelivery.lease_token == batch.token,  # not taken over after our lease
+                # Still ours: neither taken over after our lease nor recorded by a flush.
+                WebhookDelivery.lease_token == batch.token,
                 WebhookDelivery.status == _PENDING,
             )
             .with_for_update()
@@ -310,7 +322,7 @@ def record(
     let_go = [
         held[c.delivery_id]
         for c in batch.deliveries
-        if c.delivery_id not in outcomes and c.delivery_id in held
+        if final and c.delivery_id not in outcomes and c.delivery_id in held
     ]
     if let_go:
         session.execute(
@@ -324,12 +336,16 @@ def record(
     for delivery in retried:
         if delivery.job_id is not None and delivery.next_attempt_at is not None:
             _move_jobs(session, [delivery.job_id], delivery.next_attempt_at)
-    # A customer whose delivery now waits for a retry: its later ones here wait behind it.
+    # Their jobs look at once: each finds its delivery due, or when an earlier one of its
+    # customer is (look_again_at); a flush may have recorded that earlier one already.
+    _move_jobs(session, [d.job_id for d in let_go], now)
     waiting = {d.customer_id for d in retried if d.customer_id is not None}
-    _move_jobs(
-        session, [d.job_id for d in let_go if d.customer_id in waiting], now + _FOLLOWER_PARK
-    )
-    _move_jobs(session, [d.job_id for d in let_go if d.customer_id not in waiting], now)
+    # A customer with deliveries still in this batch (untried, or let go above) goes on there.
+    waiting |= {
+        held[c.delivery_id].customer_id
+        for c in batch.deliveries
+        if c.delivery_id in held and c.delivery_id not in outcomes
+    }
     moved_on = {customer for _job, customer in settled if customer is not None} - waiting
     if moved_on:
         _wake_next_in_lanes(session, batch.endpoint_id, moved_on, now + _NEXT_IN_LANE)

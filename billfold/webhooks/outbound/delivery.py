@@ -10,8 +10,10 @@ answer asks so with Retry-After; after the last step the delivery is `failed`. A
 disables the endpoint. An endpoint that has failed for WEBHOOK_DISABLE_AFTER_HOURS is disabled
 and the admins are e-mailed.
 
-Delivery is at least once: a worker killed after the receiver answered but before the batch
-was recorded sends again when the batch's lease ends, with the same `webhook-id`.
+Every try ends inside its batch's lease (see send_due), and a batch still sending records
+what it has settled every FLUSH_EVERY seconds. Delivery is at least once: a worker killed
+after the receiver answered but before that was recorded sends again when the batch's lease
+ends, with the same `webhook-id`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import wait
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -34,6 +38,7 @@ from billfold.services import Services
 from billfold.webhooks.outbound import batches
 from billfold.webhooks.outbound.batches import Batch, Claimed, Outcome
 from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery
+from billfold.webhooks.outbound.transport import deadline
 from billfold.webhooks.outbound.urls import check_url
 
 
@@ -61,36 +66,60 @@ def deliver_job(services: Services, payload: dict[str, Any]) -> None:
         raise Defer(until, f"delivery {delivery_id}: {reason}")
 
 
+# A batch still sending records what it has learnt this often, so that what it settled is
+# not sent again should its worker die or its lease end before the batch is over.
+FLUSH_EVERY = 1.0
+
+
 def send_due(services: Services, endpoint_id: str) -> int:
-    """Send the endpoint's due deliveries, batch after batch, for at most half a job lease
-    (the job's lease must not run out meanwhile); answers how many were tried."""
+    """Send the endpoint's due deliveries, batch after batch; answers how many were tried.
+
+    Each batch starts tries for at most WEBHOOK_TIMEOUT_SECONDS, each try ends within that
+    timeout (transport.py keeps it), and the batch's lease covers both plus a margin for the
+    record: every try ends, and is recorded, inside the lease. No batch is started whose lease
+    would outlive the job's (unless the job's lease is too short for even one: then one)."""
     settings = services.settings
-    window = timedelta(seconds=settings.job_lease_seconds)
-    stop_at = time.monotonic() + settings.job_lease_seconds / 2
+    timeout = timedelta(seconds=settings.webhook_timeout_seconds)
+    job_ends = utcnow() + timedelta(seconds=settings.job_lease_seconds) * 0.9
     tried = 0
+    ran = 0
     while True:
+        send_by = utcnow() + timeout
+        leased_until = send_by + timeout + batches.record_margin(timeout)
+        if ran and leased_until > job_ends:
+            return tried  # the job's next run (or another job) goes on
         with services.db.transaction() as session:
             batch = batches.claim(
                 session,
                 settings,
                 endpoint_id,
                 limit=settings.webhook_batch_size,
-                send_window=window,
+                send_by=send_by,
+                leased_until=leased_until,
             )
         if batch is None:
             return tried
-        outcomes = send_batch(services, batch)
+        ran += 1
+
+        def flush(known: dict[str, Outcome], batch: Batch = batch) -> None:
+            with services.db.transaction() as session:
+                batches.record(session, settings, batch, known, final=False)
+
+        outcomes = send_batch(services, batch, flush)
         with services.db.transaction() as session:
             batches.record(session, settings, batch, outcomes)
         tried += len(outcomes)
-        if time.monotonic() >= stop_at:
-            return tried
 
 
-def send_batch(services: Services, batch: Batch) -> dict[str, Outcome]:
+def send_batch(
+    services: Services,
+    batch: Batch,
+    flush: Callable[[dict[str, Outcome]], None] | None = None,
+) -> dict[str, Outcome]:
     """Try each delivery of the batch; a delivery missing from the answer was not tried.
     Customers' deliveries go side by side on the process's sender threads (shared by all the
-    batches it runs, so their connections stay within WEBHOOK_SEND_CONCURRENCY)."""
+    batches it runs, so their connections stay within WEBHOOK_SEND_CONCURRENCY). While some
+    are still going, `flush` gets what is known every FLUSH_EVERY seconds."""
     settings, client = services.settings, services.webhook_http
     try:
         check_url(batch.url, settings.webhook_allow_private_urls)  # DNS may have changed
@@ -104,34 +133,45 @@ def send_batch(services: Services, batch: Batch) -> dict[str, Outcome]:
         lane = claimed.customer_id if claimed.customer_id is not None else claimed.delivery_id
         lanes.setdefault(lane, []).append(claimed)
     signers = [Webhook(secret) for secret in batch.secrets]
+    timeout = settings.webhook_timeout_seconds
     outcomes: dict[str, Outcome] = {}
+    known = threading.Lock()
     gone = threading.Event()
 
     def send_lane(lane: list[Claimed]) -> None:
         for claimed in lane:
+            # No try starts past `send_by`: it would end past the lease.
             if gone.is_set() or utcnow() >= batch.send_by:
                 return
-            outcome = _try(client, batch.url, signers, claimed)
+            outcome = _try(client, batch.url, signers, claimed, timeout)
             if outcome is None:
                 return
-            outcomes[claimed.delivery_id] = outcome
+            with known:
+                outcomes[claimed.delivery_id] = outcome
             if outcome.status == 410:
                 gone.set()
             if outcome.error is not None:
                 return  # the customer's later events wait behind this one
 
-    if len(lanes) == 1:
-        send_lane(next(iter(lanes.values())))
-        return outcomes
-    for future in [services.webhook_senders.submit(send_lane, lane) for lane in lanes.values()]:
-        future.result()
+    waiting = {services.webhook_senders.submit(send_lane, lane) for lane in lanes.values()}
+    flushed = 0
+    while waiting:
+        done, waiting = wait(waiting, timeout=FLUSH_EVERY)
+        for future in done:
+            future.result()
+        with known:
+            so_far = dict(outcomes)
+        if waiting and flush is not None and len(so_far) > flushed:
+            flush(so_far)
+            flushed = len(so_far)
     return outcomes
 
 
 def _try(
-    client: httpx.Client, url: str, signers: list[Webhook], claimed: Claimed
+    client: httpx.Client, url: str, signers: list[Webhook], claimed: Claimed, timeout: float
 ) -> Outcome | None:
-    """One signed POST; None when it was never sent (no connection came free in time)."""
+    """One signed POST, over by `timeout` whatever the receiver does; None when it was never
+    sent (no connection came free in time)."""
     now = utcnow()
     body = json.dumps(
         {
@@ -149,7 +189,8 @@ def _try(
         "webhook-signature": " ".join(s.sign(claimed.event_id, now, body) for s in signers),
     }
     try:
-        response = client.post(url, content=body, headers=headers)
+        with deadline(time.monotonic() + timeout):
+            response = client.post(url, content=body, headers=headers)
     except httpx.PoolTimeout:
         return None
     except httpx.TimeoutException:

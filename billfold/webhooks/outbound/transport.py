@@ -1,0 +1,127 @@
+"""An HTTP transport whose requests end by a deadline, whatever the receiver does.
+
+httpx's timeouts bound each socket operation, not the request: a receiver that accepts slowly,
+then answers a byte at a time just inside the read timeout, could hold one try for minutes.
+A batch leases its deliveries, and a try still running when the lease ends could overlap
+the next batch's try of the same delivery (a duplicate, and that customer's order broken).
+So each try sets a deadline for its thread (`deadline(...)`), and every connect, TLS
+handshake, read and write on its connection waits at most until then: past it the try fails
+as a timeout and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpcore
+import httpx
+
+_local = threading.local()
+
+
+@contextmanager
+def deadline(at: float) -> Iterator[None]:
+    """Socket operations in this thread end by `at` (time.monotonic()) while inside."""
+    _local.at = at
+    try:
+        yield
+    finally:
+        _local.at = None
+
+
+def _clamp(timeout: float | None, error: type[Exception]) -> float | None:
+    at: float | None = getattr(_local, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the try's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: typing.Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._stream.start_tls(
+                ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout)
+            )
+        )
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._backend.connect_tcp(
+                host,
+                port,
+                _clamp(timeout, httpcore.ConnectTimeout),
+                local_address,
+                socket_options,
+            )
+        )
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._backend.connect_unix_socket(
+                path, _clamp(timeout, httpcore.ConnectTimeout), socket_options
+            )
+        )
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's transport, its connections made through the deadline-keeping backend."""
+    transport = httpx.HTTPTransport(limits=limits)
+    # httpx takes no network backend; its pool is rebuilt with one (same limits, TLS context).
+    old = transport._pool
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=old._ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        network_backend=_DeadlineBackend(),
+    )
+    return transport
