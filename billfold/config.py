@@ -31,6 +31,13 @@ class ProrationBehavior(StrEnum):
     NONE = "none"  # the new price from the next period on
 
 
+class ChangeTiming(StrEnum):
+    """When a plan change takes effect."""
+
+    NOW = "now"
+    PERIOD_END = "period_end"  # at the current period's (or trial's) end: downgrades only
+
+
 class CustomerDeletion(StrEnum):
     DELETE = "delete"
     ARCHIVE = "archive"
@@ -130,6 +137,9 @@ class Settings(BaseSettings):
 
     # Plan changes: how they prorate unless the call says.
     subscription_proration_behavior: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+    # When a downgrade (a plan costing less per year) takes effect unless the call says;
+    # upgrades always take effect at once.
+    subscription_downgrade_timing: ChangeTiming = ChangeTiming.NOW
     # Whether subscription Checkout shows a promotion-code field (Stripe's
     # `allow_promotion_codes`; the codes themselves are made in Stripe).
     checkout_allow_promotion_codes: bool = False

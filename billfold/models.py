@@ -16,7 +16,13 @@ from billfold.pages.models import SignInLink, WebSession
 from billfold.payments.models import Order, OrderLine, Payment, Product, Refund, SavedCard
 from billfold.ratelimits.models import RateLimitCounter
 from billfold.subscriptions.dunning.models import DunningCase, DunningNotice
-from billfold.subscriptions.models import License, Plan, PlanPrice, Subscription
+from billfold.subscriptions.models import (
+    License,
+    Plan,
+    PlanPrice,
+    ScheduledPlanChange,
+    Subscription,
+)
 from billfold.webhooks.models import StripeEvent
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
@@ -44,6 +50,7 @@ __all__ = [
     "RateLimitCounter",
     "Refund",
     "SavedCard",
+    "ScheduledPlanChange",
     "SignInLink",
     "StripeEvent",
     "Subscription",

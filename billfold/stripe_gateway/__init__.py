@@ -22,6 +22,7 @@ from billfold.stripe_gateway.objects import (
     StripeRefund,
     StripeSubscription,
 )
+from billfold.stripe_gateway.schedules import StripeSchedule
 
 __all__ = [
     "PaymentDeclined",
@@ -37,6 +38,7 @@ __all__ = [
     "StripeProduct",
     "StripeRefund",
     "StripeRejected",
+    "StripeSchedule",
     "StripeSubscription",
     "StripeUnavailable",
     "WebhookSignatureInvalid",

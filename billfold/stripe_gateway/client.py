@@ -17,6 +17,7 @@ from billfold.stripe_gateway.customers import CustomerCalls
 from billfold.stripe_gateway.errors import WebhookSignatureInvalid
 from billfold.stripe_gateway.events import EventCalls
 from billfold.stripe_gateway.payments import PaymentCalls
+from billfold.stripe_gateway.schedules import ScheduleCalls
 
 __all__ = ["StripeGateway", "idempotency_key"]
 
@@ -27,7 +28,9 @@ _MAX_EVENT_TYPE = 100
 _LATEST_CREATED = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
-class StripeGateway(CustomerCalls, PaymentCalls, BillingCalls, CatalogCalls, EventCalls):
+class StripeGateway(
+    CustomerCalls, PaymentCalls, BillingCalls, ScheduleCalls, CatalogCalls, EventCalls
+):
     def __init__(
         self,
         *,

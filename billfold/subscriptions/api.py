@@ -30,6 +30,7 @@ from billfold.subscriptions import (
     listing,
     plans,
     revocations,
+    scheduled_changes,
 )
 from billfold.subscriptions.models import SubscriptionStatus
 from billfold.subscriptions.schemas import (
@@ -40,6 +41,7 @@ from billfold.subscriptions.schemas import (
     InvoiceOut,
     LicenseOut,
     PauseIn,
+    PendingChangeCancelIn,
     PlanChangePreviewOut,
     PlanIn,
     PlanOut,
@@ -197,9 +199,19 @@ def change_subscription_plan(
         plan_code=body.plan,
         proration_behavior=body.proration_behavior,
         proration_date=body.proration_date,
+        when=body.when,
         customer_id=body.customer_id,
     )
     return ok(SubscriptionOut.of(changed))
+
+
+@router.post("/subscriptions/change-plan/cancel", tags=["subscriptions"])
+def cancel_pending_plan_change(
+    body: PendingChangeCancelIn, caller: CallerDep, services: ServicesDep
+) -> Envelope[SubscriptionOut]:
+    """Drop the plan change set for the period end: the subscription renews as it is."""
+    kept = scheduled_changes.cancel(services, caller, customer_id=body.customer_id)
+    return ok(SubscriptionOut.of(kept))
 
 
 @router.post("/subscriptions/portal", tags=["subscriptions"])

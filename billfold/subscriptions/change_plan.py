@@ -1,5 +1,6 @@
 """Changing a paid subscription's plan: what it will cost (Stripe's invoice preview) and the
-change itself, prorated as the caller chooses (or as the setting says)."""
+change itself, prorated as the caller chooses (or as the setting says), now or (downgrades)
+at the period's end (see `scheduled_changes`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from billfold.auth.service import Caller
-from billfold.config import ProrationBehavior
+from billfold.config import ChangeTiming, ProrationBehavior
 from billfold.customers.service import acting_customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, InvalidInput
 from billfold.services import Services
 from billfold.stripe_gateway import StripeInvoicePreview, idempotency_key
 from billfold.stripe_gateway.objects import StripeInvoiceLine
+from billfold.subscriptions import scheduled_changes
 from billfold.subscriptions.lifecycle import record, subscription_of
 from billfold.subscriptions.models import Subscription, SubscriptionStatus
 from billfold.subscriptions.plans import get_plan
@@ -51,6 +53,8 @@ class _Target:
     price_id: str
     plan_code: str
     unchanged: bool
+    # The subscription's price in Stripe now (None for a subscription we never linked).
+    current_price_id: str | None
 
 
 def _target(services: Services, caller: Caller, plan_code: str, customer_id: str | None) -> _Target:
@@ -73,6 +77,7 @@ def _target(services: Services, caller: Caller, plan_code: str, customer_id: str
             plan.stripe_price_id,
             plan.code,
             unchanged=plan.id == subscription.plan_id,
+            current_price_id=subscription.plan.stripe_price_id,
         )
 
 
@@ -146,14 +151,29 @@ def change_plan(
     plan_code: str,
     proration_behavior: ProrationBehavior | None = None,
     proration_date: datetime | None = None,
+    when: ChangeTiming | None = None,
     customer_id: str | None = None,
 ) -> Subscription:
-    """Switch the subscription's price now, prorated as asked (default: the setting)."""
+    """Switch the subscription's price now, prorated as asked (default: the setting), or set
+    a downgrade for the period end (`when`; default: the setting for downgrades)."""
+    if when == ChangeTiming.PERIOD_END and (proration_behavior or proration_date):
+        raise InvalidInput(
+            "A change at the period end has nothing to prorate: leave out prorationBehavior "
+            "and prorationDate",
+            code="proration_with_period_end",
+        )
     at = _proration_time(proration_date)
     target = _target(services, caller, plan_code, customer_id)
+    timing = _timing(services, target, when)
+    if timing == ChangeTiming.PERIOD_END:
+        return scheduled_changes.schedule(
+            services, caller, plan_code=plan_code, customer_id=customer_id
+        )
     if target.unchanged:
         with services.db.transaction() as session:
             return subscription_of(session, acting_customer(session, caller, customer_id).id)
+    # A change made now replaces one set for the period end.
+    scheduled_changes.drop_before_immediate_change(services, target.subscription_id)
     behavior = proration_behavior or services.settings.subscription_proration_behavior
     current = services.stripe.retrieve_subscription(target.stripe_id)
     remote = services.stripe.update_subscription(
@@ -170,3 +190,25 @@ def change_plan(
         },
     )
     return record(services, remote, caller, "subscription.change_plan")
+
+
+def _timing(services: Services, target: _Target, when: ChangeTiming | None) -> ChangeTiming:
+    """Upgrades take effect now; a downgrade when asked, else as the setting says."""
+    default = services.settings.subscription_downgrade_timing
+    if when == ChangeTiming.NOW or (when is None and default == ChangeTiming.NOW):
+        return ChangeTiming.NOW
+    if target.unchanged:
+        if when == ChangeTiming.PERIOD_END:
+            raise Conflict("Already on this plan", code="same_plan")
+        return ChangeTiming.NOW
+    downgrade = target.current_price_id is not None and scheduled_changes.is_downgrade(
+        services, target.current_price_id, target.price_id
+    )
+    if downgrade:
+        return ChangeTiming.PERIOD_END
+    if when == ChangeTiming.PERIOD_END:
+        raise Conflict(
+            "Upgrades take effect at once: only a downgrade waits for the period end",
+            code="upgrade_is_immediate",
+        )
+    return ChangeTiming.NOW

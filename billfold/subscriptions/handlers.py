@@ -16,7 +16,7 @@ from billfold.customers.models import Customer
 from billfold.services import Services
 from billfold.stripe_gateway import StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
-from billfold.subscriptions import dunning, invoices
+from billfold.subscriptions import dunning, invoices, scheduled_changes
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
 from billfold.subscriptions.models import Subscription
 from billfold.webhooks.dispatch import EventHandler, Outcome, event_object, event_time
@@ -99,6 +99,24 @@ def on_subscription(services: Services, event: dict[str, Any]) -> Outcome:
     )
     if outcome.status == EventStatus.PROCESSED:
         dunning.after_subscription_change(services, obj["id"])
+        scheduled_changes.after_subscription_change(services, obj["id"])
+    return outcome
+
+
+def on_schedule(services: Services, event: dict[str, Any]) -> Outcome:
+    """A subscription schedule moved on or ended: the subscription it holds (or held) is
+    re-read, and a pending change of ours that will no longer happen is closed."""
+    schedule = event_object(event)
+    subscription_id = _id(schedule.get("subscription") or schedule.get("released_subscription"))
+    if event["type"] != "subscription_schedule.updated" and not scheduled_changes.on_schedule_ended(
+        services, schedule["id"]
+    ):
+        return Outcome(EventStatus.IGNORED, note=f"no change of ours uses {schedule['id']}")
+    if not subscription_id:
+        return Outcome(EventStatus.IGNORED, note="schedule without a subscription")
+    outcome = _apply(services, event, subscription_id, stripe_customer=schedule.get("customer"))
+    if outcome.status == EventStatus.PROCESSED:
+        scheduled_changes.after_subscription_change(services, subscription_id)
     return outcome
 
 
@@ -146,6 +164,10 @@ HANDLERS: dict[str, EventHandler] = {
     "customer.subscription.created": on_subscription,
     "customer.subscription.updated": on_subscription,
     "customer.subscription.deleted": on_subscription,
+    **{
+        f"subscription_schedule.{kind}": on_schedule
+        for kind in ("updated", "released", "canceled", "completed")
+    },
     "invoice.paid": _recording_invoice(on_invoice),
     "invoice.payment_failed": _recording_invoice(on_payment_problem),
     "invoice.payment_action_required": _recording_invoice(on_payment_problem),

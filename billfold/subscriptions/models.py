@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
@@ -87,6 +87,15 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     plan: Mapped[Plan] = relationship(lazy="joined", innerjoin=True)
+    # The plan change set for the period end, once Stripe holds its schedule.
+    pending_change: Mapped[ScheduledPlanChange | None] = relationship(
+        primaryjoin="and_(Subscription.id == foreign(ScheduledPlanChange.subscription_id), "
+        "ScheduledPlanChange.status == 'pending', "
+        "ScheduledPlanChange.stripe_schedule_id.is_not(None))",
+        viewonly=True,
+        uselist=False,
+        lazy="selectin",
+    )
 
 
 class License(Base):
@@ -131,3 +140,45 @@ class Invoice(Base):
     stripe_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PlanChangeStatus(StrEnum):
+    PENDING = "pending"  # waiting for the period end
+    APPLIED = "applied"  # the period rolled over onto the new plan
+    CANCELED = "canceled"  # the customer (or someone in Stripe) dropped it
+
+
+class ScheduledPlanChange(Base):
+    """A plan change set for the period's end, carried out by a Stripe subscription schedule
+    (its current phase to the period end, then the new price). At most one pending per
+    subscription; its ID makes the Stripe calls' idempotency keys."""
+
+    __tablename__ = "scheduled_plan_changes"
+    __table_args__ = (
+        Index(
+            "uq_scheduled_plan_changes_one_pending",
+            "subscription_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("spc"))
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    from_plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    to_plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"))
+    # None until Stripe made the schedule: the row is written first, so its ID keys the
+    # calls and a retry after a crash finishes the same schedule instead of making another.
+    stripe_schedule_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The current period's end (a trial's end on a trial): when the new plan starts.
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[PlanChangeStatus] = mapped_column(String(16), default=PlanChangeStatus.PENDING)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When we released the schedule in Stripe once the change was applied (its job is done;
+    # a subscription under a schedule refuses cancel-at-period-end).
+    schedule_released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    to_plan: Mapped[Plan] = relationship(lazy="joined", innerjoin=True, foreign_keys=[to_plan_id])

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, HttpUrl
 
-from billfold.config import ProrationBehavior
+from billfold.config import ChangeTiming, ProrationBehavior
 from billfold.kit.envelope import ApiModel, InputModel, UtcDatetime
 from billfold.subscriptions.change_plan import PlanChangePreview
 from billfold.subscriptions.licenses import ENTITLED
@@ -56,6 +56,13 @@ class DiscountOut(ApiModel):
     promotion_code: str | None = None
 
 
+class PendingChangeOut(ApiModel):
+    """A plan change set for the period end: the plan, and when it starts."""
+
+    plan: str
+    effective_at: datetime
+
+
 class SubscriptionOut(ApiModel):
     id: str
     customer_id: str
@@ -68,6 +75,7 @@ class SubscriptionOut(ApiModel):
     pause_behavior: str | None = None
     pause_resumes_at: datetime | None = None
     discount: DiscountOut | None = None
+    pending_change: PendingChangeOut | None = None
     features: dict[str, Any]
 
     @classmethod
@@ -84,6 +92,12 @@ class SubscriptionOut(ApiModel):
             pause_behavior=subscription.pause_behavior,
             pause_resumes_at=subscription.pause_resumes_at,
             discount=DiscountOut(**subscription.discount) if subscription.discount else None,
+            pending_change=PendingChangeOut(
+                plan=subscription.pending_change.to_plan.code,
+                effective_at=subscription.pending_change.effective_at,
+            )
+            if subscription.pending_change
+            else None,
             # What the plan allows only while the subscription entitles to it.
             features=subscription.plan.features if subscription.status in ENTITLED else {},
         )
@@ -121,6 +135,13 @@ class ChangePlanIn(InputModel):
     proration_behavior: ProrationBehavior | None = None
     # From a preview, so the change charges what it said.
     proration_date: UtcDatetime | None = None
+    # `now`, or `period_end` (downgrades only); default: now for upgrades, the
+    # SUBSCRIPTION_DOWNGRADE_TIMING setting for downgrades.
+    when: ChangeTiming | None = None
+    customer_id: str | None = Field(default=None, max_length=40)
+
+
+class PendingChangeCancelIn(InputModel):
     customer_id: str | None = Field(default=None, max_length=40)
 
 

@@ -247,12 +247,22 @@ class AsyncBillfold:
         *,
         proration_behavior: str | None = None,
         proration_date: str | None = None,
+        when: str | None = None,
         idempotency_key: str | None = None,
     ) -> JSON:
-        """`proration_date` from a preview makes the change charge what the preview said."""
+        """`proration_date` from a preview makes the change charge what the preview said;
+        `when="period_end"` sets a downgrade for the period's end (`pendingChange`)."""
         return await self._run(
-            ops.change_plan(customer_id, plan, proration_behavior, proration_date, idempotency_key)
+            ops.change_plan(
+                customer_id, plan, proration_behavior, proration_date, idempotency_key, when
+            )
         )
+
+    async def cancel_plan_change(
+        self, customer_id: str, *, idempotency_key: str | None = None
+    ) -> JSON:
+        """Drop the plan change set for the period end."""
+        return await self._run(ops.cancel_plan_change(customer_id, idempotency_key))
 
     async def preview_plan_change(
         self, customer_id: str, plan: str, *, proration_behavior: str | None = None

@@ -259,6 +259,7 @@ def change_plan(
     proration_behavior: str | None,
     proration_date: str | None,
     key: str | None,
+    when: str | None = None,
 ) -> Op[JSON]:
     body = _drop_none(
         {
@@ -266,9 +267,16 @@ def change_plan(
             "plan": plan,
             "prorationBehavior": proration_behavior,
             "prorationDate": proration_date,
+            "when": when,
         }
     )
     return Op("POST", "/subscriptions/change-plan", body=body, idempotency_key=key)
+
+
+@_operation("POST", "/subscriptions/change-plan/cancel")
+def cancel_plan_change(customer_id: str, key: str | None) -> Op[JSON]:
+    body = {"customerId": customer_id}
+    return Op("POST", "/subscriptions/change-plan/cancel", body=body, idempotency_key=key)
 
 
 @_operation("GET", "/subscriptions/change-plan/preview")

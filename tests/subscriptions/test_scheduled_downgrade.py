@@ -1,0 +1,287 @@
+"""Downgrades set for the period end: the change waits (shown on /subscriptions/me), the
+customer may drop it, and when the stand-in's clock passes the period end the plan, its
+features and the license follow, and the renewal is invoiced at the lower price. Upgrades stay
+immediate. Against the stand-in's Checkout page, its subscription schedules and its clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import stripe
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from subscription_steps import (
+    ON_FIRST_PAYMENT,
+    PRO_FEATURES,
+    STARTER_FEATURES,
+    Member,
+    advance,
+    as_dict,
+    deliver,
+    licenses_of,
+    me,
+    parse_time,
+    seed_plans,
+    sign_up,
+    subscribe,
+    subscription_now,
+    sync,
+)
+from support.stripe_events import EventRelay
+
+from billfold.jobs.worker import Worker
+from billfold.kit.audit import AuditEntry
+from billfold.services import Services
+from billfold.standin import LocalStripe
+from billfold.subscriptions import revocations
+from billfold.subscriptions.models import PlanChangeStatus, ScheduledPlanChange, Subscription
+
+CHANGE = "/subscriptions/change-plan"
+
+
+@pytest.fixture
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(getattr(request, "param", ON_FIRST_PAYMENT))
+
+
+@pytest.fixture
+def member(client: TestClient, admin: dict[str, str], stripe_api: stripe.StripeClient) -> Member:
+    seed_plans(client, admin, stripe_api)
+    return sign_up(client)
+
+
+def _change(client: TestClient, member: Member, **body: Any) -> dict[str, Any]:
+    answer = client.post(CHANGE, json=body, headers=member.headers)
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    return data
+
+
+def _refused(
+    client: TestClient, member: Member, path: str = CHANGE, **body: Any
+) -> tuple[int, str]:
+    answer = client.post(path, json=body, headers=member.headers)
+    return answer.status_code, answer.json()["error"]["code"]
+
+
+def _changes(services: Services, customer_id: str) -> list[ScheduledPlanChange]:
+    with services.db.transaction() as session:
+        rows = list(
+            session.scalars(
+                select(ScheduledPlanChange)
+                .join(Subscription, Subscription.id == ScheduledPlanChange.subscription_id)
+                .where(Subscription.customer_id == customer_id)
+                .order_by(ScheduledPlanChange.created_at)
+            )
+        )
+        session.expunge_all()
+    return rows
+
+
+def _audits(services: Services, action: str, subject_id: str) -> int:
+    with services.db.transaction() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.action == action, AuditEntry.subject_id == subject_id)
+            )
+            or 0
+        )
+
+
+def _price_of(stripe_api: stripe.StripeClient, subscription_id: str) -> str:
+    return str(subscription_now(stripe_api, subscription_id)["items"]["data"][0]["price"]["id"])
+
+
+def test_a_downgrade_at_period_end_waits_then_the_renewal_moves_plan_license_and_price(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    before = me(client, member)
+    period_end = before["current_period_ends_at"]
+    licensed = len(licenses_of(services, member.customer_id))
+
+    changed = _change(client, member, plan="starter", when="period_end")
+    assert (changed["plan"], changed["features"]) == ("professional", PRO_FEATURES)
+    assert changed["pendingChange"]["plan"] == "starter"
+    assert parse_time(changed["pendingChange"]["effectiveAt"]) == parse_time(period_end)
+    sync(client, worker, stripe_events)
+    shown = me(client, member)
+    assert (shown["plan"], shown["pendingChange"]) == ("professional", changed["pendingChange"])
+    assert _price_of(stripe_api, subscription_id) == "price_test_professional"
+    assert len(licenses_of(services, member.customer_id)) == licensed  # nothing changed yet
+
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    after = me(client, member)
+    assert (after["plan"], after["features"], after["pendingChange"]) == (
+        "starter",
+        STARTER_FEATURES,
+        None,
+    )
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+    assert (invoice.status, invoice.amount_paid, invoice.billing_reason) == (
+        "paid",
+        900,
+        "subscription_cycle",
+    )
+    issued = licenses_of(services, member.customer_id)
+    assert issued[-1].plan_code == "starter"
+    with services.db.transaction() as session:
+        assert revocations.is_superseded(session, issued[licensed - 1].id)
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.APPLIED
+    assert change.schedule_released_at is not None
+    # Its work done, the schedule let the subscription go (so it can be canceled again).
+    assert subscription_now(stripe_api, subscription_id)["schedule"] is None
+
+    # The roll-over told again (a retried delivery, a duplicate event): applied once.
+    licensed = len(issued)
+    deliver(client, "customer.subscription.updated", subscription_now(stripe_api, subscription_id))
+    worker.run_until_idle()
+    assert len(licenses_of(services, member.customer_id)) == licensed
+    assert _audits(services, "subscription.change_plan_applied", change.subscription_id) == 1
+    assert me(client, member)["plan"] == "starter"
+
+
+def test_a_canceled_pending_downgrade_releases_the_schedule_and_renews_at_the_same_price(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _change(client, member, plan="starter", when="period_end")
+    schedule_id = subscription_now(stripe_api, subscription_id)["schedule"]
+    assert schedule_id
+
+    kept = _change_cancel(client, member)
+    assert (kept["plan"], kept["pendingChange"]) == ("professional", None)
+    released = as_dict(stripe_api.v1.subscription_schedules.retrieve(schedule_id))
+    assert released["status"] == "released"
+    assert _refused(client, member, f"{CHANGE}/cancel") == (404, "no_pending_change")
+
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    assert me(client, member)["plan"] == "professional"
+    assert stripe_api.v1.invoices.retrieve(renewed["latest_invoice"]).amount_paid == 2900
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.CANCELED
+
+    # Dropped, a downgrade can be set again.
+    again = _change(client, member, plan="starter", when="period_end")
+    assert again["pendingChange"]["plan"] == "starter"
+
+
+def _change_cancel(client: TestClient, member: Member) -> dict[str, Any]:
+    answer = client.post(f"{CHANGE}/cancel", json={}, headers=member.headers)
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    return data
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{**ON_FIRST_PAYMENT, "subscription_downgrade_timing": "period_end"}],
+    indirect=True,
+)
+def test_the_setting_sends_downgrades_to_the_period_end_and_upgrades_stay_immediate(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    waiting = _change(client, member, plan="starter")
+    assert (waiting["plan"], waiting["pendingChange"]["plan"]) == ("professional", "starter")
+    # Asked for now, a downgrade is now.
+    now = _change(client, member, plan="starter", when="now")
+    assert (now["plan"], now["pendingChange"]) == ("starter", None)
+    assert _price_of(stripe_api, subscription_id) == "price_test_starter"
+    up = _change(client, member, plan="professional")
+    assert (up["plan"], up["pendingChange"]) == ("professional", None)
+    assert _price_of(stripe_api, subscription_id) == "price_test_professional"
+
+
+def test_an_upgrade_now_replaces_a_pending_downgrade(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member, plan="starter")
+    _change(client, member, plan="professional", when="now")
+    _change(client, member, plan="starter", when="period_end")
+    # Annual starter costs more per year than monthly starter: an upgrade, so at once.
+    moved = _change(client, member, plan="starter_annual")
+    assert (moved["plan"], moved["pendingChange"]) == ("starter_annual", None)
+    assert subscription_now(stripe_api, subscription_id)["schedule"] is None
+    assert [c.status for c in _changes(services, member.customer_id)] == [PlanChangeStatus.CANCELED]
+
+
+def test_scheduled_changes_that_cannot_be_are_refused_clearly(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    on_trial = _refused(client, member, plan="starter", when="period_end")
+    assert on_trial == (409, "no_paid_subscription")
+    subscribe(client, worker, stripe_api, stripe_events, member, plan="starter")
+    assert _refused(client, member, plan="starter", when="period_end") == (409, "same_plan")
+    assert _refused(client, member, plan="professional", when="period_end") == (
+        409,
+        "upgrade_is_immediate",
+    )
+    assert _refused(client, member, f"{CHANGE}/cancel") == (404, "no_pending_change")
+    assert _refused(client, member, plan="starter", when="later")[0] == 422
+    prorated = _refused(
+        client, member, plan="starter_annual", when="period_end", prorationBehavior="none"
+    )
+    assert prorated == (422, "proration_with_period_end")
+
+    # Yearly starter costs less per year than twelve months of monthly starter.
+    _change(client, member, plan="starter_annual", when="period_end")
+    assert _refused(client, member, plan="starter_annual", when="period_end") == (
+        409,
+        "plan_change_pending",
+    )
+    client.post(f"{CHANGE}/cancel", json={}, headers=member.headers).raise_for_status()
+    client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
+    ).raise_for_status()
+    assert _refused(client, member, plan="starter_annual", when="period_end") == (
+        409,
+        "subscription_ending",
+    )
+    client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": False}, headers=member.headers
+    ).raise_for_status()
+    assert _refused(client, member, plan="starter_annual", when="period_end") == (
+        409,
+        "no_paid_subscription",
+    )
+    assert me(client, member)["pendingChange"] is None
+    assert [c.status for c in _changes(services, member.customer_id)] == [PlanChangeStatus.CANCELED]
