@@ -28,6 +28,7 @@ from subscription_steps import (
     subscription_now,
     sync,
 )
+from support.netfault import FaultyLink
 from support.stripe_events import EventRelay
 
 from billfold.jobs.worker import Worker
@@ -285,3 +286,56 @@ def test_scheduled_changes_that_cannot_be_are_refused_clearly(
     )
     assert me(client, member)["pendingChange"] is None
     assert [c.status for c in _changes(services, member.customer_id)] == [PlanChangeStatus.CANCELED]
+
+
+def test_on_a_trial_the_downgrade_waits_for_the_trial_end_and_the_first_invoice_is_lower(
+    client: TestClient,
+    admin: dict[str, str],
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    client.patch("/plans/professional", json={"trialDays": 7}, headers=admin).raise_for_status()
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    trial = me(client, member)
+    assert trial["status"] == "trialing"
+
+    waiting = _change(client, member, plan="starter", when="period_end")
+    assert parse_time(waiting["pendingChange"]["effectiveAt"]) == parse_time(trial["trialEndsAt"])
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    after = me(client, member)
+    assert (after["status"], after["plan"], after["pendingChange"]) == ("active", "starter", None)
+    assert stripe_api.v1.invoices.retrieve(renewed["latest_invoice"]).amount_paid == 900
+
+
+def test_a_schedule_cut_off_after_stripe_made_it_is_finished_by_the_retry_without_a_second(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    # Stripe makes the schedule and sets its phases; Billfold never hears back (it gives up,
+    # as if it had died between the call and recording the answer).
+    stripe_link.hold_responses(only=b"POST /v1/subscription_schedules/sub_sched_")
+    lost = client.post(
+        CHANGE, json={"plan": "starter", "when": "period_end"}, headers=member.headers
+    )
+    stripe_link.up()
+    assert lost.status_code >= 500, lost.text
+    assert me(client, member)["pendingChange"] is None  # not shown before Stripe said so
+
+    again = _change(client, member, plan="starter", when="period_end")
+    assert again["pendingChange"]["plan"] == "starter"
+    customer = subscription_now(stripe_api, subscription_id)["customer"]
+    made = stripe_api.v1.subscription_schedules.list(params={"customer": customer}).data
+    assert [s.id for s in made] == [subscription_now(stripe_api, subscription_id)["schedule"]]
