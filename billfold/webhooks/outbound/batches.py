@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 
 from billfold.auth.models import Role, User
 from billfold.config import Settings
+from billfold.jobs import wakeup
 from billfold.jobs.models import Job, JobStatus
 from billfold.kit.db import UTCDateTime, new_id, utcnow
 from billfold.mail.outbox import queue_mail
@@ -104,10 +105,9 @@ def claim(
     ).one_or_none()
     if endpoint is None:
         return None
-    now = utcnow()
-    if not endpoint.enabled:
-        _fail_pending(session, endpoint_id, now)
+    if not endpoint.enabled:  # paused: its deliveries wait until it is enabled again
         return None
+    now = utcnow()
     rows = session.execute(_due(endpoint_id, now, limit)).all()
     if not rows:
         return None
@@ -227,31 +227,6 @@ def _settle_jobs(session: Session, job_ids: list[str | None]) -> None:
             .values(status=JobStatus.DONE, finished_at=utcnow(), last_error=None)
             .execution_options(synchronize_session=False)
         )
-
-
-def _fail_pending(session: Session, endpoint_id: str, now: datetime) -> None:
-    """A disabled endpoint's pending deliveries (none a batch holds) fail, with their jobs."""
-    rows = session.execute(
-        select(WebhookDelivery.id, WebhookDelivery.job_id).where(
-            WebhookDelivery.endpoint_id == endpoint_id,
-            WebhookDelivery.status == _PENDING,
-            or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= now),
-        )
-    ).all()
-    if not rows:
-        return
-    session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_([r.id for r in rows]))
-        .values(
-            status=DeliveryStatus.FAILED,
-            last_error="endpoint disabled",
-            next_attempt_at=None,
-            lease_token=None,
-            leased_until=None,
-        )
-    )
-    _settle_jobs(session, [r.job_id for r in rows])
 
 
 def record(
@@ -404,19 +379,20 @@ def _apply(
         status=outcome.status,
         error=outcome.error,
     )
-    final = outcome.final
     if outcome.status == 410:
+        # The endpoint is gone, not this event: it waits, first in its customer's line, for
+        # the endpoint to be enabled again (the try counts).
         _disable(session, endpoint, "the endpoint answered 410 Gone")
-        final = True
+        delivery.next_attempt_at = utcnow()
+        return False
     if endpoint.failing_since is None:
         endpoint.failing_since = outcome.tried_at
     elif outcome.tried_at - endpoint.failing_since >= timedelta(
         hours=settings.webhook_disable_after_hours
     ):
         _disable(session, endpoint, f"failing since {endpoint.failing_since.isoformat()}")
-        final = True
     delays = settings.webhook_retry_delays
-    if final or delivery.attempts > len(delays):
+    if outcome.final or delivery.attempts > len(delays):
         delivery.status = DeliveryStatus.FAILED
         delivery.next_attempt_at = None
         return True
@@ -459,6 +435,31 @@ def _wake_next_in_lanes(
             .values(run_at=at)
             .execution_options(synchronize_session=False)
         )
+
+
+def resume(session: Session, endpoint_id: str) -> None:
+    """The endpoint was enabled again: its waiting deliveries are due now, and their jobs."""
+    now = utcnow()
+    jobs = select(WebhookDelivery.job_id).where(
+        WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == _PENDING
+    )
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.endpoint_id == endpoint_id,
+            WebhookDelivery.status == _PENDING,
+            WebhookDelivery.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(jobs), Job.status == JobStatus.PENDING)
+        .values(run_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    wakeup.note_enqueued(session)
 
 
 def look_again_at(session: Session, delivery_id: str) -> tuple[datetime, str] | None:
@@ -509,9 +510,11 @@ def _disable(session: Session, endpoint: WebhookEndpoint, reason: str) -> None:
             subject="Billfold disabled a webhook endpoint",
             body=(
                 f"The webhook endpoint {endpoint.id} ({endpoint.url}) was disabled: {reason}.\n"
-                "Events for it are no longer sent. Fix the receiver, then enable the endpoint "
-                f"again (PATCH /webhook-endpoints/{endpoint.id} with enabled=true) and "
-                "redeliver what it missed from its delivery log.\n"
+                "Nothing is sent to it now: its waiting deliveries stay queued, and events "
+                "written while it is disabled are not queued for it. Fix the receiver, then "
+                f"enable the endpoint again (PATCH /webhook-endpoints/{endpoint.id} with "
+                "enabled=true): the queued deliveries go out, each customer's in order; "
+                "redeliver from its delivery log anything else it should have.\n"
             ),
             kind="webhook_endpoint_disabled",
             dedupe_key=f"webhook-disabled:{endpoint.id}:{utcnow().isoformat()}:{email}",

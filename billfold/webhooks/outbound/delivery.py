@@ -37,7 +37,7 @@ from billfold.kit.errors import BillfoldError
 from billfold.services import Services
 from billfold.webhooks.outbound import batches
 from billfold.webhooks.outbound.batches import Batch, Claimed, Outcome
-from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery
+from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from billfold.webhooks.outbound.transport import deadline
 from billfold.webhooks.outbound.urls import check_url
 
@@ -47,13 +47,22 @@ def deliver_job(services: Services, payload: dict[str, Any]) -> None:
     with services.db.transaction() as session:
         found = session.execute(
             select(
-                WebhookDelivery.endpoint_id, WebhookDelivery.status, WebhookDelivery.leased_until
-            ).where(WebhookDelivery.id == delivery_id)
+                WebhookDelivery.endpoint_id,
+                WebhookDelivery.status,
+                WebhookDelivery.leased_until,
+                WebhookEndpoint.enabled,
+            )
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(WebhookDelivery.id == delivery_id)
         ).one_or_none()
     if found is None:
         raise PermanentJobError(f"no webhook delivery {delivery_id} (endpoint deleted?)")
     if found.status != DeliveryStatus.PENDING:
         return
+    if not found.enabled:
+        # Paused: enabling the endpoint makes this job due at once (batches.resume); the
+        # late look is only a safety net.
+        raise Defer(utcnow() + DISABLED_RECHECK, f"delivery {delivery_id}: endpoint disabled")
     if found.leased_until is not None and found.leased_until > utcnow():
         # A batch holds it, and that batch's job goes on with the endpoint's other due
         # deliveries: this job is only the safety net if that worker dies.
@@ -66,6 +75,8 @@ def deliver_job(services: Services, payload: dict[str, Any]) -> None:
         raise Defer(until, f"delivery {delivery_id}: {reason}")
 
 
+# A disabled endpoint's delivery jobs look again this late (enabling it wakes them at once).
+DISABLED_RECHECK = timedelta(hours=1)
 # A batch still sending records what it has learnt this often, so that what it settled is
 # not sent again should its worker die or its lease end before the batch is over.
 FLUSH_EVERY = 1.0

@@ -14,6 +14,7 @@ from billfold.config import Settings
 from billfold.kit import audit
 from billfold.kit.db import new_id, utcnow
 from billfold.kit.errors import InvalidInput, NotFound
+from billfold.webhooks.outbound import batches
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 from billfold.webhooks.outbound.events import schedule
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -106,6 +107,8 @@ def update(
         endpoint.enabled = changes.enabled
         endpoint.disabled_reason = None if changes.enabled else f"disabled by {actor}"
         endpoint.failing_since = None
+        if changes.enabled:
+            batches.resume(session, endpoint_id)
     session.flush()
     audit.record(session, actor, "webhook_endpoint.update", endpoint_id)
     return endpoint
