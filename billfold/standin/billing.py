@@ -341,6 +341,9 @@ def apply() -> None:
         now = int(time.time())
         sub.status, sub.ended_at = "canceled", now
         sub.canceled_at = sub.canceled_at or now
+        from billfold.standin import schedules  # schedules build on this module
+
+        schedules.end_with_subscription(sub)
         emit("customer.subscription.deleted", sub)
         return sub
 

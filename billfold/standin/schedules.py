@@ -332,6 +332,16 @@ def cancel(id: str, invoice_now: Any = None, prorate: Any = None, **unknown: Any
     return schedule
 
 
+def end_with_subscription(sub: Any) -> None:
+    """A subscription canceled outright takes its schedule with it (`canceled`), as in Stripe."""
+    schedule = _schedules.get(getattr(sub, "schedule", None) or "")
+    if schedule is None or schedule.status not in ("active", "not_started"):
+        return
+    schedule.status, schedule.canceled_at = "canceled", int(time.time())
+    sub.schedule = None
+    emit("subscription_schedule.canceled", schedule)
+
+
 def _list(customer: Any = None, subscription: Any = None, **_: Any) -> Any:
     data = [
         s._export()

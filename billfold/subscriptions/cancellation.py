@@ -17,7 +17,7 @@ from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, InvalidInput
 from billfold.services import Services
 from billfold.stripe_gateway import idempotency_key
-from billfold.subscriptions import licenses
+from billfold.subscriptions import licenses, scheduled_changes
 from billfold.subscriptions.lifecycle import record, subscription_of
 from billfold.subscriptions.models import Subscription, SubscriptionStatus
 from billfold.webhooks.outbound.notify import subscription_changed
@@ -45,6 +45,8 @@ def cancel(
             else:
                 _end_trial(session, subscription, services, actor=caller.actor)
             return subscription
+    # A cancellation supersedes a downgrade set for the period end.
+    scheduled_changes.drop_pending(services, subscription_id, reason="canceled")
     if at_period_end:
         remote = services.stripe.update_subscription(
             stripe_id,

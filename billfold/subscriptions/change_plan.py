@@ -173,7 +173,7 @@ def change_plan(
         with services.db.transaction() as session:
             return subscription_of(session, acting_customer(session, caller, customer_id).id)
     # A change made now replaces one set for the period end.
-    scheduled_changes.drop_before_immediate_change(services, target.subscription_id)
+    scheduled_changes.drop_pending(services, target.subscription_id, reason="changed_now")
     behavior = proration_behavior or services.settings.subscription_proration_behavior
     current = services.stripe.retrieve_subscription(target.stripe_id)
     remote = services.stripe.update_subscription(

@@ -179,9 +179,10 @@ def cancel(services: Services, caller: Caller, *, customer_id: str | None = None
         return subscription_of(session, acting_customer(session, caller, customer_id).id)
 
 
-def drop_before_immediate_change(services: Services, subscription_id: str) -> None:
-    """A change made now replaces one set for later (and Stripe refuses some changes of a
-    subscription under a schedule): release the pending one first."""
+def drop_pending(services: Services, subscription_id: str, *, reason: str) -> None:
+    """A change made now, or a cancellation, replaces a change set for the period end (and
+    Stripe refuses to set cancel-at-period-end on a subscription under a schedule): release
+    the pending one first. Nothing to do without one."""
     with services.db.transaction() as session:
         found = pending_change(session, subscription_id)
         if found is None:
@@ -195,7 +196,11 @@ def drop_before_immediate_change(services: Services, subscription_id: str) -> No
             change.status, change.canceled_at = PlanChangeStatus.CANCELED, utcnow()
             change.schedule_released_at = utcnow() if schedule_id else None
             audit.record(
-                session, "billfold", "subscription.change_plan_replaced", change.subscription_id
+                session,
+                "billfold",
+                "subscription.change_plan_dropped",
+                change.subscription_id,
+                reason=reason,
             )
 
 

@@ -263,3 +263,14 @@ def test_canceling_a_schedule_ends_its_subscription_now(
     assert stripe_api.v1.subscriptions.retrieve(sub.id).status == "canceled"
     with pytest.raises(stripe.InvalidRequestError, match="No such subscription_schedule"):
         stripe_api.v1.subscription_schedules.retrieve("sub_sched_unknown")
+
+
+def test_canceling_a_scheduled_subscription_outright_cancels_its_schedule(
+    stripe_api: stripe.StripeClient,
+) -> None:
+    sub = _subscribed(stripe_api, _price(stripe_api, 900))
+    schedule = stripe_api.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    stripe_api.v1.subscriptions.cancel(sub.id)
+    ended = _plain(stripe_api.v1.subscription_schedules.retrieve(schedule.id))
+    assert (ended["status"], ended["current_phase"]) == ("canceled", None)
+    assert ended["canceled_at"] is not None

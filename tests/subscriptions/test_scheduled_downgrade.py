@@ -339,3 +339,62 @@ def test_a_schedule_cut_off_after_stripe_made_it_is_finished_by_the_retry_withou
     customer = subscription_now(stripe_api, subscription_id)["customer"]
     made = stripe_api.v1.subscription_schedules.list(params={"customer": customer}).data
     assert [s.id for s in made] == [subscription_now(stripe_api, subscription_id)["schedule"]]
+
+
+@pytest.mark.parametrize("at_period_end", [True, False])
+def test_a_cancellation_drops_a_pending_downgrade(
+    at_period_end: bool,
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _change(client, member, plan="starter", when="period_end")
+    schedule_id = subscription_now(stripe_api, subscription_id)["schedule"]
+    answer = client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": at_period_end}, headers=member.headers
+    )
+    assert answer.status_code == 200, answer.text
+    ending = answer.json()["data"]
+    assert ending["pendingChange"] is None
+    assert (ending["status"], ending["cancel_at_period_end"]) == (
+        ("active", True) if at_period_end else ("canceled", False)
+    )
+    released = as_dict(stripe_api.v1.subscription_schedules.retrieve(schedule_id))
+    assert released["status"] == "released"
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.CANCELED
+    sync(client, worker, stripe_events)
+    assert me(client, member)["pendingChange"] is None
+
+
+def test_a_schedule_released_in_stripe_closes_the_pending_downgrade(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _change(client, member, plan="starter", when="period_end")
+    sync(client, worker, stripe_events)
+    # Someone releases it in Stripe's Dashboard: the webhook tells Billfold.
+    stripe_api.v1.subscription_schedules.release(
+        str(subscription_now(stripe_api, subscription_id)["schedule"])
+    )
+    assert "subscription_schedule.released" in sync(client, worker, stripe_events)
+    assert me(client, member)["pendingChange"] is None
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.CANCELED
+    advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    assert me(client, member)["plan"] == "professional"
