@@ -71,6 +71,89 @@ class WorkerSettings:
 BATCH_SECONDS = 0.2
 
 
+class _Finished:
+    """Jobs of the running batch whose handler succeeded and that are not settled yet;
+    the batch's thread adds, whoever settles takes (the deadline's timer or the batch)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: list[queue.ClaimedJob] = []
+
+    def add(self, job: queue.ClaimedJob) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
+    def take(self) -> list[queue.ClaimedJob]:
+        with self._lock:
+            taken, self._jobs = self._jobs, []
+        return taken
+
+    def put_back(self, jobs: list[queue.ClaimedJob]) -> None:
+        with self._lock:
+            self._jobs[:0] = jobs
+
+
+class _DeadlineGuard:
+    """One thread per worker that runs a batch's `settle` once at its deadline (time.monotonic)
+    unless the batch disarms it first. `fired` is set before `settle` runs, so a batch that
+    sees it unset may still start a job. The thread lives on between batches (starting one
+    per batch cost fast batches a quarter of their speed) and ends after IDLE_SECONDS
+    unarmed."""
+
+    IDLE_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._settle: Callable[[], None] | None = None
+        self._settling = False
+        self._thread: threading.Thread | None = None
+        self.fired = False
+
+    def arm(self, deadline: float, settle: Callable[[], None]) -> None:
+        with self._cond:
+            self._deadline, self._settle, self.fired = deadline, settle, False
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="job-batch-deadline", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def disarm(self) -> None:
+        """No settling after this returns (one under way is waited for)."""
+        with self._cond:
+            self._deadline = self._settle = None
+            while self._settling:
+                self._cond.wait()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._deadline is None:
+                    if not self._cond.wait(self.IDLE_SECONDS) and self._deadline is None:
+                        self._thread = None
+                        return
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                settle, self._deadline, self._settle = self._settle, None, None
+                self.fired, self._settling = True, True
+                self._cond.release()
+                try:
+                    if settle is not None:
+                        settle()
+                except Exception:  # the database may be away: the batch settles them at its end
+                    log.exception("jobs.deadline_settle_failed")
+                finally:
+                    self._cond.acquire()
+                    self._settling = False
+                    self._cond.notify_all()
+
+
 class Worker(Generic[C]):
     def __init__(
         self,
@@ -86,6 +169,7 @@ class Worker(Generic[C]):
         self._settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._batch = 1  # grows while jobs prove fast
+        self._guard = _DeadlineGuard()
         self.wakeup = wakeup.wakeup_for(db.url)
 
     def run_once(self) -> bool:
@@ -104,18 +188,25 @@ class Worker(Generic[C]):
             return 0
         # Slower than expected: the rest go back for idle workers (and the lease is safe).
         deadline = started + min(self._settings.lease.total_seconds() / 2, 5 * BATCH_SECONDS)
-        done: list[queue.ClaimedJob] = []
+        finished = _Finished()
+        # The job running at the deadline may overrun the batch's lease; the jobs finished
+        # before it must not be claimed and run again then, so the guard settles them at the
+        # deadline while it runs. A fast batch is settled once, at its end, as before.
+        if len(jobs) > 1:
+            self._guard.arm(deadline, lambda: self._settle_finished(finished))
         ran = 0
         try:
             for index, job in enumerate(jobs):
-                if index and time.monotonic() > deadline:
+                if index and (time.monotonic() > deadline or self._guard.fired):
                     self._hand_back(jobs[index:])
                     break
                 ran += 1
                 if self._run(job):
-                    done.append(job)
+                    finished.add(job)
         finally:
-            self._settle_done(done)
+            if len(jobs) > 1:
+                self._guard.disarm()
+            self._settle_done(finished.take())
         per_job = (time.monotonic() - started) / ran
         fits = max(1, int(BATCH_SECONDS / max(per_job, 1e-6)))
         self._batch = min(fits, 2 * self._batch, self._settings.batch_size)
@@ -139,6 +230,14 @@ class Worker(Generic[C]):
             self._settle_failure(job, kind, exc, bound)
             return False
         return True
+
+    def _settle_finished(self, finished: _Finished) -> None:
+        jobs = finished.take()
+        try:
+            self._settle_done(jobs)
+        except BaseException:
+            finished.put_back(jobs)  # for the batch's own settling at its end
+            raise
 
     def _settle_done(self, done: list[queue.ClaimedJob]) -> None:
         if not done:

@@ -497,6 +497,49 @@ def test_a_batch_that_runs_long_hands_back_the_jobs_it_did_not_start(
     assert ctx.ran == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
+def test_jobs_of_a_batch_finished_before_a_late_job_overran_its_lease_are_not_run_again(
+    services: Services, ctx: Context
+) -> None:
+    calls: list[str] = []
+    release = threading.Event()
+
+    def quick(_ctx: Context, payload: dict[str, Any]) -> None:
+        calls.append(payload["name"])
+
+    def overrunning(_ctx: Context, payload: dict[str, Any]) -> None:
+        calls.append(payload["name"])
+        if calls.count(payload["name"]) == 1:  # the first try outlives the batch's lease
+            assert release.wait(timeout=60)
+
+    job_kinds = {"test.quick": JobKind(quick), "test.overrun": JobKind(overrunning)}
+    first = add(services, "test.quick", {"name": "first"})
+    second = add(services, "test.quick", {"name": "second"})
+    late = add(services, "test.overrun", {"name": "late"})
+    batch = make_worker(ctx, settings(lease=1.0), name="batch", job_kinds=job_kinds)
+    thread = threading.Thread(target=batch.run_batch, args=(3,))
+    thread.start()
+    try:
+        assert wait_until(lambda: "late" in calls, timeout=20)
+        # Settled while the late job still runs (before the lease can run out) ...
+        assert wait_until(
+            lambda: {load(services, i).status for i in (first, second)} == {JobStatus.DONE},
+            timeout=20,
+        )
+        assert load(services, late).status == JobStatus.RUNNING
+        # ... so once the lease has run out, another worker takes over only the late job.
+        other = make_worker(ctx, name="other", job_kinds=job_kinds)
+        assert wait_until(other.run_once, timeout=20)
+        assert other.run_until_idle() == 0
+    finally:
+        release.set()
+        thread.join(timeout=30)
+
+    assert sorted(calls) == ["first", "late", "late", "second"]
+    assert load(services, late).locked_by is not None
+    assert str(load(services, late).locked_by).startswith("other:")
+    assert {load(services, i).status for i in (first, second, late)} == {JobStatus.DONE}
+
+
 def test_idle_worker_starts_a_job_enqueued_in_its_process_without_waiting_for_its_poll(
     services: Services, ctx: Context
 ) -> None:
