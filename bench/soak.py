@@ -348,8 +348,8 @@ class Relay:
         while not stop.wait(0.5):
             try:
                 self.once()
-            except stripe.StripeError:
-                continue
+            except Exception as exc:  # counted and printed; the relay goes on
+                self.traffic.client_error(exc)
 
 
 def main() -> None:
