@@ -8,13 +8,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import stripe
 from playwright.sync_api import Browser, Page, ViewportSize, expect
+from support.stripe_events import EventRelay
+from support.waiting import wait_until
 
 from billfold.services import Services
 from pages.journeys import VISA, save_card, seed_shop, sign_up, tab, three_d_secure, type_card
-from pages.test_browser_plan import seed_plans
+from pages.test_browser_billing import customer_of
+from pages.test_browser_plan import plan_of, seed_plans, stored_invoices, upgrade_through_checkout
 
 pytestmark = [
     pytest.mark.sqlite_only,
@@ -40,13 +44,18 @@ def shoot(page: Page, name: str, browser: Browser | None = None) -> None:
 
 
 def test_take_the_readme_screenshots(
-    page: Page, browser: Browser, services: Services, stripe_api: stripe.StripeClient
+    page: Page,
+    browser: Browser,
+    services: Services,
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    live_server: str,
 ) -> None:
     seed_plans(services, stripe_api)
     seed_shop(services)
     page.goto("/billing/sign-in")
     shoot(page, "sign-in", browser)
-    sign_up(page)
+    email = sign_up(page)
     save_card(page, VISA)
     shoot(page, "cards", browser)
     tab(page, "Credits")
@@ -62,6 +71,18 @@ def test_take_the_readme_screenshots(
     shoot(page, "overview", browser)
     tab(page, "Plan")
     shoot(page, "plan", browser)
+    upgrade_through_checkout(page, "Starter")
+    with httpx.Client(base_url=live_server) as webhooks:
+        assert wait_until(lambda: "invoice.paid" in stripe_events.relay(webhooks), timeout=30)
+    customer_id = customer_of(services, email).id
+    assert wait_until(lambda: bool(stored_invoices(services, customer_id)), timeout=30)
+    assert wait_until(lambda: plan_of(services, customer_id) == "starter", timeout=30)
+    tab(page, "Plan")
+    expect(page.get_by_role("link", name="View invoice")).to_be_visible()
+    shoot(page, "plan-paid", browser)
+    page.get_by_role("button", name="Switch to Professional").click()
+    expect(page.get_by_test_id("due-now")).to_be_visible()
+    shoot(page, "change-plan", browser)
     tab(page, "Orders")
     page.get_by_role("button", name="Order Widget").click()
     page.get_by_label("A new card").check()

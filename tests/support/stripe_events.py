@@ -12,8 +12,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import stripe
-from fastapi.testclient import TestClient
 
 
 def event(
@@ -74,8 +74,9 @@ class EventRelay:
         ]
         return sorted(fresh, key=lambda e: int(e["created"]))
 
-    def relay(self, client: TestClient, *types: str) -> list[str]:
-        """POST the new events (of `types`, if given) to Billfold; answers their types."""
+    def relay(self, client: httpx.Client, *types: str) -> list[str]:
+        """POST the new events (of `types`, if given) to Billfold (a TestClient, or a client of
+        a live server); answers their types."""
         sent = []
         for evt in self.pending(*types):
             self.seen.add(evt["id"])

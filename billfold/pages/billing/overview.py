@@ -7,12 +7,11 @@ import math
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from billfold.auth.deps import ServicesDep
 from billfold.credits import ledger
 from billfold.customers.service import acting_customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import NotFound
-from billfold.pages.deps import PageCallerDep, PagesDep
+from billfold.pages.deps import PagesDep, PageWorkDep
 from billfold.subscriptions import dunning, licenses, lifecycle
 from billfold.subscriptions.models import Subscription
 
@@ -25,6 +24,7 @@ STATUS_LABELS = {
     "unpaid": "Unpaid",
     "incomplete": "Waiting for payment",
     "canceled": "Canceled",
+    "paused": "Payments paused",
 }
 
 
@@ -43,23 +43,21 @@ def trial_days_left(subscription: Subscription) -> int | None:
 
 
 @router.get("/billing")
-def overview(
-    request: Request, caller: PageCallerDep, pages: PagesDep, services: ServicesDep
-) -> Response:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller)
-        try:
-            subscription: Subscription | None = lifecycle.subscription_of(session, customer.id)
-        except NotFound:
-            subscription = None
-        return pages.render(
-            request,
-            "billing/overview.html",
-            section="/billing",
-            subscription=subscription,
-            status_label=status_label(subscription) if subscription else "",
-            trial_days_left=trial_days_left(subscription) if subscription else None,
-            license=licenses.current(session, customer.id),
-            balance=ledger.balance(session, customer.id),
-            dunning=dunning.open_case(session, customer.id),
-        )
+def overview(request: Request, work: PageWorkDep, pages: PagesDep) -> Response:
+    session = work.session
+    customer = acting_customer(session, work.caller)
+    try:
+        subscription: Subscription | None = lifecycle.subscription_of(session, customer.id)
+    except NotFound:
+        subscription = None
+    return pages.render(
+        request,
+        "billing/overview.html",
+        section="/billing",
+        subscription=subscription,
+        status_label=status_label(subscription) if subscription else "",
+        trial_days_left=trial_days_left(subscription) if subscription else None,
+        license=licenses.current(session, customer.id),
+        balance=ledger.balance(session, customer.id),
+        dunning=dunning.open_case(session, customer.id),
+    )

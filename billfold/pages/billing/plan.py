@@ -1,47 +1,72 @@
-"""The plan page: upgrade through Stripe Checkout, change plan, cancel at period end, resume."""
+"""The plan page: upgrade through Stripe Checkout, change plan after a preview of what it
+charges, cancel at period end, pause and resume payments, and the customer's invoices."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
 from billfold.customers.service import acting_customer
-from billfold.kit.errors import BillfoldError, NotFound
+from billfold.kit.errors import BillfoldError, InvalidInput, NotFound
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.overview import status_label, trial_days_left
-from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
-from billfold.subscriptions import cancellation, change_plan, lifecycle, plans
+from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, field
+from billfold.subscriptions import cancellation, change_plan, invoices, licenses, lifecycle, plans
 from billfold.subscriptions.models import Subscription
 
 router = APIRouter(include_in_schema=False)
 
+#: Invoices shown at once; older ones are a link away.
+INVOICES_SHOWN = 12
+#: What Stripe does with the invoices falling due while a customer pauses payments: none is
+#: charged, none piles up to be paid on resuming.
+PAUSE_BEHAVIOR = "void"
+
 
 @router.get("/billing/plan")
 def plan_page(
-    request: Request, caller: PageCallerDep, pages: PagesDep, services: ServicesDep
+    request: Request,
+    work: PageWorkDep,
+    pages: PagesDep,
+    invoices_from: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller)
-        try:
-            subscription: Subscription | None = lifecycle.subscription_of(session, customer.id)
-        except NotFound:
-            subscription = None
-        paid = bool(
-            subscription
-            and subscription.stripe_subscription_id
-            and str(subscription.status) != "canceled"
-        )
-        return pages.render(
-            request,
-            "billing/plan.html",
-            section="/billing/plan",
-            subscription=subscription,
-            status_label=status_label(subscription) if subscription else "",
-            trial_days_left=trial_days_left(subscription) if subscription else None,
-            paid=paid,
-            plans=[p for p in plans.list_plans(session) if p.stripe_price_id],
-        )
+    session = work.session
+    customer = acting_customer(session, work.caller)
+    try:
+        subscription: Subscription | None = lifecycle.subscription_of(session, customer.id)
+    except NotFound:
+        subscription = None
+    listed = invoices.list_invoices(
+        session,
+        work.caller,
+        invoices.InvoiceFilter(customer_id=customer.id),
+        limit=INVOICES_SHOWN,
+        offset=invoices_from,
+    )
+    return pages.render(
+        request,
+        "billing/plan.html",
+        section="/billing/plan",
+        subscription=subscription,
+        status_label=status_label(subscription) if subscription else "",
+        trial_days_left=trial_days_left(subscription) if subscription else None,
+        paid=_paid(subscription),
+        license=licenses.current(session, customer.id),
+        plans=[p for p in plans.list_plans(session) if p.stripe_price_id],
+        invoices=listed,
+    )
+
+
+def _paid(subscription: Subscription | None) -> bool:
+    return bool(
+        subscription
+        and subscription.stripe_subscription_id
+        and str(subscription.status) != "canceled"
+    )
 
 
 @router.post("/billing/plan/checkout")
@@ -64,15 +89,66 @@ def upgrade(
     return pages.render(request, "billing/to_checkout.html", section="/billing/plan", url=url)
 
 
+def _preview(
+    caller: PageCallerDep,
+    services: ServicesDep,
+    plan: Annotated[str, Query(max_length=50)] = "",
+) -> change_plan.PlanChangePreview | BillfoldError:
+    """Stripe's preview of the change, asked before the page's unit of work opens (no
+    transaction stays open across the Stripe call); a refusal is shown, not raised."""
+    try:
+        return change_plan.preview(services, caller, plan_code=plan)
+    except BillfoldError as exc:
+        return exc
+
+
+@router.get("/billing/plan/change")
+def change_preview(
+    request: Request,
+    preview: Annotated[change_plan.PlanChangePreview | BillfoldError, Depends(_preview)],
+    work: PageWorkDep,
+    pages: PagesDep,
+) -> Response:
+    """What a plan change charges now and at the next renewal, before the customer confirms."""
+    if isinstance(preview, BillfoldError):
+        return pages.redirect("/billing/plan", error=say(preview))
+    subscription = lifecycle.subscription_of(
+        work.session, acting_customer(work.session, work.caller).id
+    )
+    return pages.render(
+        request,
+        "billing/change_plan.html",
+        section="/billing/plan",
+        preview=preview,
+        current=subscription.plan,
+        target=plans.get_plan(work.session, preview.plan),
+    )
+
+
 @router.post("/billing/plan/change")
 def change(
     caller: PageCallerDep, form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def switch() -> str:
-        changed = change_plan.change_plan(services, caller, plan_code=field(form, "plan"))
+        changed = change_plan.change_plan(
+            services,
+            caller,
+            plan_code=field(form, "plan"),
+            proration_date=_previewed_at(field(form, "proration_date")),
+        )
         return f"You are now on the {changed.plan.name} plan."
 
     return act(pages, "/billing/plan", switch)
+
+
+def _previewed_at(text: str) -> datetime | None:
+    """The preview's proration time, so the change charges what the preview showed."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput("That preview is not valid: please preview the change again.") from None
 
 
 @router.post("/billing/plan/cancel")
@@ -88,10 +164,23 @@ def cancel(
     return act(pages, "/billing/plan", stop)
 
 
+@router.post("/billing/plan/pause")
+def pause(
+    caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
+) -> Response:
+    def hold() -> str:
+        cancellation.pause(services, caller, behavior=PAUSE_BEHAVIOR)
+        return "Payments are paused: nothing is charged until you resume them."
+
+    return act(pages, "/billing/plan", hold)
+
+
 @router.post("/billing/plan/resume")
 def resume(
     caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
+    """Undo a cancellation at the period's end, or a pause (the same service as the API's)."""
+
     def keep() -> str:
         cancellation.resume(services, caller)
         return "Your plan will renew as usual."
