@@ -105,10 +105,21 @@ async def _admin_work(
     return work
 
 
-async def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+def _only_privileged(caller: Caller) -> Caller:
     if not caller.is_privileged:
         raise Forbidden("Only an admin or a service key may do this", code="admin_only")
     return caller
+
+
+async def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    return _only_privileged(caller)
+
+
+async def _privileged_work(
+    work: Annotated[RequestWork, Depends(_request_work, scope="function")],
+) -> RequestWork:
+    _only_privileged(work.caller)
+    return work
 
 
 async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
@@ -123,3 +134,4 @@ AdminDep = Annotated[Caller, Depends(_admin)]
 # The request as one transaction (caller lookup and the route's work): see README "Layout".
 WorkDep = Annotated[RequestWork, Depends(_request_work, scope="function")]
 AdminWorkDep = Annotated[RequestWork, Depends(_admin_work, scope="function")]
+PrivilegedWorkDep = Annotated[RequestWork, Depends(_privileged_work, scope="function")]

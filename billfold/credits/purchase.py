@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller
@@ -231,3 +231,12 @@ def _create_intent(
     except StripeFailure as exc:
         record_refusal(services, payment.id, exc)  # a refusal fails the purchase
         raise
+
+
+def credits_bought_with(services: Services, payment_id: str) -> int | None:
+    """How many credits a payment buys (None: it pays for something else, an order), for
+    telling the customer once it went through; a short transaction of its own."""
+    with services.db.transaction() as session:
+        return session.scalar(
+            select(CreditPurchase.credits).where(CreditPurchase.payment_id == payment_id)
+        )

@@ -11,9 +11,10 @@ from billfold.credits import ledger
 from billfold.credits.models import CreditAccount, CreditPurchase, LedgerEntry
 from billfold.customers.models import Customer
 from billfold.kit.audit import AuditEntry
-from billfold.kit.errors import NotFound
+from billfold.kit.errors import InvalidInput, NotFound
 from billfold.mail.models import OutboxMail
 from billfold.payments.models import Order, Payment, SavedCard
+from billfold.services import Services
 from billfold.subscriptions.listing import license_history
 from billfold.subscriptions.models import License, Subscription
 from billfold.webhooks.models import StripeEvent
@@ -118,3 +119,14 @@ def customer_overview(session: Session, customer_id: str) -> CustomerOverview:
             )
         ),
     )
+
+
+def payment_currency(services: Services, customer_id: str, payment_id: str) -> str:
+    """The currency of `customer_id`'s payment, in which an operator's refund amount is read;
+    another customer's payment is refused. A short transaction of its own: the refund that
+    follows (`payments.refunds.request_refund`) owns its transactions around Stripe."""
+    with services.db.transaction() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None or payment.customer_id != customer_id:
+            raise InvalidInput("That payment is not this customer's")
+        return payment.currency

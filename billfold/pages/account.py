@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from billfold.auth.deps import RateLimitsDep, ServicesDep
 from billfold.customers import account_links
 from billfold.customers.sign_in_api import ResetConfirmIn
 from billfold.kit.errors import BillfoldError
-from billfold.pages.deps import FormDep, PagesDep, field, validated
+from billfold.pages.deps import FormDep, PagesDep, PageSessionDep, field, validated
 
 router = APIRouter(include_in_schema=False)
 TokenQuery = Annotated[str, Query(max_length=200)]
@@ -23,6 +23,28 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+# The API's limits on these pages, checked before the page's unit of work opens (the limits'
+# counters are transactions of their own); a refusal is shown on the form, not raised.
+def _per_address(request: Request, limits: RateLimitsDep) -> BillfoldError | None:
+    try:
+        limits.enforce("account_mail", "address", _address(request))
+    except BillfoldError as exc:
+        return exc
+    return None
+
+
+def _per_email(form: FormDep, limits: RateLimitsDep) -> BillfoldError | None:
+    try:
+        limits.enforce("account_mail", "email", field(form, "email"))
+    except BillfoldError as exc:
+        return exc
+    return None
+
+
+AddressLimited = Annotated[BillfoldError | None, Depends(_per_address)]
+EmailLimited = Annotated[BillfoldError | None, Depends(_per_email)]
+
+
 @router.get("/account/verify-email")
 def verify_page(request: Request, pages: PagesDep, token: TokenQuery = "") -> Response:
     return pages.render(request, "account/verify.html", token=token)
@@ -30,11 +52,17 @@ def verify_page(request: Request, pages: PagesDep, token: TokenQuery = "") -> Re
 
 @router.post("/account/verify-email")
 def verify(
-    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+    request: Request,
+    form: FormDep,
+    refused: AddressLimited,
+    session: PageSessionDep,
+    pages: PagesDep,
+    services: ServicesDep,
 ) -> Response:
     try:
-        limits.enforce("account_mail", "address", _address(request))
-        with services.db.transaction() as session:
+        if refused is not None:
+            raise refused
+        with session.begin_nested():
             account_links.verify_email(services, session, field(form, "token"))
     except BillfoldError as exc:
         return pages.render(
@@ -50,15 +78,21 @@ def reset_page(request: Request, pages: PagesDep, token: TokenQuery = "") -> Res
 
 @router.post("/account/reset-password")
 def reset(
-    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+    request: Request,
+    form: FormDep,
+    refused: AddressLimited,
+    session: PageSessionDep,
+    pages: PagesDep,
+    services: ServicesDep,
 ) -> Response:
     token = field(form, "token")
     try:
-        limits.enforce("account_mail", "address", _address(request))
+        if refused is not None:
+            raise refused
         body = validated(
             ResetConfirmIn, {"token": token, "password": str(form.get("password") or "")}
         )
-        with services.db.transaction() as session:
+        with session.begin_nested():
             account_links.reset_password(services, session, body.token, body.password)
     except BillfoldError as exc:
         return pages.render(
@@ -78,12 +112,18 @@ def forgot_page(request: Request, pages: PagesDep) -> Response:
 
 @router.post("/billing/forgot-password")
 def forgot(
-    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+    request: Request,
+    form: FormDep,
+    refused: EmailLimited,
+    session: PageSessionDep,
+    pages: PagesDep,
+    services: ServicesDep,
 ) -> Response:
     email = field(form, "email")
     try:
-        limits.enforce("account_mail", "email", email)
-        with services.db.transaction() as session:
+        if refused is not None:
+            raise refused
+        with session.begin_nested():
             account_links.request_password_reset(session, services.settings, email)
     except BillfoldError as exc:
         return pages.render(

@@ -18,6 +18,7 @@ from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.kit.errors import BillfoldError
 from billfold.pages.models import SignInLink, WebSession
+from billfold.services import Services
 
 SESSION_COOKIE = "bf_session"
 
@@ -51,6 +52,15 @@ def start_session(
     )
     session.flush()
     return token
+
+
+def open_session(
+    services: Services, user: User, *, lifetime: timedelta, return_url: str | None
+) -> str:
+    """`start_session` in a transaction of its own, for a page whose work before it was a
+    service function's own (signing up: `customers.registration.sign_up`)."""
+    with services.db.transaction() as session:
+        return start_session(session, user, lifetime=lifetime, return_url=return_url)
 
 
 def signed_in(session: Session, token: str | None) -> SignedIn | None:

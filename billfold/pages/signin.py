@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field, HttpUrl
 from starlette.responses import Response
 
 from billfold.auth import service as auth
-from billfold.auth.deps import NO_STORE, PrivilegedDep, RateLimitsDep, ServicesDep
+from billfold.auth.deps import NO_STORE, PrivilegedWorkDep, RateLimitsDep, ServicesDep
 from billfold.auth.models import User
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import RegisterIn
@@ -19,7 +19,7 @@ from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
 from billfold.kit.errors import BillfoldError
 from billfold.pages import sessions
-from billfold.pages.deps import FormDep, PagesDep, field, validated
+from billfold.pages.deps import FormDep, PagesDep, PageSessionDep, field, validated
 from billfold.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -34,13 +34,13 @@ def safe_next(target: str | None) -> str:
     return "/billing"
 
 
-def _signed_in_response(
-    pages: PagesDep, services: Services, user: User, target: str, return_url: str | None
-) -> Response:
-    settings = services.settings
-    lifetime = timedelta(hours=settings.pages_session_hours)
-    with services.db.transaction() as session:
-        token = sessions.start_session(session, user, lifetime=lifetime, return_url=return_url)
+def _lifetime(services: Services) -> timedelta:
+    return timedelta(hours=services.settings.pages_session_hours)
+
+
+def _signed_in_response(pages: PagesDep, services: Services, token: str, target: str) -> Response:
+    """To `target`, with the new session's cookie."""
+    lifetime = _lifetime(services)
     response = pages.redirect(target)
     pages.set_cookie(
         response, sessions.SESSION_COOKIE, token, max_age=int(lifetime.total_seconds())
@@ -53,17 +53,33 @@ def sign_in_page(request: Request, pages: PagesDep, next: NextQuery = "/billing"
     return pages.render(request, "sign_in.html", next=safe_next(next), email="")
 
 
+def _guessing_limits(
+    request: Request, form: FormDep, limits: RateLimitsDep
+) -> BillfoldError | None:
+    """The API's limits on guessing (per address and per account), checked before the page's
+    unit of work opens: the limits' counters are transactions of their own."""
+    try:
+        limits.enforce("login", "address", request.client.host if request.client else "")
+        limits.enforce("login", "email", field(form, "email"))
+    except BillfoldError as exc:
+        return exc
+    return None
+
+
 @router.post("/billing/sign-in")
 def sign_in(
-    request: Request, form: FormDep, pages: PagesDep, services: ServicesDep, limits: RateLimitsDep
+    request: Request,
+    form: FormDep,
+    refused: Annotated[BillfoldError | None, Depends(_guessing_limits)],
+    session: PageSessionDep,
+    pages: PagesDep,
+    services: ServicesDep,
 ) -> Response:
     email, target = field(form, "email"), safe_next(field(form, "next"))
     try:
-        # The API's limits on guessing: per address and per account.
-        limits.enforce("login", "address", request.client.host if request.client else "")
-        limits.enforce("login", "email", email)
-        with services.db.transaction() as session:
-            user = auth.authenticate(session, email, str(form.get("password") or ""))
+        if refused is not None:
+            raise refused
+        user = auth.authenticate(session, email, str(form.get("password") or ""))
     except BillfoldError as exc:
         return pages.render(
             request,
@@ -73,7 +89,8 @@ def sign_in(
             email=email,
             error=exc.message,
         )
-    return _signed_in_response(pages, services, user, target, None)
+    token = sessions.start_session(session, user, lifetime=_lifetime(services), return_url=None)
+    return _signed_in_response(pages, services, token, target)
 
 
 @router.get("/billing/sign-up")
@@ -107,28 +124,35 @@ def sign_up_submit(
         return pages.render(
             request, "sign_up.html", status_code=exc.status_code, values=values, error=exc.message
         )
-    return _signed_in_response(pages, services, customer.user, "/billing", None)
+    token = sessions.open_session(
+        services, customer.user, lifetime=_lifetime(services), return_url=None
+    )
+    return _signed_in_response(pages, services, token, "/billing")
 
 
 @router.post("/billing/sign-out")
-def sign_out(request: Request, _form: FormDep, pages: PagesDep, services: ServicesDep) -> Response:
-    with services.db.transaction() as session:
-        sessions.end_session(session, request.cookies.get(sessions.SESSION_COOKIE))
+def sign_out(
+    request: Request, _form: FormDep, session: PageSessionDep, pages: PagesDep
+) -> Response:
+    sessions.end_session(session, request.cookies.get(sessions.SESSION_COOKIE))
     response = pages.redirect("/billing/sign-in", notice="You are signed out.")
     response.delete_cookie(sessions.SESSION_COOKIE, path="/")
     return response
 
 
 @router.get("/billing/session/{token}")
-def open_link(token: str, pages: PagesDep, services: ServicesDep) -> Response:
+def open_link(
+    token: str, session: PageSessionDep, pages: PagesDep, services: ServicesDep
+) -> Response:
     """A link minted by the host backend: used once, it signs the customer in."""
-    with services.db.transaction() as session:
-        link = sessions.redeem_link(session, token)
-        user = session.get(User, link.user_id)
-        return_url = link.return_url
+    link = sessions.redeem_link(session, token)
+    user = session.get(User, link.user_id)
     if user is None or user.deleted_at is not None:
         raise sessions.LinkUnusable("This account no longer exists.")
-    return _signed_in_response(pages, services, user, "/billing", return_url)
+    started = sessions.start_session(
+        session, user, lifetime=_lifetime(services), return_url=link.return_url
+    )
+    return _signed_in_response(pages, services, started, "/billing")
 
 
 class LinkIn(InputModel):
@@ -142,17 +166,16 @@ class LinkOut(ApiModel):
 
 
 @api.post("/billing/sessions", status_code=201, tags=["billing pages"], dependencies=[NO_STORE])
-def mint_link(body: LinkIn, caller: PrivilegedDep, services: ServicesDep) -> Envelope[LinkOut]:
+def mint_link(body: LinkIn, work: PrivilegedWorkDep, services: ServicesDep) -> Envelope[LinkOut]:
     """A single-use URL that signs the customer in to the billing pages (expires in minutes)."""
     settings = services.settings
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, body.customer_id)
-        link, token = sessions.mint_link(
-            session,
-            customer.user,
-            return_url=str(body.return_url) if body.return_url else None,
-            lifetime=timedelta(minutes=settings.pages_link_minutes),
-            actor=caller.actor,
-        )
-        base = settings.backend_url.rstrip("/")
-        return ok(LinkOut(url=f"{base}/billing/session/{token}", expires_at=link.expires_at))
+    customer = acting_customer(work.session, work.caller, body.customer_id)
+    link, token = sessions.mint_link(
+        work.session,
+        customer.user,
+        return_url=str(body.return_url) if body.return_url else None,
+        lifetime=timedelta(minutes=settings.pages_link_minutes),
+        actor=work.caller.actor,
+    )
+    base = settings.backend_url.rstrip("/")
+    return ok(LinkOut(url=f"{base}/billing/session/{token}", expires_at=link.expires_at))

@@ -21,7 +21,7 @@ from billfold.customers.service import acting_customer
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.kit import audit
 from billfold.kit.db import utcnow
-from billfold.kit.errors import Conflict, NotFound
+from billfold.kit.errors import Conflict, InvalidInput, NotFound
 from billfold.kit.observability import PAYMENT_OUTCOMES
 from billfold.payments import orders
 from billfold.payments.catalog import get_product
@@ -313,6 +313,26 @@ def confirm(services: Services, caller: Caller, payment_intent_id: str) -> Inten
     with services.db.transaction() as session:
         payment = _payment_by_intent(session, caller, payment_intent_id)
     return record(services, payment.id, services.stripe.retrieve_payment_intent(payment_intent_id))
+
+
+def confirm_payment(services: Services, caller: Caller, payment_id: str) -> IntentOutcome:
+    """`confirm`, for our payment's ID (the billing pages' 3-D Secure step names ours)."""
+    with services.db.transaction() as session:
+        intent_id = payment_of(session, caller, payment_id).stripe_payment_intent_id
+    if intent_id is None:
+        raise InvalidInput("This payment has not reached Stripe yet")
+    return confirm(services, caller, intent_id)
+
+
+def client_secret_of(services: Services, caller: Caller, payment_id: str) -> str | None:
+    """The secret Stripe.js needs to finish a payment that waits for the customer (3-D
+    Secure), or None when it waits for nothing; read from Stripe after a short transaction."""
+    with services.db.transaction() as session:
+        payment = payment_of(session, caller, payment_id)
+        status, intent_id = payment.status, payment.stripe_payment_intent_id
+    if status != PaymentStatus.REQUIRES_ACTION or intent_id is None:
+        return None
+    return services.stripe.retrieve_payment_intent(intent_id).client_secret
 
 
 def _payment_by_intent(session: Session, caller: Caller, payment_intent_id: str) -> Payment:

@@ -17,7 +17,7 @@ from billfold.credits import packages
 from billfold.credits.schemas import PackageIn, PackagePatch
 from billfold.kit.errors import BillfoldError
 from billfold.pages.admin.forms import json_object, minor_units, whole
-from billfold.pages.deps import FormDep, PageAdminDep, PagesDep, field, validated
+from billfold.pages.deps import AdminPageWorkDep, FormDep, PagesDep, field, validated
 from billfold.pages.rendering import Pages
 from billfold.payments import catalog
 from billfold.payments.schemas import ProductIn, ProductPatch
@@ -30,31 +30,30 @@ BACK = "/admin/catalog"
 
 @router.get("/admin/catalog")
 def show_catalog(
-    request: Request, _admin: PageAdminDep, pages: PagesDep, services: ServicesDep
+    request: Request, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
-    with services.db.transaction() as session:
-        return pages.render(
-            request,
-            "admin/catalog.html",
-            title="Catalog",
-            section=BACK,
-            products=catalog.list_products(session, include_inactive=True),
-            packages=packages.list_packages(session, include_inactive=True),
-            plans=plans.list_plans(session, include_inactive=True),
-            currency=services.settings.stripe_currency,
-        )
+    return pages.render(
+        request,
+        "admin/catalog.html",
+        title="Catalog",
+        section=BACK,
+        products=catalog.list_products(work.session, include_inactive=True),
+        packages=packages.list_packages(work.session, include_inactive=True),
+        plans=plans.list_plans(work.session, include_inactive=True),
+        currency=services.settings.stripe_currency,
+    )
 
 
 @router.post("/admin/catalog/products")
 def create_product(
-    form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         currency = field(form, "currency") or services.settings.stripe_currency
         body = validated(ProductIn, {**_product_fields(form, currency), "currency": currency})
-        with services.db.transaction() as session:
+        with work.session.begin_nested():
             made = catalog.create_product(
-                session, catalog.ProductFields(**body.model_dump()), actor=caller.actor
+                work.session, catalog.ProductFields(**body.model_dump()), actor=work.caller.actor
             )
             return f"Product {made.name} created."
 
@@ -63,15 +62,18 @@ def create_product(
 
 @router.post("/admin/catalog/products/{product_id}")
 def update_product(
-    product_id: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    product_id: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
-        with services.db.transaction() as session:
-            product = catalog.get_product(session, product_id, include_inactive=True)
+        with work.session.begin_nested():
+            product = catalog.get_product(work.session, product_id, include_inactive=True)
             changes = _active_or(form, lambda: _product_fields(form, product.currency))
             body = validated(ProductPatch, changes)
             catalog.update_product(
-                session, product_id, body.model_dump(exclude_unset=True), actor=caller.actor
+                work.session,
+                product_id,
+                body.model_dump(exclude_unset=True),
+                actor=work.caller.actor,
             )
             return f"Product {product.name} saved."
 
@@ -80,13 +82,15 @@ def update_product(
 
 @router.post("/admin/catalog/packages")
 def create_package(
-    form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         currency = field(form, "currency") or services.settings.stripe_currency
         body = validated(PackageIn, {**_package_fields(form, currency), "currency": currency})
-        with services.db.transaction() as session:
-            made = packages.create_package(session, **body.model_dump(), actor=caller.actor)
+        with work.session.begin_nested():
+            made = packages.create_package(
+                work.session, **body.model_dump(), actor=work.caller.actor
+            )
             return f"Package {made.name} created."
 
     return _saved(pages, save)
@@ -94,15 +98,18 @@ def create_package(
 
 @router.post("/admin/catalog/packages/{package_id}")
 def update_package(
-    package_id: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    package_id: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
-        with services.db.transaction() as session:
-            package = packages.get_package(session, package_id, include_inactive=True)
+        with work.session.begin_nested():
+            package = packages.get_package(work.session, package_id, include_inactive=True)
             changes = _active_or(form, lambda: _package_fields(form, package.currency))
             body = validated(PackagePatch, changes)
             packages.update_package(
-                session, package_id, body.model_dump(exclude_unset=True), actor=caller.actor
+                work.session,
+                package_id,
+                body.model_dump(exclude_unset=True),
+                actor=work.caller.actor,
             )
             return f"Package {package.name} saved."
 
@@ -111,7 +118,7 @@ def update_package(
 
 @router.post("/admin/catalog/plans")
 def create_plan(
-    form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         body = validated(
@@ -122,9 +129,9 @@ def create_plan(
                 "interval": field(form, "interval") or "month",
             },
         )
-        with services.db.transaction() as session:
+        with work.session.begin_nested():
             made = plans.create_plan(
-                session, body.model_dump(), actor=caller.actor, stripe=services.stripe
+                work.session, body.model_dump(), actor=work.caller.actor, stripe=services.stripe
             )
             return f"Plan {made.code} created."
 
@@ -133,16 +140,16 @@ def create_plan(
 
 @router.post("/admin/catalog/plans/{code}")
 def update_plan(
-    code: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    code: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         body = validated(PlanPatch, _active_or(form, lambda: _plan_fields(form)))
-        with services.db.transaction() as session:
+        with work.session.begin_nested():
             plans.update_plan(
-                session,
+                work.session,
                 code,
                 body.model_dump(exclude_unset=True),
-                actor=caller.actor,
+                actor=work.caller.actor,
                 stripe=services.stripe,
             )
             return f"Plan {code} saved."

@@ -15,13 +15,12 @@ from billfold.credits import consume as spending
 from billfold.credits.models import EntryKind
 from billfold.customers import directory, privacy_export
 from billfold.kit.errors import BillfoldError, InvalidInput
+from billfold.operations import customer_view
 from billfold.operations.customer_view import customer_overview
 from billfold.pages.admin.forms import choice, minor_units, whole
 from billfold.pages.admin.paging import PAGE_SIZE, pager
-from billfold.pages.deps import FormDep, PageAdminDep, PagesDep, field
+from billfold.pages.deps import AdminPageWorkDep, FormDep, PageAdminDep, PagesDep, field
 from billfold.payments import refunds
-from billfold.payments.models import Payment
-from billfold.services import Services
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,47 +28,43 @@ router = APIRouter(include_in_schema=False)
 @router.get("/admin/customers")
 def list_customers(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     q: Annotated[str, Query(max_length=320)] = "",
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    with services.db.transaction() as session:
-        page = directory.search_customers(
-            session, directory.CustomerFilter(search=q or None), limit=PAGE_SIZE, offset=offset
-        )
-        return pages.render(
-            request,
-            "admin/customers.html",
-            title="Customers",
-            section="/admin/customers",
-            q=q,
-            page=page,
-            pager=pager(request, page),
-        )
+    page = directory.search_customers(
+        work.session, directory.CustomerFilter(search=q or None), limit=PAGE_SIZE, offset=offset
+    )
+    return pages.render(
+        request,
+        "admin/customers.html",
+        title="Customers",
+        section="/admin/customers",
+        q=q,
+        page=page,
+        pager=pager(request, page),
+    )
 
 
 @router.get("/admin/customers/{customer_id}")
 def show_customer(
     customer_id: str,
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
 ) -> Response:
-    with services.db.transaction() as session:
-        seen = customer_overview(session, customer_id)
-        return pages.render(
-            request,
-            "admin/customer.html",
-            title=seen.customer.user.email,
-            section="/admin/customers",
-            seen=seen,
-            # A fresh key per rendering: a form posted twice grants once.
-            grant_key=uuid.uuid4().hex,
-            refund_reasons=REFUND_REASONS,
-        )
+    seen = customer_overview(work.session, customer_id)
+    return pages.render(
+        request,
+        "admin/customer.html",
+        title=seen.customer.user.email,
+        section="/admin/customers",
+        seen=seen,
+        # A fresh key per rendering: a form posted twice grants once.
+        grant_key=uuid.uuid4().hex,
+        refund_reasons=REFUND_REASONS,
+    )
 
 
 REFUND_REASONS = {
@@ -91,7 +86,7 @@ def refund_payment(
     back = f"/admin/customers/{customer_id}"
     try:
         payment_id = field(form, "payment_id")
-        currency = _currency_of_own_payment(services, customer_id, payment_id)
+        currency = customer_view.payment_currency(services, customer_id, payment_id)
         made = refunds.request_refund(
             services,
             payment_id,
@@ -135,23 +130,14 @@ def grant_credits(
 
 
 @router.get("/admin/customers/{customer_id}/export")
-def download_export(customer_id: str, caller: PageAdminDep, services: ServicesDep) -> Response:
-    with services.db.transaction() as session:
-        seen = customer_overview(session, customer_id)
-        data = privacy_export.export(session, caller, seen.customer.user_id)
+def download_export(customer_id: str, work: AdminPageWorkDep) -> Response:
+    seen = customer_overview(work.session, customer_id)
+    data = privacy_export.export(work.session, work.caller, seen.customer.user_id)
     return Response(
         json.dumps(data, indent=2),
         media_type="application/json",
         headers={"content-disposition": f'attachment; filename="export-{customer_id}.json"'},
     )
-
-
-def _currency_of_own_payment(services: Services, customer_id: str, payment_id: str) -> str:
-    with services.db.transaction() as session:
-        payment = session.get(Payment, payment_id)
-        if payment is None or payment.customer_id != customer_id:
-            raise InvalidInput("That payment is not this customer's")
-        return payment.currency
 
 
 def _refund_amount(text: str, currency: str) -> int | None:

@@ -7,11 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from billfold.auth.deps import ServicesDep
 from billfold.kit.money import format_money
 from billfold.operations import dashboard
 from billfold.pages.admin.charts import Bar, bars, seconds
-from billfold.pages.deps import PageAdminDep, PagesDep
+from billfold.pages.deps import AdminPageWorkDep, PagesDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -19,15 +18,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/admin")
 def show_dashboard(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     window: str = "24h",
 ) -> Response:
     if window not in dashboard.WINDOWS:
         window = "24h"
-    with services.db.transaction() as session:
-        board = dashboard.figures(session, window)
+    board = dashboard.figures(work.session, window)
     return pages.render(
         request,
         "admin/dashboard.html",

@@ -9,11 +9,10 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from billfold.auth.deps import ServicesDep
 from billfold.kit.errors import InvalidInput
 from billfold.kit.paging import Period
 from billfold.pages.admin.paging import PAGE_SIZE, pager
-from billfold.pages.deps import PageAdminDep, PagesDep
+from billfold.pages.deps import AdminPageWorkDep, PagesDep
 from billfold.payments import listing
 from billfold.payments.models import PaymentStatus, RefundStatus
 
@@ -25,9 +24,8 @@ E = TypeVar("E", bound=StrEnum)
 @router.get("/admin/payments")
 def list_payments(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     status: Text = "",
     customer: Text = "",
     day_from: Annotated[str, Query(alias="from", max_length=10)] = "",
@@ -39,26 +37,24 @@ def list_payments(
         status=_one_of(PaymentStatus, status),
         created=days(day_from, day_to),
     )
-    with services.db.transaction() as session:
-        page = listing.list_payments(session, where, limit=PAGE_SIZE, offset=offset)
-        return pages.render(
-            request,
-            "admin/payments.html",
-            title="Payments",
-            section="/admin/payments",
-            page=page,
-            pager=pager(request, page),
-            statuses=[str(s) for s in PaymentStatus],
-            chosen={"status": status, "customer": customer, "from": day_from, "to": day_to},
-        )
+    page = listing.list_payments(work.session, where, limit=PAGE_SIZE, offset=offset)
+    return pages.render(
+        request,
+        "admin/payments.html",
+        title="Payments",
+        section="/admin/payments",
+        page=page,
+        pager=pager(request, page),
+        statuses=[str(s) for s in PaymentStatus],
+        chosen={"status": status, "customer": customer, "from": day_from, "to": day_to},
+    )
 
 
 @router.get("/admin/refunds")
 def list_refunds(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     status: Text = "",
     customer: Text = "",
     day_from: Annotated[str, Query(alias="from", max_length=10)] = "",
@@ -70,18 +66,17 @@ def list_refunds(
         status=_one_of(RefundStatus, status),
         created=days(day_from, day_to),
     )
-    with services.db.transaction() as session:
-        page = listing.list_refunds(session, where, limit=PAGE_SIZE, offset=offset)
-        return pages.render(
-            request,
-            "admin/refunds.html",
-            title="Refunds",
-            section="/admin/refunds",
-            page=page,
-            pager=pager(request, page),
-            statuses=[str(s) for s in RefundStatus],
-            chosen={"status": status, "customer": customer, "from": day_from, "to": day_to},
-        )
+    page = listing.list_refunds(work.session, where, limit=PAGE_SIZE, offset=offset)
+    return pages.render(
+        request,
+        "admin/refunds.html",
+        title="Refunds",
+        section="/admin/refunds",
+        page=page,
+        pager=pager(request, page),
+        statuses=[str(s) for s in RefundStatus],
+        chosen={"status": status, "customer": customer, "from": day_from, "to": day_to},
+    )
 
 
 def days(first: str, last: str) -> Period:

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from billfold.auth.deps import ServicesDep
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs import queue
 from billfold.jobs.models import JobStatus
@@ -15,7 +14,7 @@ from billfold.kit.errors import BillfoldError
 from billfold.operations import audit_log
 from billfold.pages.admin.money import days
 from billfold.pages.admin.paging import PAGE_SIZE, pager
-from billfold.pages.deps import FormDep, PageAdminDep, PagesDep
+from billfold.pages.deps import AdminPageWorkDep, FormDep, PagesDep
 from billfold.webhooks import inbox, listing
 from billfold.webhooks.models import EventStatus
 
@@ -26,40 +25,38 @@ Text = Annotated[str, Query(max_length=100)]
 @router.get("/admin/webhooks")
 def list_webhooks(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     status: Text = "",
     event_type: Annotated[str, Query(alias="type", max_length=100)] = "",
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    with services.db.transaction() as session:
-        page = listing.list_events(
-            session,
-            status=EventStatus(status) if status in set(EventStatus) else None,
-            event_type=event_type or None,
-            limit=PAGE_SIZE,
-            offset=offset,
-        )
-        return pages.render(
-            request,
-            "admin/webhooks.html",
-            title="Webhook inbox",
-            section="/admin/webhooks",
-            page=page,
-            pager=pager(request, page),
-            statuses=[str(s) for s in EventStatus],
-            chosen={"status": status, "type": event_type},
-        )
+    page = listing.list_events(
+        work.session,
+        status=EventStatus(status) if status in set(EventStatus) else None,
+        event_type=event_type or None,
+        limit=PAGE_SIZE,
+        offset=offset,
+    )
+    return pages.render(
+        request,
+        "admin/webhooks.html",
+        title="Webhook inbox",
+        section="/admin/webhooks",
+        page=page,
+        pager=pager(request, page),
+        statuses=[str(s) for s in EventStatus],
+        chosen={"status": status, "type": event_type},
+    )
 
 
 @router.post("/admin/webhooks/{event_id}/replay")
 def replay_webhook(
-    event_id: str, _form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    event_id: str, _form: FormDep, work: AdminPageWorkDep, pages: PagesDep
 ) -> Response:
     try:
-        with services.db.transaction() as session:
-            event = inbox.replay(session, event_id, actor=caller.actor)
+        with work.session.begin_nested():
+            event = inbox.replay(work.session, event_id, actor=work.caller.actor)
             described = f"{event.type} ({event.stripe_event_id})"
     except BillfoldError as exc:
         return pages.redirect("/admin/webhooks", error=exc.message)
@@ -69,9 +66,8 @@ def replay_webhook(
 @router.get("/admin/jobs")
 def list_jobs(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     status: Text = "dead",
     kind: Text = "",
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -79,29 +75,26 @@ def list_jobs(
     where = jobs_admin.JobFilter(
         status=JobStatus(status) if status in set(JobStatus) else None, kind=kind or None
     )
-    with services.db.transaction() as session:
-        page = jobs_admin.list_jobs(session, where, limit=PAGE_SIZE, offset=offset)
-        return pages.render(
-            request,
-            "admin/jobs.html",
-            title="Jobs",
-            section="/admin/jobs",
-            page=page,
-            pager=pager(request, page),
-            counts=queue.depth(session),
-            oldest_due=jobs_admin.oldest_due(session),
-            statuses=[str(s) for s in JobStatus],
-            chosen={"status": status, "kind": kind},
-        )
+    page = jobs_admin.list_jobs(work.session, where, limit=PAGE_SIZE, offset=offset)
+    return pages.render(
+        request,
+        "admin/jobs.html",
+        title="Jobs",
+        section="/admin/jobs",
+        page=page,
+        pager=pager(request, page),
+        counts=queue.depth(work.session),
+        oldest_due=jobs_admin.oldest_due(work.session),
+        statuses=[str(s) for s in JobStatus],
+        chosen={"status": status, "kind": kind},
+    )
 
 
 @router.post("/admin/jobs/{job_id}/retry")
-def retry_job(
-    job_id: str, _form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
-) -> Response:
+def retry_job(job_id: str, _form: FormDep, work: AdminPageWorkDep, pages: PagesDep) -> Response:
     try:
-        with services.db.transaction() as session:
-            job = jobs_admin.retry(session, job_id, actor=caller.actor)
+        with work.session.begin_nested():
+            job = jobs_admin.retry(work.session, job_id, actor=work.caller.actor)
             kind = job.kind
     except BillfoldError as exc:
         return pages.redirect("/admin/jobs", error=exc.message)
@@ -111,9 +104,8 @@ def retry_job(
 @router.get("/admin/audit")
 def list_audit(
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
     actor: Text = "",
     action: Text = "",
     subject: Annotated[str, Query(max_length=255)] = "",
@@ -127,20 +119,19 @@ def list_audit(
         subject_ids=(subject,) if subject else (),
         created=days(day_from, day_to),
     )
-    with services.db.transaction() as session:
-        page = audit_log.list_entries(session, where, limit=PAGE_SIZE, offset=offset)
-        return pages.render(
-            request,
-            "admin/audit.html",
-            title="Audit log",
-            section="/admin/audit",
-            page=page,
-            pager=pager(request, page),
-            chosen={
-                "actor": actor,
-                "action": action,
-                "subject": subject,
-                "from": day_from,
-                "to": day_to,
-            },
-        )
+    page = audit_log.list_entries(work.session, where, limit=PAGE_SIZE, offset=offset)
+    return pages.render(
+        request,
+        "admin/audit.html",
+        title="Audit log",
+        section="/admin/audit",
+        page=page,
+        pager=pager(request, page),
+        chosen={
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "from": day_from,
+            "to": day_to,
+        },
+    )

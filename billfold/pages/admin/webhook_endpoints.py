@@ -25,7 +25,7 @@ from billfold.auth.deps import ServicesDep
 from billfold.kit.envelope import UtcDatetime
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.admin.paging import PAGE_SIZE
-from billfold.pages.deps import FormDep, PageAdminDep, PagesDep, field, validated
+from billfold.pages.deps import AdminPageWorkDep, FormDep, PagesDep, field, validated
 from billfold.pages.rendering import Pages
 from billfold.webhooks.outbound import endpoints
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
@@ -44,22 +44,21 @@ def _at(endpoint_id: str) -> str:
 
 @router.get("/admin/webhook-endpoints")
 def list_endpoints(
-    request: Request, _admin: PageAdminDep, pages: PagesDep, services: ServicesDep
+    request: Request, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
-    with services.db.transaction() as session:
-        return pages.render(
-            request,
-            "admin/webhook_endpoints.html",
-            title="Webhook endpoints",
-            section=BACK,
-            endpoints=endpoints.list_endpoints(session),
-            event_types=EVENT_TYPES,
-        )
+    return pages.render(
+        request,
+        "admin/webhook_endpoints.html",
+        title="Webhook endpoints",
+        section=BACK,
+        endpoints=endpoints.list_endpoints(work.session),
+        event_types=EVENT_TYPES,
+    )
 
 
 @router.post("/admin/webhook-endpoints")
 def create_endpoint(
-    request: Request, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    request: Request, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     try:
         body = validated(
@@ -70,14 +69,14 @@ def create_endpoint(
                 "description": field(form, "description") or None,
             },
         )
-        with services.db.transaction() as session:
+        with work.session.begin_nested():
             created = endpoints.create(
-                session,
+                work.session,
                 services.settings,
                 url=body.url,
                 event_types=body.event_types,
                 description=body.description,
-                actor=caller.actor,
+                actor=work.caller.actor,
             )
             endpoint_id = created.endpoint.id
             secret = created.secret
@@ -90,32 +89,31 @@ def create_endpoint(
 def show_endpoint(
     endpoint_id: str,
     request: Request,
-    _admin: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
     services: ServicesDep,
     before: Annotated[UtcDatetime | None, Query()] = None,
 ) -> Response:
     kind, secret = _new_secret(request, services, endpoint_id)
-    with services.db.transaction() as session:
-        try:
-            endpoint = endpoints.get(session, endpoint_id)
-        except BillfoldError as exc:
-            return pages.redirect(BACK, error=exc.message)
-        log = endpoints.deliveries(session, endpoint_id, before=before, limit=PAGE_SIZE)
-        older = log[-1].delivery.created_at if len(log) == PAGE_SIZE else None
-        response = pages.render(
-            request,
-            "admin/webhook_endpoint.html",
-            title=f"Webhook endpoint {endpoint.url}",
-            section=BACK,
-            endpoint=endpoint,
-            event_types=EVENT_TYPES,
-            deliveries=log,
-            older_url=f"{_at(endpoint_id)}?before={older.isoformat()}" if older else None,
-            newest_url=_at(endpoint_id) if before else None,
-            secret=secret,
-            created=kind == "created",
-        )
+    try:
+        endpoint = endpoints.get(work.session, endpoint_id)
+    except BillfoldError as exc:
+        return pages.redirect(BACK, error=exc.message)
+    log = endpoints.deliveries(work.session, endpoint_id, before=before, limit=PAGE_SIZE)
+    older = log[-1].delivery.created_at if len(log) == PAGE_SIZE else None
+    response = pages.render(
+        request,
+        "admin/webhook_endpoint.html",
+        title=f"Webhook endpoint {endpoint.url}",
+        section=BACK,
+        endpoint=endpoint,
+        event_types=EVENT_TYPES,
+        deliveries=log,
+        older_url=f"{_at(endpoint_id)}?before={older.isoformat()}" if older else None,
+        newest_url=_at(endpoint_id) if before else None,
+        secret=secret,
+        created=kind == "created",
+    )
     if request.cookies.get(SECRET_COOKIE):
         response.delete_cookie(SECRET_COOKIE, path="/")
     return response
@@ -123,7 +121,7 @@ def show_endpoint(
 
 @router.post("/admin/webhook-endpoints/{endpoint_id}")
 def update_endpoint(
-    endpoint_id: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    endpoint_id: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         chosen = _event_types(form)
@@ -141,8 +139,10 @@ def update_endpoint(
             event_types=body.event_types,
             all_event_types=chosen is None,
         )
-        with services.db.transaction() as session:
-            endpoints.update(session, services.settings, endpoint_id, changes, caller.actor)
+        with work.session.begin_nested():
+            endpoints.update(
+                work.session, services.settings, endpoint_id, changes, work.caller.actor
+            )
         return "Endpoint saved."
 
     return _saved(pages, _at(endpoint_id), save)
@@ -150,13 +150,15 @@ def update_endpoint(
 
 @router.post("/admin/webhook-endpoints/{endpoint_id}/enabled")
 def enable_endpoint(
-    endpoint_id: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    endpoint_id: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         enabled = field(form, "enabled") == "true"
         changes = endpoints.EndpointChanges(enabled=enabled)
-        with services.db.transaction() as session:
-            endpoints.update(session, services.settings, endpoint_id, changes, caller.actor)
+        with work.session.begin_nested():
+            endpoints.update(
+                work.session, services.settings, endpoint_id, changes, work.caller.actor
+            )
         return "Endpoint enabled." if enabled else "Endpoint disabled: nothing is sent to it."
 
     return _saved(pages, _at(endpoint_id), save)
@@ -164,11 +166,13 @@ def enable_endpoint(
 
 @router.post("/admin/webhook-endpoints/{endpoint_id}/rotate-secret")
 def rotate_secret(
-    endpoint_id: str, _form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    endpoint_id: str, _form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     try:
-        with services.db.transaction() as session:
-            rotated = endpoints.rotate_secret(session, services.settings, endpoint_id, caller.actor)
+        with work.session.begin_nested():
+            rotated = endpoints.rotate_secret(
+                work.session, services.settings, endpoint_id, work.caller.actor
+            )
             secret = rotated.secret
     except BillfoldError as exc:
         return pages.redirect(BACK, error=exc.message)
@@ -203,12 +207,12 @@ def _new_secret(
 
 @router.post("/admin/webhook-endpoints/{endpoint_id}/delete")
 def delete_endpoint(
-    endpoint_id: str, _form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
+    endpoint_id: str, _form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     try:
-        with services.db.transaction() as session:
-            url = endpoints.get(session, endpoint_id).url
-            endpoints.delete(session, endpoint_id, caller.actor)
+        with work.session.begin_nested():
+            url = endpoints.get(work.session, endpoint_id).url
+            endpoints.delete(work.session, endpoint_id, work.caller.actor)
     except BillfoldError as exc:
         return pages.redirect(BACK, error=exc.message)
     return pages.redirect(BACK, notice=f"Endpoint {url} deleted.")
@@ -219,13 +223,13 @@ def redeliver(
     endpoint_id: str,
     delivery_id: str,
     _form: FormDep,
-    caller: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
     services: ServicesDep,
 ) -> Response:
     def save() -> str:
-        with services.db.transaction() as session:
-            view = endpoints.redeliver(session, endpoint_id, delivery_id, caller.actor)
+        with work.session.begin_nested():
+            view = endpoints.redeliver(work.session, endpoint_id, delivery_id, work.caller.actor)
             return f"{view.event_type} ({view.event_id}) will be sent again."
 
     return _saved(pages, _at(endpoint_id), save)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
 from billfold.auth.deps import ServicesDep
 from billfold.customers.service import acting_customer
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import act, say
-from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
+from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, field
 from billfold.payments import methods
 from billfold.subscriptions import dunning
 
@@ -20,18 +22,25 @@ def card_label(brand: str | None, last4: str | None) -> str:
     return f"{(brand or 'card').capitalize()} ending in {last4 or '????'}"
 
 
+def _stripe_cards(caller: PageCallerDep, services: ServicesDep) -> list[methods.CardView]:
+    # Asked of Stripe (by the service, its transactions its own) before the page's unit of
+    # work opens: a route's dependencies are resolved in order, so none stays open meanwhile.
+    return methods.list_cards(services, caller)
+
+
 @router.get("/billing/cards")
 def cards(
-    request: Request, caller: PageCallerDep, pages: PagesDep, services: ServicesDep
+    request: Request,
+    saved: Annotated[list[methods.CardView], Depends(_stripe_cards)],
+    work: PageWorkDep,
+    pages: PagesDep,
 ) -> Response:
-    with services.db.transaction() as session:
-        case = dunning.open_case(session, acting_customer(session, caller).id)
     return pages.render(
         request,
         "billing/cards.html",
         section="/billing/cards",
-        cards=methods.list_cards(services, caller),
-        dunning=case,
+        cards=saved,
+        dunning=dunning.open_case(work.session, acting_customer(work.session, work.caller).id),
     )
 
 

@@ -14,7 +14,7 @@ from billfold.customers.service import acting_customer
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.payments import after_attempt, chosen_card, paid_notice
-from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field, validated
+from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, field, validated
 from billfold.payments import methods
 
 router = APIRouter(include_in_schema=False)
@@ -24,33 +24,32 @@ PAGE_SIZE = 25
 @router.get("/billing/credits")
 def credits_page(
     request: Request,
-    caller: PageCallerDep,
+    work: PageWorkDep,
     pages: PagesDep,
     services: ServicesDep,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    settings = services.settings
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller)
-        entries = ledger.entries(session, customer.id, before=before, limit=PAGE_SIZE)
-        more = len(entries) == PAGE_SIZE and entries[-1].entry_no > 1
-        return pages.render(
-            request,
-            "billing/credits.html",
-            section="/billing/credits",
-            balance=ledger.balance(session, customer.id),
-            packages=packages.list_packages(session),
-            cards=methods.saved_cards(session, customer.id),
-            current_card=None,
-            account=recharge.account_of(session, customer.id),
-            entries=entries,
-            next_before=entries[-1].entry_no if more else None,
-            first_page=before is None,
-            custom_min=settings.credits_custom_min,
-            custom_max=settings.credits_custom_max,
-            unit_price=settings.credits_unit_price,
-            currency=settings.stripe_currency,
-        )
+    settings, session = services.settings, work.session
+    customer = acting_customer(session, work.caller)
+    entries = ledger.entries(session, customer.id, before=before, limit=PAGE_SIZE)
+    more = len(entries) == PAGE_SIZE and entries[-1].entry_no > 1
+    return pages.render(
+        request,
+        "billing/credits.html",
+        section="/billing/credits",
+        balance=ledger.balance(session, customer.id),
+        packages=packages.list_packages(session),
+        cards=methods.saved_cards(session, customer.id),
+        current_card=None,
+        account=recharge.account_of(session, customer.id),
+        entries=entries,
+        next_before=entries[-1].entry_no if more else None,
+        first_page=before is None,
+        custom_min=settings.credits_custom_min,
+        custom_max=settings.credits_custom_max,
+        unit_price=settings.credits_unit_price,
+        currency=settings.stripe_currency,
+    )
 
 
 @router.post("/billing/credits/buy")

@@ -5,7 +5,9 @@ the authentication; the server then re-reads the payment from Stripe."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -13,10 +15,11 @@ from starlette.responses import Response
 from billfold.auth.deps import ServicesDep
 from billfold.auth.service import Caller
 from billfold.credits.models import CreditPurchase
+from billfold.credits.purchase import credits_bought_with
 from billfold.customers.service import acting_customer
 from billfold.kit.errors import BillfoldError, InvalidInput, NotFound
 from billfold.pages.billing.outcomes import payment_outcome, say
-from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, field
+from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, field
 from billfold.pages.rendering import Pages
 from billfold.payments import intents, methods, orders
 from billfold.payments.models import Payment, PaymentStatus
@@ -53,30 +56,29 @@ def after_attempt(pages: Pages, payment: Payment, *, paid: str, back: str) -> Re
     return pages.redirect(back, error=payment_outcome(payment) or "The payment did not go through.")
 
 
+def _client_secret(payment_id: str, caller: PageCallerDep, services: ServicesDep) -> str | None:
+    # Asked of Stripe (by the service, its transaction its own) before the page's unit of
+    # work opens: a route's dependencies are resolved in order, so none stays open meanwhile.
+    return intents.client_secret_of(services, caller, payment_id)
+
+
 @router.get("/billing/payments/{payment_id}/authenticate")
 def authenticate_page(
     payment_id: str,
     request: Request,
-    caller: PageCallerDep,
+    client_secret: Annotated[str | None, Depends(_client_secret)],
+    work: PageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
 ) -> Response:
-    with services.db.transaction() as session:
-        payment = intents.payment_of(session, caller, payment_id)
-        customer = acting_customer(session, caller)
-        if payment.customer_id != customer.id:  # an admin's own pages show their own only
-            raise NotFound("No such payment")
-        purchase = session.scalar(
-            select(CreditPurchase).where(CreditPurchase.payment_id == payment.id)
-        )
-        cards = methods.saved_cards(session, customer.id)
-        order = orders.get_order(session, customer, payment.order_id) if payment.order_id else None
-        lines = [(line.quantity, line.product_name) for line in order.lines] if order else []
-    client_secret = None
-    if payment.status == PaymentStatus.REQUIRES_ACTION and payment.stripe_payment_intent_id:
-        client_secret = services.stripe.retrieve_payment_intent(
-            payment.stripe_payment_intent_id
-        ).client_secret
+    session = work.session
+    payment = intents.payment_of(session, work.caller, payment_id)
+    customer = acting_customer(session, work.caller)
+    if payment.customer_id != customer.id:  # an admin's own pages show their own only
+        raise NotFound("No such payment")
+    purchase = session.scalar(select(CreditPurchase).where(CreditPurchase.payment_id == payment.id))
+    cards = methods.saved_cards(session, customer.id)
+    order = orders.get_order(session, customer, payment.order_id) if payment.order_id else None
+    lines = [(line.quantity, line.product_name) for line in order.lines] if order else []
     return pages.render(
         request,
         "billing/authenticate.html",
@@ -116,10 +118,7 @@ def confirmed(
     """Stripe.js finished (or abandoned) 3-D Secure: record where the payment stands now."""
     back = f"/billing/payments/{payment_id}/authenticate"
     try:
-        payment = _payment(services, caller, payment_id)
-        if payment.stripe_payment_intent_id is None:
-            raise InvalidInput("This payment has not reached Stripe yet")
-        outcome = intents.confirm(services, caller, payment.stripe_payment_intent_id)
+        outcome = intents.confirm_payment(services, caller, payment_id)
         outcome.raise_if_order_canceled()
     except BillfoldError as exc:
         return pages.redirect(back, error=say(exc))
@@ -133,17 +132,9 @@ def confirmed(
     )
 
 
-def _payment(services: Services, caller: Caller, payment_id: str) -> Payment:
-    with services.db.transaction() as session:
-        return intents.payment_of(session, caller, payment_id)
-
-
 def paid_notice(services: Services, payment: Payment) -> str:
     """What a customer reads once a payment went through."""
-    with services.db.transaction() as session:
-        purchase = session.scalar(
-            select(CreditPurchase).where(CreditPurchase.payment_id == payment.id)
-        )
-    if purchase is not None:
-        return f"Payment complete: {purchase.credits:,} credits added."
+    credits = credits_bought_with(services, payment.id)
+    if credits is not None:
+        return f"Payment complete: {credits:,} credits added."
     return "Payment complete: your order is paid."
