@@ -130,12 +130,15 @@ def change(
     caller: PageCallerDep, form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def switch() -> str:
+        code = field(form, "plan")
         changed = change_plan.change_plan(
             services,
             caller,
-            plan_code=field(form, "plan"),
+            plan_code=code,
             proration_date=_previewed_at(field(form, "proration_date")),
         )
+        if changed.plan.code != code:  # a downgrade set for the period end (the setting)
+            return "Your plan changes at the end of the current period."
         return f"You are now on the {changed.plan.name} plan."
 
     return act(pages, "/billing/plan", switch)
