@@ -29,6 +29,7 @@ from subscription_steps import (
     sync,
 )
 from support.netfault import FaultyLink
+from support.pages import post_form, sign_in
 from support.stripe_events import EventRelay
 
 from billfold.jobs.worker import Worker
@@ -220,6 +221,43 @@ def test_the_setting_sends_downgrades_to_the_period_end_and_upgrades_stay_immedi
     up = _change(client, member, plan="professional")
     assert (up["plan"], up["pendingChange"]) == ("professional", None)
     assert _price_of(stripe_api, subscription_id) == "price_test_professional"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    # The pages' cookies over the test client's plain http.
+    [
+        {
+            **ON_FIRST_PAYMENT,
+            "subscription_downgrade_timing": "period_end",
+            "pages_secure_cookies": False,
+        }
+    ],
+    indirect=True,
+)
+def test_the_plan_page_shows_a_downgrade_set_for_the_period_end_and_keeps_the_plan(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscribe(client, worker, stripe_api, stripe_events, member, plan="professional")
+    period_end = parse_time(me(client, member)["current_period_ends_at"])
+    sign_in(client, member.email, "correct horse 1")
+
+    asked = post_form(client, "/billing/plan/change", {"plan": "starter"}, page="/billing/plan")
+    plan_page = client.get(asked.headers["location"]).text  # type: ignore[attr-defined]
+    assert "Your plan changes at the end of the current period." in plan_page
+    assert f"Starter on {period_end.day} {period_end:%B %Y}" in plan_page
+    assert me(client, member)["plan"] == "professional"
+
+    kept = post_form(client, "/billing/plan/change/cancel", {}, page="/billing/plan")
+    plan_page = client.get(kept.headers["location"]).text  # type: ignore[attr-defined]
+    assert "You stay on the Professional plan." in plan_page
+    assert 'data-testid="pending-change"' not in plan_page
+    assert [c.status for c in _changes(services, member.customer_id)] == [PlanChangeStatus.CANCELED]
 
 
 def test_an_upgrade_now_replaces_a_pending_downgrade(

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from billfold.auth.deps import ServicesDep
@@ -15,8 +16,16 @@ from billfold.kit.errors import BillfoldError, InvalidInput, NotFound
 from billfold.pages.billing.outcomes import act, say
 from billfold.pages.billing.overview import status_label, trial_days_left
 from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, field
-from billfold.subscriptions import cancellation, change_plan, invoices, licenses, lifecycle, plans
-from billfold.subscriptions.models import Subscription
+from billfold.subscriptions import (
+    cancellation,
+    change_plan,
+    invoices,
+    licenses,
+    lifecycle,
+    plans,
+    scheduled_changes,
+)
+from billfold.subscriptions.models import ScheduledPlanChange, Subscription
 
 router = APIRouter(include_in_schema=False)
 
@@ -55,10 +64,17 @@ def plan_page(
         status_label=status_label(subscription) if subscription else "",
         trial_days_left=trial_days_left(subscription) if subscription else None,
         paid=_paid(subscription),
+        pending=_pending(session, subscription),
         license=licenses.current(session, customer.id),
         plans=[p for p in plans.list_plans(session) if p.stripe_price_id],
         invoices=listed,
     )
+
+
+def _pending(session: Session, subscription: Subscription | None) -> ScheduledPlanChange | None:
+    """A change set for the period end, once Stripe holds its schedule (as the API shows)."""
+    found = scheduled_changes.pending_change(session, subscription.id) if subscription else None
+    return found if found is not None and found.stripe_schedule_id else None
 
 
 def _paid(subscription: Subscription | None) -> bool:
@@ -152,6 +168,19 @@ def _previewed_at(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput("That preview is not valid: please preview the change again.") from None
+
+
+@router.post("/billing/plan/change/cancel")
+def keep_plan(
+    caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
+) -> Response:
+    """Drop a change set for the period end (the same service as the API's)."""
+
+    def keep() -> str:
+        kept = scheduled_changes.cancel(services, caller)
+        return f"You stay on the {kept.plan.name} plan."
+
+    return act(pages, "/billing/plan", keep)
 
 
 @router.post("/billing/plan/cancel")
