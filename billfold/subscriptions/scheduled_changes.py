@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.auth.service import Caller
@@ -114,7 +115,13 @@ def schedule(
                 else subscription.current_period_ends_at or utcnow(),
             )
             session.add(found)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:  # a parallel request's change won the one-pending index
+                raise Conflict(
+                    "A plan change is already set for the period end: cancel it first",
+                    code="plan_change_pending",
+                ) from None
         change_id, stripe_id = found.id, subscription.stripe_subscription_id
         price_id, interval = plan.stripe_price_id, plan.interval
     assert stripe_id is not None

@@ -11,6 +11,7 @@ import pytest
 import stripe
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from subscription_steps import (
     ON_FIRST_PAYMENT,
     PRO_FEATURES,
@@ -34,6 +35,7 @@ from support.stripe_events import EventRelay
 
 from billfold.jobs.worker import Worker
 from billfold.kit.audit import AuditEntry
+from billfold.kit.db import utcnow
 from billfold.services import Services
 from billfold.standin import LocalStripe
 from billfold.subscriptions import revocations
@@ -436,3 +438,31 @@ def test_a_schedule_released_in_stripe_closes_the_pending_downgrade(
     advance(localstripe.url, subscription_id)
     sync(client, worker, stripe_events)
     assert me(client, member)["plan"] == "professional"
+
+
+def test_a_subscription_holds_at_most_one_pending_change(
+    services: Services, member: Member
+) -> None:
+    with services.db.transaction() as session:
+        subscription = session.scalar(
+            select(Subscription).where(Subscription.customer_id == member.customer_id)
+        )
+        assert subscription is not None
+        plan_id, subscription_id = subscription.plan_id, subscription.id
+
+    def change(status: PlanChangeStatus) -> ScheduledPlanChange:
+        return ScheduledPlanChange(
+            subscription_id=subscription_id,
+            from_plan_id=plan_id,
+            to_plan_id=plan_id,
+            effective_at=utcnow(),
+            status=status,
+        )
+
+    with services.db.transaction() as session:
+        session.add_all([change(PlanChangeStatus.CANCELED), change(PlanChangeStatus.PENDING)])
+    with services.db.transaction() as session:
+        session.add(change(PlanChangeStatus.PENDING))
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
