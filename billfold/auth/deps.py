@@ -97,41 +97,56 @@ def _request_work(
         yield RequestWork(session, resolve_caller(session, credential, tokens))
 
 
-async def _admin_work(
-    work: Annotated[RequestWork, Depends(_request_work, scope="function")],
-) -> RequestWork:
-    if work.caller.user is None or not work.caller.user.is_admin:
+def _anonymous_work(services: ServicesDep) -> Iterator[Session]:
+    # The same for a route without a caller (a link from an e-mail, the public revocation
+    # list). The transaction begins at its first statement, not here: a rate limit checked
+    # first in the route (its own short transaction) finds no write lock held.
+    with services.db.transaction() as session:
+        yield session
+
+
+# Who may do what: one check per role, shared by the caller alone and the unit of work.
+def _require_admin(caller: Caller) -> None:
+    if caller.user is None or not caller.user.is_admin:
         raise Forbidden("Only an admin may do this", code="admin_only")
+
+
+def _require_privileged(caller: Caller) -> None:
+    if not caller.is_privileged:
+        raise Forbidden("Only an admin or a service key may do this", code="admin_only")
+
+
+_CallerWork = Annotated[RequestWork, Depends(_request_work, scope="function")]
+
+
+async def _admin_work(work: _CallerWork) -> RequestWork:
+    _require_admin(work.caller)
     return work
 
 
-def _only_privileged(caller: Caller) -> Caller:
-    if not caller.is_privileged:
-        raise Forbidden("Only an admin or a service key may do this", code="admin_only")
-    return caller
+async def _privileged_work(work: _CallerWork) -> RequestWork:
+    _require_privileged(work.caller)
+    return work
 
 
 async def _privileged(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
-    return _only_privileged(caller)
-
-
-async def _privileged_work(
-    work: Annotated[RequestWork, Depends(_request_work, scope="function")],
-) -> RequestWork:
-    _only_privileged(work.caller)
-    return work
-
-
-async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
-    if caller.user is None or not caller.user.is_admin:
-        raise Forbidden("Only an admin may do this", code="admin_only")
+    _require_privileged(caller)
     return caller
 
 
+async def _admin(caller: Annotated[Caller, Depends(_caller)]) -> Caller:
+    _require_admin(caller)
+    return caller
+
+
+# The caller alone, in a transaction of its own: for routes that call one service function
+# owning its transactions (around a Stripe call), or that touch no database.
 CallerDep = Annotated[Caller, Depends(_caller)]
 PrivilegedDep = Annotated[Caller, Depends(_privileged)]
 AdminDep = Annotated[Caller, Depends(_admin)]
 # The request as one transaction (caller lookup and the route's work): see README "Layout".
-WorkDep = Annotated[RequestWork, Depends(_request_work, scope="function")]
-AdminWorkDep = Annotated[RequestWork, Depends(_admin_work, scope="function")]
+WorkDep = _CallerWork
 PrivilegedWorkDep = Annotated[RequestWork, Depends(_privileged_work, scope="function")]
+AdminWorkDep = Annotated[RequestWork, Depends(_admin_work, scope="function")]
+# The same without a caller: the session of a route anyone may call.
+AnonymousWorkDep = Annotated[Session, Depends(_anonymous_work, scope="function")]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from billfold.auth.deps import CallerDep, ServicesDep
+from billfold.auth.deps import ServicesDep, WorkDep
 from billfold.entitlements import service
 from billfold.entitlements.schemas import CheckIn, CheckOut, EntitlementOut, EntitlementsOut
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
@@ -16,16 +16,15 @@ router = APIRouter(tags=["entitlements"], responses=ERROR_RESPONSES)
 
 
 @router.post("/entitlements/check", summary="May the customer use this feature now?")
-def check(body: CheckIn, caller: CallerDep, services: ServicesDep) -> Envelope[CheckOut]:
-    with services.db.transaction() as session:
-        facts, decided = service.check(
-            session,
-            caller,
-            services.settings,
-            customer_id=body.customer_id,
-            feature=body.feature,
-            amount=body.amount,
-        )
+def check(body: CheckIn, work: WorkDep, services: ServicesDep) -> Envelope[CheckOut]:
+    facts, decided = service.check(
+        work.session,
+        work.caller,
+        services.settings,
+        customer_id=body.customer_id,
+        feature=body.feature,
+        amount=body.amount,
+    )
     return ok(
         CheckOut(
             customer_id=facts.customer_id, plan=facts.plan, status=facts.status, **asdict(decided)
@@ -35,10 +34,9 @@ def check(body: CheckIn, caller: CallerDep, services: ServicesDep) -> Envelope[C
 
 @router.get("/entitlements/{customer_id}", summary="Everything the customer may use now")
 def list_entitlements(
-    customer_id: str, caller: CallerDep, services: ServicesDep
+    customer_id: str, work: WorkDep, services: ServicesDep
 ) -> Envelope[EntitlementsOut]:
-    with services.db.transaction() as session:
-        facts, all_of_them = service.list_all(session, caller, services.settings, customer_id)
+    facts, all_of_them = service.list_all(work.session, work.caller, services.settings, customer_id)
     return ok(
         EntitlementsOut(
             customer_id=facts.customer_id,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import AdminDep, PrivilegedDep, ServicesDep
+from billfold.auth.deps import AdminWorkDep, PrivilegedWorkDep
 from billfold.jobs import admin as jobs_admin
 from billfold.jobs.models import JobStatus
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
@@ -27,18 +27,15 @@ router = APIRouter(responses=ERROR_RESPONSES)
 
 @router.get("/dashboard", tags=["operations"], summary="Operator figures over a window (admin)")
 def get_dashboard(
-    _caller: AdminDep,
-    services: ServicesDep,
+    work: AdminWorkDep,
     window: Annotated[str, Query(description="24h, 7d or 30d")] = "24h",
 ) -> Envelope[DashboardOut]:
-    with services.db.transaction() as session:
-        return ok(DashboardOut.model_validate(dashboard.figures(session, window)))
+    return ok(DashboardOut.model_validate(dashboard.figures(work.session, window)))
 
 
 @router.get("/audit-log", tags=["operations"], summary="Audit entries (admin, service)")
 def list_audit_entries(
-    _caller: PrivilegedDep,
-    services: ServicesDep,
+    work: PrivilegedWorkDep,
     actor: Annotated[str | None, Query(max_length=80)] = None,
     action: Annotated[str | None, Query(max_length=100, description="A prefix")] = None,
     subject_id: Annotated[str | None, Query(alias="subjectId", max_length=255)] = None,
@@ -53,27 +50,24 @@ def list_audit_entries(
         subject_ids=(subject_id,) if subject_id else (),
         created=Period.of(created_from, created_to),
     )
-    with services.db.transaction() as session:
-        page = audit_log.list_entries(session, where, limit=limit, offset=offset)
-        return paged(page, [AuditEntryOut.model_validate(e) for e in page.items])
+    page = audit_log.list_entries(work.session, where, limit=limit, offset=offset)
+    return paged(page, [AuditEntryOut.model_validate(e) for e in page.items])
 
 
 @router.get("/jobs", tags=["operations"], summary="Durable jobs (admin)")
 def list_jobs(
-    _caller: AdminDep,
-    services: ServicesDep,
+    work: AdminWorkDep,
     status: JobStatus | None = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Paged[JobOut]:
-    with services.db.transaction() as session:
-        where = jobs_admin.JobFilter(status=status, kind=kind)
-        page = jobs_admin.list_jobs(session, where, limit=limit, offset=offset)
-        return paged(page, [JobOut.model_validate(j) for j in page.items])
+    where = jobs_admin.JobFilter(status=status, kind=kind)
+    page = jobs_admin.list_jobs(work.session, where, limit=limit, offset=offset)
+    return paged(page, [JobOut.model_validate(j) for j in page.items])
 
 
 @router.post("/jobs/{job_id}/retry", tags=["operations"], summary="Run a dead job again (admin)")
-def retry_job(job_id: str, caller: AdminDep, services: ServicesDep) -> Envelope[JobOut]:
-    with services.db.transaction() as session:
-        return ok(JobOut.model_validate(jobs_admin.retry(session, job_id, actor=caller.actor)))
+def retry_job(job_id: str, work: AdminWorkDep) -> Envelope[JobOut]:
+    retried = jobs_admin.retry(work.session, job_id, actor=work.caller.actor)
+    return ok(JobOut.model_validate(retried))

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
+from billfold.auth.deps import AdminDep, CallerDep, PrivilegedWorkDep, ServicesDep, WorkDep
 from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
-from billfold.kit.errors import NotFound
 from billfold.kit.paging import (
     CreatedFromQuery,
     CreatedToQuery,
@@ -20,7 +19,7 @@ from billfold.kit.paging import (
     paged,
 )
 from billfold.payments import intents, listing, methods, refunds
-from billfold.payments.models import Payment, PaymentStatus, RefundStatus
+from billfold.payments.models import PaymentStatus, RefundStatus
 from billfold.payments.schemas import (
     CardOut,
     ConfigOut,
@@ -124,8 +123,7 @@ def _answer(services: Services, outcome: intents.IntentOutcome) -> IntentOut:
 
 @router.get("/payments", tags=["payments"], summary="Payment history")
 def list_payments(
-    caller: CallerDep,
-    services: ServicesDep,
+    work: WorkDep,
     customer_id: CustomerQuery = None,
     status: PaymentStatus | None = None,
     purpose: Annotated[str | None, Query(max_length=16)] = None,
@@ -135,23 +133,21 @@ def list_payments(
     offset: OffsetQuery = 0,
 ) -> Paged[PaymentOut]:
     """A user's own payments; admins and service keys see everyone's (or one customer's)."""
-    with services.db.transaction() as session:
-        if not (caller.is_privileged and customer_id is None):
-            customer_id = acting_customer(session, caller, customer_id).id
-        where = listing.PaymentFilter(
-            customer_id=customer_id,
-            status=status,
-            purpose=purpose,
-            created=Period.of(created_from, created_to),
-        )
-        page = listing.list_payments(session, where, limit=limit, offset=offset)
-        return paged(page, [PaymentOut.model_validate(p) for p in page.items])
+    if not (work.caller.is_privileged and customer_id is None):
+        customer_id = acting_customer(work.session, work.caller, customer_id).id
+    where = listing.PaymentFilter(
+        customer_id=customer_id,
+        status=status,
+        purpose=purpose,
+        created=Period.of(created_from, created_to),
+    )
+    page = listing.list_payments(work.session, where, limit=limit, offset=offset)
+    return paged(page, [PaymentOut.model_validate(p) for p in page.items])
 
 
 @router.get("/refunds", tags=["payments"], summary="Refunds (admin, service)")
 def list_refunds(
-    _caller: PrivilegedDep,
-    services: ServicesDep,
+    work: PrivilegedWorkDep,
     customer_id: CustomerQuery = None,
     payment_id: Annotated[str | None, Query(alias="paymentId", max_length=40)] = None,
     status: RefundStatus | None = None,
@@ -166,20 +162,13 @@ def list_refunds(
         status=status,
         created=Period.of(created_from, created_to),
     )
-    with services.db.transaction() as session:
-        page = listing.list_refunds(session, where, limit=limit, offset=offset)
-        return paged(page, [RefundListedOut.of(r) for r in page.items])
+    page = listing.list_refunds(work.session, where, limit=limit, offset=offset)
+    return paged(page, [RefundListedOut.of(r) for r in page.items])
 
 
 @router.get("/payments/{payment_id}", tags=["payments"])
-def get_payment(payment_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[PaymentOut]:
-    with services.db.transaction() as session:
-        payment = session.get(Payment, payment_id)
-        if payment is None or not (
-            caller.is_privileged or payment.customer_id == acting_customer(session, caller).id
-        ):
-            raise NotFound("No such payment")
-        return ok(PaymentOut.model_validate(payment))
+def get_payment(payment_id: str, work: WorkDep) -> Envelope[PaymentOut]:
+    return ok(PaymentOut.model_validate(listing.get_payment(work.session, work.caller, payment_id)))
 
 
 @router.post("/payments/{payment_id}/refund", status_code=201, tags=["payments"])

@@ -1,4 +1,4 @@
-"""The operator's lists of payments and refunds: paged, newest first, with filters."""
+"""Reading payments and refunds: the paged lists (newest first, with filters) and one payment."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billfold.auth.service import Caller
+from billfold.customers.service import acting_customer
+from billfold.kit.errors import NotFound
 from billfold.kit.paging import Page, Period, fetch_page
 from billfold.payments.models import Payment, PaymentStatus, Refund, RefundStatus
 
@@ -51,3 +54,13 @@ def list_refunds(session: Session, where: RefundFilter, *, limit: int, offset: i
         query = query.where(Refund.status == where.status)
     query = where.created.apply(query, Refund.created_at)
     return fetch_page(session, query, limit=limit, offset=offset)
+
+
+def get_payment(session: Session, caller: Caller, payment_id: str) -> Payment:
+    """One payment, if the caller may see it: their own, or any for an admin or service key."""
+    payment = session.get(Payment, payment_id)
+    if payment is None or not (
+        caller.is_privileged or payment.customer_id == acting_customer(session, caller).id
+    ):
+        raise NotFound("No such payment")
+    return payment

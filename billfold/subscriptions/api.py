@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import AdminDep, CallerDep, PrivilegedDep, ServicesDep
+from billfold.auth.deps import (
+    AdminDep,
+    AnonymousWorkDep,
+    CallerDep,
+    PrivilegedWorkDep,
+    ServicesDep,
+    WorkDep,
+)
 from billfold.config import ProrationBehavior
 from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
@@ -61,22 +68,16 @@ CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
 
 
 @router.get("/plans", tags=["plans"])
-def list_plans(caller: CallerDep, services: ServicesDep) -> Envelope[list[PlanOut]]:
-    with services.db.transaction() as session:
-        found = plans.list_plans(session, include_inactive=caller.is_privileged)
-        return ok([PlanOut.model_validate(p) for p in found])
+def list_plans(work: WorkDep) -> Envelope[list[PlanOut]]:
+    found = plans.list_plans(work.session, include_inactive=work.caller.is_privileged)
+    return ok([PlanOut.model_validate(p) for p in found])
 
 
 @router.post("/plans", status_code=201, tags=["plans"])
 def create_plan(body: PlanIn, caller: AdminDep, services: ServicesDep) -> Envelope[PlanOut]:
-    with services.db.transaction() as session:
-        return ok(
-            PlanOut.model_validate(
-                plans.create_plan(
-                    session, body.model_dump(), actor=caller.actor, stripe=services.stripe
-                )
-            )
-        )
+    return ok(
+        PlanOut.model_validate(plans.add_plan(services, body.model_dump(), actor=caller.actor))
+    )
 
 
 @router.patch("/plans/{code}", tags=["plans"])
@@ -88,20 +89,12 @@ def update_plan(
         for k, v in body.model_dump(exclude_unset=True).items()
         if v is not None or k == "stripe_price_id"
     }
-    with services.db.transaction() as session:
-        return ok(
-            PlanOut.model_validate(
-                plans.update_plan(
-                    session, code, changes, actor=caller.actor, stripe=services.stripe
-                )
-            )
-        )
+    return ok(PlanOut.model_validate(plans.edit_plan(services, code, changes, actor=caller.actor)))
 
 
 @router.get("/subscriptions", tags=["subscriptions"], summary="Subscriptions (admin, service)")
 def list_subscriptions(
-    _caller: PrivilegedDep,
-    services: ServicesDep,
+    work: PrivilegedWorkDep,
     customer_id: CustomerQuery = None,
     status: SubscriptionStatus | None = None,
     plan: Annotated[str | None, Query(max_length=50)] = None,
@@ -116,18 +109,14 @@ def list_subscriptions(
         plan=plan,
         created=Period.of(created_from, created_to),
     )
-    with services.db.transaction() as session:
-        page = listing.list_subscriptions(session, where, limit=limit, offset=offset)
-        return paged(page, [SubscriptionOut.of(s) for s in page.items])
+    page = listing.list_subscriptions(work.session, where, limit=limit, offset=offset)
+    return paged(page, [SubscriptionOut.of(s) for s in page.items])
 
 
 @router.get("/subscriptions/me", tags=["subscriptions"])
-def my_subscription(
-    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
-) -> Envelope[SubscriptionOut]:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        return ok(SubscriptionOut.of(lifecycle.subscription_of(session, customer.id)))
+def my_subscription(work: WorkDep, customer_id: CustomerQuery = None) -> Envelope[SubscriptionOut]:
+    customer = acting_customer(work.session, work.caller, customer_id)
+    return ok(SubscriptionOut.of(lifecycle.subscription_of(work.session, customer.id)))
 
 
 @router.post("/subscriptions/checkout", tags=["subscriptions"])
@@ -223,25 +212,22 @@ def portal(body: PortalIn, caller: CallerDep, services: ServicesDep) -> Envelope
 
 
 @router.get("/licenses/me", tags=["licenses"])
-def my_license(
-    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
-) -> Envelope[LicenseOut]:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        found = licenses.current(session, customer.id)
-        if found is None:
-            raise NotFound("No license yet", code="no_license")
-        return ok(
-            LicenseOut(
-                id=found.id,
-                token=found.token,
-                plan=found.plan_code,
-                status=found.status,
-                key_id=found.key_id,
-                issued_at=found.issued_at,
-                expires_at=found.expires_at,
-            )
+def my_license(work: WorkDep, customer_id: CustomerQuery = None) -> Envelope[LicenseOut]:
+    customer = acting_customer(work.session, work.caller, customer_id)
+    found = licenses.current(work.session, customer.id)
+    if found is None:
+        raise NotFound("No license yet", code="no_license")
+    return ok(
+        LicenseOut(
+            id=found.id,
+            token=found.token,
+            plan=found.plan_code,
+            status=found.status,
+            key_id=found.key_id,
+            issued_at=found.issued_at,
+            expires_at=found.expires_at,
         )
+    )
 
 
 @router.get("/licenses/public-key", tags=["licenses"], summary="Verify licenses offline")
@@ -256,19 +242,17 @@ def jwks(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/licenses/verify", tags=["licenses"])
-def verify(body: VerifyIn, services: ServicesDep) -> Envelope[VerifyOut]:
+def verify(body: VerifyIn, session: AnonymousWorkDep, services: ServicesDep) -> Envelope[VerifyOut]:
     claims = licenses.verify(body.token, services.licenses.public_keys())
-    with services.db.transaction() as session:
-        superseded = revocations.is_superseded(session, str(claims.get("jti", "")))
+    superseded = revocations.is_superseded(session, str(claims.get("jti", "")))
     return ok(VerifyOut(valid=True, claims=claims, superseded=superseded))
 
 
 @router.get(
     "/licenses/revocations", tags=["licenses"], summary="Superseded licenses (a signed list)"
 )
-def revocation_list(services: ServicesDep) -> Envelope[RevocationsOut]:
-    with services.db.transaction() as session:
-        found = revocations.publish(session, services.licenses)
+def revocation_list(session: AnonymousWorkDep, services: ServicesDep) -> Envelope[RevocationsOut]:
+    found = revocations.publish(session, services.licenses)
     return ok(
         RevocationsOut(
             revoked=found.revoked,
@@ -281,14 +265,12 @@ def revocation_list(services: ServicesDep) -> Envelope[RevocationsOut]:
 
 @router.get("/invoices", tags=["subscriptions"], summary="Invoices (own; admins any customer)")
 def list_invoices(
-    caller: CallerDep,
-    services: ServicesDep,
+    work: WorkDep,
     customer_id: CustomerQuery = None,
     status: Annotated[str | None, Query(max_length=24)] = None,
     limit: LimitQuery = 50,
     offset: OffsetQuery = 0,
 ) -> Paged[InvoiceOut]:
     where = invoices.InvoiceFilter(customer_id=customer_id, status=status)
-    with services.db.transaction() as session:
-        page = invoices.list_invoices(session, caller, where, limit=limit, offset=offset)
-        return paged(page, [InvoiceOut.model_validate(i) for i in page.items])
+    page = invoices.list_invoices(work.session, work.caller, where, limit=limit, offset=offset)
+    return paged(page, [InvoiceOut.model_validate(i) for i in page.items])

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from billfold.kit import audit
 from billfold.kit.errors import Conflict, InvalidInput, NotFound
+from billfold.services import Services
 from billfold.stripe_gateway import StripeGateway, StripeNotFound
 from billfold.subscriptions.models import Plan, PlanPrice
 
@@ -129,3 +130,17 @@ def ensure_trial_plan(session: Session, *, actor: str) -> Plan | None:
     session.flush()
     audit.record(session, actor, "plan.create", plan.id, code=TRIAL)
     return plan
+
+
+def add_plan(services: Services, fields: dict[str, Any], *, actor: str) -> Plan:
+    """`create_plan` for a route: it owns the transaction, as its check of the price asks
+    Stripe (see README "Who owns a transaction")."""
+    with services.db.transaction() as session:
+        return create_plan(session, fields, actor=actor, stripe=services.stripe)
+
+
+def edit_plan(services: Services, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
+    """`update_plan` for a route: it owns the transaction, as its check of a new price asks
+    Stripe."""
+    with services.db.transaction() as session:
+        return update_plan(session, code, changes, actor=actor, stripe=services.stripe)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from billfold.auth.deps import PrivilegedDep, ServicesDep
+from billfold.auth.deps import PrivilegedDep, PrivilegedWorkDep, ServicesDep
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.webhooks.outbound import endpoints
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
@@ -59,37 +59,32 @@ def event_types(_caller: PrivilegedDep) -> Envelope[list[EventTypeOut]]:
     "/webhook-endpoints", status_code=201, summary="Add an endpoint (its secret is shown once)"
 )
 def create_endpoint(
-    body: EndpointIn, caller: PrivilegedDep, services: ServicesDep
+    body: EndpointIn, work: PrivilegedWorkDep, services: ServicesDep
 ) -> Envelope[EndpointWithSecret]:
-    with services.db.transaction() as session:
-        created = endpoints.create(
-            session,
-            services.settings,
-            url=body.url,
-            event_types=body.event_types,
-            description=body.description,
-            actor=caller.actor,
-        )
-        return ok(_with_secret(created))
+    created = endpoints.create(
+        work.session,
+        services.settings,
+        url=body.url,
+        event_types=body.event_types,
+        description=body.description,
+        actor=work.caller.actor,
+    )
+    return ok(_with_secret(created))
 
 
 @router.get("/webhook-endpoints", summary="The endpoints")
-def list_endpoints(_caller: PrivilegedDep, services: ServicesDep) -> Envelope[list[EndpointOut]]:
-    with services.db.transaction() as session:
-        return ok([EndpointOut.model_validate(e) for e in endpoints.list_endpoints(session)])
+def list_endpoints(work: PrivilegedWorkDep) -> Envelope[list[EndpointOut]]:
+    return ok([EndpointOut.model_validate(e) for e in endpoints.list_endpoints(work.session)])
 
 
 @router.get("/webhook-endpoints/{endpoint_id}", summary="One endpoint")
-def get_endpoint(
-    endpoint_id: str, _caller: PrivilegedDep, services: ServicesDep
-) -> Envelope[EndpointOut]:
-    with services.db.transaction() as session:
-        return ok(EndpointOut.model_validate(endpoints.get(session, endpoint_id)))
+def get_endpoint(endpoint_id: str, work: PrivilegedWorkDep) -> Envelope[EndpointOut]:
+    return ok(EndpointOut.model_validate(endpoints.get(work.session, endpoint_id)))
 
 
 @router.patch("/webhook-endpoints/{endpoint_id}", summary="Change, enable or disable one")
 def update_endpoint(
-    endpoint_id: str, body: EndpointPatch, caller: PrivilegedDep, services: ServicesDep
+    endpoint_id: str, body: EndpointPatch, work: PrivilegedWorkDep, services: ServicesDep
 ) -> Envelope[EndpointOut]:
     sent = body.model_fields_set
     changes = endpoints.EndpointChanges(
@@ -99,15 +94,15 @@ def update_endpoint(
         all_event_types="event_types" in sent and body.event_types is None,
         enabled=body.enabled,
     )
-    with services.db.transaction() as session:
-        endpoint = endpoints.update(session, services.settings, endpoint_id, changes, caller.actor)
-        return ok(EndpointOut.model_validate(endpoint))
+    endpoint = endpoints.update(
+        work.session, services.settings, endpoint_id, changes, work.caller.actor
+    )
+    return ok(EndpointOut.model_validate(endpoint))
 
 
 @router.delete("/webhook-endpoints/{endpoint_id}", status_code=204, summary="Remove one")
-def delete_endpoint(endpoint_id: str, caller: PrivilegedDep, services: ServicesDep) -> Response:
-    with services.db.transaction() as session:
-        endpoints.delete(session, endpoint_id, caller.actor)
+def delete_endpoint(endpoint_id: str, work: PrivilegedWorkDep) -> Response:
+    endpoints.delete(work.session, endpoint_id, work.caller.actor)
     return Response(status_code=204)
 
 
@@ -116,25 +111,24 @@ def delete_endpoint(endpoint_id: str, caller: PrivilegedDep, services: ServicesD
     summary="A new secret; the old one also signs for WEBHOOK_SECRET_OVERLAP_HOURS",
 )
 def rotate_secret(
-    endpoint_id: str, caller: PrivilegedDep, services: ServicesDep
+    endpoint_id: str, work: PrivilegedWorkDep, services: ServicesDep
 ) -> Envelope[EndpointWithSecret]:
-    with services.db.transaction() as session:
-        created = endpoints.rotate_secret(session, services.settings, endpoint_id, caller.actor)
-        return ok(_with_secret(created))
+    created = endpoints.rotate_secret(
+        work.session, services.settings, endpoint_id, work.caller.actor
+    )
+    return ok(_with_secret(created))
 
 
 @router.get("/webhook-endpoints/{endpoint_id}/deliveries", summary="The delivery log")
 def list_deliveries(
     endpoint_id: str,
-    _caller: PrivilegedDep,
-    services: ServicesDep,
+    work: PrivilegedWorkDep,
     cursor: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Envelope[DeliveriesPage]:
-    with services.db.transaction() as session:
-        page = endpoints.deliveries(session, endpoint_id, before=cursor, limit=limit)
-        next_cursor = page[-1].delivery.created_at if len(page) == limit else None
-        return ok(DeliveriesPage(deliveries=[_delivery(v) for v in page], next_cursor=next_cursor))
+    page = endpoints.deliveries(work.session, endpoint_id, before=cursor, limit=limit)
+    next_cursor = page[-1].delivery.created_at if len(page) == limit else None
+    return ok(DeliveriesPage(deliveries=[_delivery(v) for v in page], next_cursor=next_cursor))
 
 
 @router.post(
@@ -142,9 +136,6 @@ def list_deliveries(
     status_code=201,
     summary="Send a delivery's event again (same webhook-id)",
 )
-def redeliver(
-    endpoint_id: str, delivery_id: str, caller: PrivilegedDep, services: ServicesDep
-) -> Envelope[DeliveryOut]:
-    with services.db.transaction() as session:
-        view = endpoints.redeliver(session, endpoint_id, delivery_id, caller.actor)
-        return ok(_delivery(view))
+def redeliver(endpoint_id: str, delivery_id: str, work: PrivilegedWorkDep) -> Envelope[DeliveryOut]:
+    view = endpoints.redeliver(work.session, endpoint_id, delivery_id, work.caller.actor)
+    return ok(_delivery(view))
