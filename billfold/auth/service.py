@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from billfold.auth.models import ApiKey, User
 from billfold.kit import audit
-from billfold.kit.db import utcnow
+from billfold.kit.db import Database, utcnow
 from billfold.kit.errors import BillfoldError, Forbidden, NotFound, Unauthorized
 from billfold.kit.wiring import Hook, Wiring
 
@@ -71,7 +71,14 @@ def set_password(
     session: Session, wiring: Wiring, user: User, password: str, *, actor: str, via: str
 ) -> None:
     """A new password: every token issued before it stops working; the change is audited."""
-    user.password_hash = hash_password(password)
+    set_password_hash(session, wiring, user, hash_password(password), actor=actor, via=via)
+
+
+def set_password_hash(
+    session: Session, wiring: Wiring, user: User, password_hash: str, *, actor: str, via: str
+) -> None:
+    """`set_password` with the hash made beforehand, outside the transaction."""
+    user.password_hash = password_hash
     revoke_tokens(session, wiring, user)
     audit.record(session, actor, "user.password_change", user.id, via=via)
 
@@ -175,6 +182,32 @@ def authenticate(session: Session, email: str, password: str) -> User:
     if _hasher.check_needs_rehash(user.password_hash):
         # Made with older costs: the password is at hand now, so store it at today's.
         user.password_hash = hash_password(password)
+        audit.record(session, user.id, "user.password_rehash", user.id)
+    return user
+
+
+def sign_in(db: Database, session: Session, email: str, password: str) -> User:
+    """`authenticate` with Argon2 outside any transaction (on SQLite an open one holds the
+    one write lock while the hash runs): the stored hash is read in a short transaction of
+    its own and checked outside it; the user is then loaded in `session` (the request's unit
+    of work, not begun yet) and refused if the password changed in between."""
+    email_normalized = email.strip().lower()
+    with db.transaction() as reading:
+        stored = reading.scalar(
+            select(User.password_hash).where(
+                User.email_normalized == email_normalized, User.deleted_at.is_(None)
+            )
+        )
+    if not verify_password(stored, password):  # with no account, against the dummy hash
+        raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    assert stored is not None  # verified above
+    rehashed = hash_password(password) if _hasher.check_needs_rehash(stored) else None
+    user = session.scalar(select(User).where(User.email_normalized == email_normalized))
+    if user is None or user.deleted_at is not None or user.password_hash != stored:
+        raise Unauthorized("E-mail or password is wrong", code="invalid_credentials")
+    if rehashed is not None:
+        # Made with older costs: the password is at hand now, so store it at today's.
+        user.password_hash = rehashed
         audit.record(session, user.id, "user.password_rehash", user.id)
     return user
 

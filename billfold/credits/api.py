@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from billfold.auth.deps import AdminDep, CallerDep, CredentialDep, ServicesDep
+from billfold.auth.deps import AdminWorkDep, CallerDep, CredentialDep, ServicesDep, WorkDep
 from billfold.credits import consume as spending
 from billfold.credits import ledger, packages, purchase, recharge
 from billfold.credits.hot_path import answer_consume
-from billfold.credits.models import CreditAccount, CreditPurchase, EntryKind, LedgerEntry
+from billfold.credits.models import CreditAccount, CreditPurchase, EntryKind
 from billfold.credits.schemas import (
     AutoRechargeIn,
     AutoRechargeOut,
@@ -38,35 +38,27 @@ CustomerQuery = Annotated[str | None, Query(alias="customerId", max_length=40)]
 
 @router.get("/packages")
 def list_packages(
-    caller: CallerDep,
-    services: ServicesDep,
+    work: WorkDep,
     include_inactive: Annotated[bool, Query(alias="includeInactive")] = False,
 ) -> Envelope[list[PackageOut]]:
-    with services.db.transaction() as session:
-        found = packages.list_packages(
-            session, include_inactive=include_inactive and caller.is_privileged
-        )
-        return ok([PackageOut.model_validate(p) for p in found])
+    found = packages.list_packages(
+        work.session, include_inactive=include_inactive and work.caller.is_privileged
+    )
+    return ok([PackageOut.model_validate(p) for p in found])
 
 
 @router.post("/packages", status_code=201)
-def create_package(
-    body: PackageIn, caller: AdminDep, services: ServicesDep
-) -> Envelope[PackageOut]:
-    with services.db.transaction() as session:
-        made = packages.create_package(session, **body.model_dump(), actor=caller.actor)
-        return ok(PackageOut.model_validate(made))
+def create_package(body: PackageIn, work: AdminWorkDep) -> Envelope[PackageOut]:
+    made = packages.create_package(work.session, **body.model_dump(), actor=work.caller.actor)
+    return ok(PackageOut.model_validate(made))
 
 
 @router.patch("/packages/{package_id}")
-def update_package(
-    package_id: str, body: PackagePatch, caller: AdminDep, services: ServicesDep
-) -> Envelope[PackageOut]:
-    with services.db.transaction() as session:
-        changed = packages.update_package(
-            session, package_id, body.model_dump(exclude_unset=True), actor=caller.actor
-        )
-        return ok(PackageOut.model_validate(changed))
+def update_package(package_id: str, body: PackagePatch, work: AdminWorkDep) -> Envelope[PackageOut]:
+    changed = packages.update_package(
+        work.session, package_id, body.model_dump(exclude_unset=True), actor=work.caller.actor
+    )
+    return ok(PackageOut.model_validate(changed))
 
 
 @router.post("/purchase")
@@ -124,32 +116,29 @@ def _purchase_out(
 
 
 @router.get("/balance")
-def balance(
-    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
-) -> Envelope[BalanceOut]:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        return ok(BalanceOut(customer_id=customer.id, balance=ledger.balance(session, customer.id)))
+def balance(work: WorkDep, customer_id: CustomerQuery = None) -> Envelope[BalanceOut]:
+    customer = acting_customer(work.session, work.caller, customer_id)
+    return ok(
+        BalanceOut(customer_id=customer.id, balance=ledger.balance(work.session, customer.id))
+    )
 
 
 @router.get("/transactions")
 def transactions(
-    caller: CallerDep,
-    services: ServicesDep,
+    work: WorkDep,
     customer_id: CustomerQuery = None,
     cursor: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Envelope[TransactionsPage]:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        page = ledger.entries(session, customer.id, before=cursor, limit=limit)
-        next_cursor = page[-1].entry_no if len(page) == limit and page[-1].entry_no > 1 else None
-        return ok(
-            TransactionsPage(
-                transactions=[TransactionOut.model_validate(e) for e in page],
-                next_cursor=next_cursor,
-            )
+    customer = acting_customer(work.session, work.caller, customer_id)
+    page = ledger.entries(work.session, customer.id, before=cursor, limit=limit)
+    next_cursor = page[-1].entry_no if len(page) == limit and page[-1].entry_no > 1 else None
+    return ok(
+        TransactionsPage(
+            transactions=[TransactionOut.model_validate(e) for e in page],
+            next_cursor=next_cursor,
         )
+    )
 
 
 @router.post("/consume", response_model=Envelope[ConsumeOut])
@@ -161,19 +150,17 @@ async def consume(body: ConsumeIn, credential: CredentialDep, request: Request) 
 
 
 @router.post("/grants", status_code=201)
-def grant(body: GrantIn, caller: AdminDep, services: ServicesDep) -> Envelope[TransactionOut]:
+def grant(body: GrantIn, work: AdminWorkDep) -> Envelope[TransactionOut]:
     posted = spending.grant(
-        services,
-        caller,
+        work.session,
+        work.caller,
         customer_id=body.customer_id,
         amount=body.amount,
         kind=EntryKind(body.kind),
         reason=body.reason,
         idempotency_key=body.idempotency_key,
     )
-    with services.db.transaction() as session:
-        entry = session.get(LedgerEntry, posted.id)
-        return ok(TransactionOut.model_validate(entry))
+    return ok(TransactionOut.model_validate(ledger.entry(work.session, posted.id)))
 
 
 def _auto_recharge(account: CreditAccount) -> AutoRechargeOut:
@@ -192,11 +179,10 @@ def _auto_recharge(account: CreditAccount) -> AutoRechargeOut:
 
 @router.get("/auto-recharge")
 def get_auto_recharge(
-    caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
+    work: WorkDep, customer_id: CustomerQuery = None
 ) -> Envelope[AutoRechargeOut]:
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        return ok(_auto_recharge(recharge.account_of(session, customer.id)))
+    customer = acting_customer(work.session, work.caller, customer_id)
+    return ok(_auto_recharge(recharge.account_of(work.session, customer.id)))
 
 
 @router.put("/auto-recharge")
@@ -221,16 +207,12 @@ def trigger_auto_recharge(
     caller: CallerDep, services: ServicesDep, customer_id: CustomerQuery = None
 ) -> Envelope[PurchaseOut]:
     made = recharge.trigger(services, caller, customer_id)
-    with services.db.transaction() as session:
-        payment = session.get(Payment, made.payment_id)
-        assert payment is not None
-        balance = ledger.balance(session, made.customer_id)
-        return ok(
-            _purchase_out(
-                services,
-                made,
-                payment,
-                balance,
-                payment_intent_id=payment.stripe_payment_intent_id or "",
-            )
+    return ok(
+        _purchase_out(
+            services,
+            made.purchase,
+            made.payment,
+            made.balance,
+            payment_intent_id=made.payment.stripe_payment_intent_id or "",
         )
+    )

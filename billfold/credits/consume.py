@@ -65,7 +65,7 @@ def spend(
 
 
 def grant(
-    services: Services,
+    session: Session,
     caller: Caller,
     *,
     customer_id: str,
@@ -79,25 +79,24 @@ def grant(
         raise InvalidInput("kind must be grant or adjustment", code="invalid_kind")
     if kind == EntryKind.GRANT and amount <= 0:
         raise InvalidInput("A grant gives credits: amount must be positive", code="invalid_amount")
-    with services.db.transaction() as session:
-        customer = acting_customer(session, caller, customer_id)
-        posted = ledger.post(
+    customer = acting_customer(session, caller, customer_id)
+    posted = ledger.post(
+        session,
+        customer.id,
+        amount,
+        kind,
+        idempotency_key=f"{kind}:{idempotency_key}",
+        reason=reason,
+        actor=caller.actor,
+    )
+    if not posted.replayed:
+        audit.record(
             session,
+            caller.actor,
+            f"credits.{kind}",
             customer.id,
-            amount,
-            kind,
-            idempotency_key=f"{kind}:{idempotency_key}",
+            amount=amount,
             reason=reason,
-            actor=caller.actor,
+            transaction_id=posted.id,
         )
-        if not posted.replayed:
-            audit.record(
-                session,
-                caller.actor,
-                f"credits.{kind}",
-                customer.id,
-                amount=amount,
-                reason=reason,
-                transaction_id=posted.id,
-            )
-        return posted
+    return posted

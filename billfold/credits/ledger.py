@@ -22,7 +22,7 @@ from billfold.credits.models import CreditAccount, EntryKind, LedgerEntry
 from billfold.credits.postings import Account, Decision, Movement, Posted, decide, replay
 from billfold.credits.rules import RechargePolicy
 from billfold.kit.db import UTCDateTime, one_of, utcnow
-from billfold.kit.errors import BillfoldError
+from billfold.kit.errors import BillfoldError, NotFound
 from billfold.webhooks.outbound.notify import balance_crossings
 
 # The account columns that decide whether a debit starts a recharge, and the policy they make.
@@ -308,3 +308,11 @@ def entries(
     if before is not None:
         query = query.where(LedgerEntry.entry_no < before)
     return list(session.scalars(query))
+
+
+def entry(session: Session, entry_id: str) -> LedgerEntry:
+    """One posted entry, by its ID (as `post` answers it)."""
+    found = session.get(LedgerEntry, entry_id)
+    if found is None:
+        raise NotFound("No such ledger entry")
+    return found

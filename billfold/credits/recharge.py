@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.credits import packages
+from billfold.credits.ledger import balance as ledger_balance
 from billfold.credits.ledger import ensure_account
 from billfold.credits.models import CreditAccount, CreditPurchase, PurchaseKind, PurchaseStatus
 from billfold.credits.purchase import charge, new_purchase
@@ -223,8 +224,18 @@ def recharge_job(services: Services, payload: dict[str, Any]) -> None:
     record(services, payment.id, intent)
 
 
-def trigger(services: Services, caller: Caller, customer_id: str | None = None) -> CreditPurchase:
-    """Start a recharge now (for testing a setup); it runs inline, the job is the backstop."""
+@dataclass(frozen=True)
+class Triggered:
+    """A recharge started by hand, as it stands once its charge was tried."""
+
+    purchase: CreditPurchase
+    payment: Payment
+    balance: int
+
+
+def trigger(services: Services, caller: Caller, customer_id: str | None = None) -> Triggered:
+    """Start a recharge now (for testing a setup); it runs inline, the job is the backstop.
+    It owns its transactions: the charge between them calls Stripe."""
     with services.db.transaction() as session:
         customer = acting_customer(session, caller, customer_id)
         account = account_of(session, customer.id)
@@ -238,10 +249,11 @@ def trigger(services: Services, caller: Caller, customer_id: str | None = None) 
     with services.db.transaction() as session:
         fresh = session.get(CreditPurchase, purchase_id)
         assert fresh is not None
+        payment = session.get(Payment, fresh.payment_id)
         if fresh.status == PurchaseStatus.FAILED:
-            payment = session.get(Payment, fresh.payment_id)
             raise RechargeFailed.of(fresh, payment)
-        return fresh
+        assert payment is not None
+        return Triggered(fresh, payment, ledger_balance(session, fresh.customer_id))
 
 
 class RechargeFailed(BillfoldError):

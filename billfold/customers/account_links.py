@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billfold.auth.models import AccountLink, LinkPurpose, User
-from billfold.auth.service import Caller, revoke_tokens, set_password
+from billfold.auth.service import Caller, hash_password, revoke_tokens, set_password_hash
 from billfold.config import Settings, secret
 from billfold.customers.models import Customer
 from billfold.customers.service import PUSH_JOB, EmailTaken, get_customer
@@ -287,12 +287,18 @@ def request_password_reset(session: Session, settings: Settings, email: str) -> 
 
 
 def reset_password(services: Services, session: Session, token: str, new_password: str) -> User:
-    """Follow a reset link: a new password, every earlier token and reset link revoked."""
+    """Follow a reset link: a new password, every earlier token and reset link revoked.
+
+    The password is hashed first, before the session's first statement: given a session not
+    begun yet (the request's unit of work), Argon2 runs outside the database transaction."""
+    password_hash = hash_password(new_password)
     link = _use(session, token, LinkPurpose.RESET_PASSWORD)
     user = _user(session, link)
     if link.email.lower() != user.email_normalized:
         raise InvalidLink(_INVALID)  # sent to an address the account no longer has
-    set_password(session, services.wiring, user, new_password, actor=user.id, via="password_reset")
+    set_password_hash(
+        session, services.wiring, user, password_hash, actor=user.id, via="password_reset"
+    )
     # The link reached the inbox: that proves the address as well.
     user.is_email_verified = True
     session.execute(

@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from billfold.auth.deps import NO_STORE, CallerDep, PrivilegedDep, ServicesDep, TokensDep
+from billfold.auth.deps import (
+    NO_STORE,
+    CallerDep,
+    PrivilegedWorkDep,
+    ServicesDep,
+    TokensDep,
+    WorkDep,
+)
 from billfold.customers import directory, privacy_export, service
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import (
@@ -53,17 +60,15 @@ def register(body: RegisterIn, services: ServicesDep, tokens: TokensDep) -> Enve
 
 
 @router.get("/users/me", tags=["users"])
-def me(caller: CallerDep, services: ServicesDep) -> Envelope[UserOut]:
-    if caller.user is None:
+def me(work: WorkDep) -> Envelope[UserOut]:
+    if work.caller.user is None:
         raise NotFound("A service key is not a user; use /users/{id}")
-    with services.db.transaction() as session:
-        return ok(UserOut.of(service.get_customer(session, caller, caller.user.id)))
+    return ok(UserOut.of(service.get_customer(work.session, work.caller, work.caller.user.id)))
 
 
 @router.get("/users/{user_id}", tags=["users"])
-def get_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[UserOut]:
-    with services.db.transaction() as session:
-        return ok(UserOut.of(service.get_customer(session, caller, user_id)))
+def get_user(user_id: str, work: WorkDep) -> Envelope[UserOut]:
+    return ok(UserOut.of(service.get_customer(work.session, work.caller, user_id)))
 
 
 @router.patch("/users/{user_id}", tags=["users"])
@@ -81,28 +86,23 @@ def update_user(
         metadata=(body.metadata or {}) if "metadata" in body.model_fields_set else None,
         current_password=body.current_password,
     )
-    with services.db.transaction() as session:
-        customer = service.update_user(session, services, caller, user_id, changes)
-        return ok(UserOut.of(customer))
+    return ok(UserOut.of(service.edit_profile(services, caller, user_id, changes)))
 
 
 @router.delete("/users/{user_id}", tags=["users"])
-def delete_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[DeletedOut]:
-    with services.db.transaction() as session:
-        service.delete_user(session, caller, user_id)
+def delete_user(user_id: str, work: WorkDep) -> Envelope[DeletedOut]:
+    service.delete_user(work.session, work.caller, user_id)
     return ok(DeletedOut(id=user_id))
 
 
 @router.get("/users/{user_id}/export", tags=["users"], summary="Privacy export")
-def export_user(user_id: str, caller: CallerDep, services: ServicesDep) -> Envelope[dict[str, Any]]:
-    with services.db.transaction() as session:
-        return ok(privacy_export.export(session, caller, user_id))
+def export_user(user_id: str, work: WorkDep) -> Envelope[dict[str, Any]]:
+    return ok(privacy_export.export(work.session, work.caller, user_id))
 
 
 @router.get("/customers", tags=["customers"], summary="List and search customers (admin, service)")
 def list_customers(
-    _caller: PrivilegedDep,
-    services: ServicesDep,
+    work: PrivilegedWorkDep,
     q: Annotated[
         str | None, Query(max_length=320, description="Part of an e-mail or name, or an ID")
     ] = None,
@@ -123,17 +123,13 @@ def list_customers(
         customer_id=customer_id,
         created=Period.of(created_from, created_to),
     )
-    with services.db.transaction() as session:
-        page = directory.search_customers(session, where, limit=limit, offset=offset)
-        return paged(page, [CustomerOut.of(c) for c in page.items])
+    page = directory.search_customers(work.session, where, limit=limit, offset=offset)
+    return paged(page, [CustomerOut.of(c) for c in page.items])
 
 
 @router.get("/customers/{customer_id}", tags=["customers"])
-def get_customer(
-    customer_id: str, _caller: PrivilegedDep, services: ServicesDep
-) -> Envelope[CustomerOut]:
-    with services.db.transaction() as session:
-        found = service.find_customers(session, customer_id=customer_id)
-        if not found:
-            raise NotFound("No such customer")
-        return ok(CustomerOut.of(found[0]))
+def get_customer(customer_id: str, work: PrivilegedWorkDep) -> Envelope[CustomerOut]:
+    found = service.find_customers(work.session, customer_id=customer_id)
+    if not found:
+        raise NotFound("No such customer")
+    return ok(CustomerOut.of(found[0]))

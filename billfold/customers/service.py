@@ -18,6 +18,7 @@ from billfold.auth.service import (
     hash_password,
     revoke_tokens,
     set_password,
+    set_password_hash,
 )
 from billfold.config import CustomerCreation, Settings
 from billfold.customers.contact import check_metadata, check_phone
@@ -193,12 +194,50 @@ class ProfileChanges:
     current_password: str | None = None
 
 
+@dataclass(frozen=True)
+class HashedBefore:
+    """Argon2's part of a profile edit, done before its transaction: the stored hash that the
+    current password was checked against, and the new password's hash."""
+
+    checked_against: str | None = None
+    new_password_hash: str | None = None
+
+
+def edit_profile(
+    services: Services, caller: Caller, user_id: str, changes: ProfileChanges
+) -> Customer:
+    """`update_user` for a request. It owns its transaction so that Argon2 runs outside it
+    (on SQLite an open transaction holds the one write lock): a user's current password is
+    checked against the hash read with the caller, and the new one hashed, first."""
+    me = caller.user if caller.user is not None and caller.user.id == user_id else None
+    checked_against = None
+    if me is not None and (
+        changes.password is not None
+        or (changes.email is not None and changes.email.strip() != me.email)
+    ):
+        check_current_password(me, changes.current_password)
+        checked_against = me.password_hash
+    new_password_hash = None
+    if changes.password is not None and not caller.is_service:
+        new_password_hash = hash_password(changes.password)
+    with services.db.transaction() as session:
+        hashed = HashedBefore(checked_against, new_password_hash)
+        return update_user(session, services, caller, user_id, changes, hashed=hashed)
+
+
 def update_user(
-    session: Session, services: Services, caller: Caller, user_id: str, changes: ProfileChanges
+    session: Session,
+    services: Services,
+    caller: Caller,
+    user_id: str,
+    changes: ProfileChanges,
+    *,
+    hashed: HashedBefore = HashedBefore(),
 ) -> Customer:
     """Edit a profile. Credentials (e-mail, password) follow stricter rules: a user changing
     their own gives the current password; an admin may change anyone else's, a service key
-    only the e-mail (never a password); every such change revokes the tokens issued before."""
+    only the e-mail (never a password); every such change revokes the tokens issued before.
+    What `hashed` brings is used when it still holds (the stored hash did not change)."""
     customer = get_customer(session, caller, user_id)
     user = customer.user
     phone = check_phone(changes.phone) if changes.phone else changes.phone
@@ -206,7 +245,8 @@ def update_user(
     email_change = changes.email is not None and changes.email.strip() != user.email
     if email_change or changes.password is not None:
         if caller.user is not None and caller.user.id == user.id:
-            check_current_password(user, changes.current_password)
+            if hashed.checked_against is None or hashed.checked_against != user.password_hash:
+                check_current_password(user, changes.current_password)
         elif changes.password is not None and caller.is_service:
             # A leaked service key must not be enough to take over an account.
             raise Forbidden("A service key cannot set a password", code="password_not_settable")
@@ -215,7 +255,16 @@ def update_user(
         if caller.user is None or not caller.user.is_admin:
             raise Forbidden("Only an admin may change a role")
         user.role = changes.role
-    if changes.password is not None:
+    if changes.password is not None and hashed.new_password_hash is not None:
+        set_password_hash(
+            session,
+            services.wiring,
+            user,
+            hashed.new_password_hash,
+            actor=caller.actor,
+            via="profile",
+        )
+    elif changes.password is not None:
         set_password(
             session, services.wiring, user, changes.password, actor=caller.actor, via="profile"
         )

@@ -9,7 +9,14 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from billfold.auth import service
-from billfold.auth.deps import NO_STORE, CallerDep, RateLimitsDep, ServicesDep, TokensDep
+from billfold.auth.deps import (
+    NO_STORE,
+    AnonymousWorkDep,
+    RateLimitsDep,
+    ServicesDep,
+    TokensDep,
+    WorkDep,
+)
 from billfold.customers import account_links
 from billfold.customers.schemas import Password, SessionOut, UserOut
 from billfold.customers.service import get_customer
@@ -25,20 +32,25 @@ class LoginIn(InputModel):
 
 @router.post("/auth/login", tags=["auth"], dependencies=[NO_STORE])
 def login(
-    body: LoginIn, services: ServicesDep, tokens: TokensDep, limits: RateLimitsDep
+    body: LoginIn,
+    session: AnonymousWorkDep,
+    services: ServicesDep,
+    tokens: TokensDep,
+    limits: RateLimitsDep,
 ) -> Envelope[SessionOut]:
     # Per address in the middleware; per account here, against guessing from many addresses.
+    # Both before the request's unit of work begins: the limit and the password check each
+    # take a short transaction of their own.
     limits.enforce("login", "email", body.email)
-    with services.db.transaction() as session:
-        user = service.authenticate(session, body.email, body.password)
-        customer = get_customer(session, service.Caller(user=user), user.id)
-        return ok(
-            SessionOut(
-                user=UserOut.of(customer),
-                access_token=tokens.issue(user),
-                expires_in=int(tokens.lifetime.total_seconds()),
-            )
+    user = service.sign_in(services.db, session, body.email, body.password)
+    customer = get_customer(session, service.Caller(user=user), user.id)
+    return ok(
+        SessionOut(
+            user=UserOut.of(customer),
+            access_token=tokens.issue(user),
+            expires_in=int(tokens.lifetime.total_seconds()),
         )
+    )
 
 
 class TokenIn(InputModel):
@@ -69,33 +81,32 @@ class PasswordResetOut(ApiModel):
 
 
 @router.post("/auth/verify-email", tags=["auth"], summary="Follow an e-mail verification link")
-def verify_email(body: TokenIn, services: ServicesDep) -> Envelope[VerifiedOut]:
-    with services.db.transaction() as session:
-        user = account_links.verify_email(services, session, body.token)
-        return ok(VerifiedOut(email=user.email, is_email_verified=user.is_email_verified))
+def verify_email(
+    body: TokenIn, session: AnonymousWorkDep, services: ServicesDep
+) -> Envelope[VerifiedOut]:
+    user = account_links.verify_email(services, session, body.token)
+    return ok(VerifiedOut(email=user.email, is_email_verified=user.is_email_verified))
 
 
 @router.post("/auth/verify-email/resend", status_code=202, tags=["auth"])
-def resend_verification(caller: CallerDep, services: ServicesDep) -> Envelope[SentOut]:
-    with services.db.transaction() as session:
-        account_links.resend_verification(session, services.settings, caller)
+def resend_verification(work: WorkDep, services: ServicesDep) -> Envelope[SentOut]:
+    account_links.resend_verification(work.session, services.settings, work.caller)
     return ok(SentOut())
 
 
 @router.post("/auth/password-reset/request", status_code=202, tags=["auth"])
 def request_password_reset(
-    body: ResetRequestIn, services: ServicesDep, limits: RateLimitsDep
+    body: ResetRequestIn, session: AnonymousWorkDep, services: ServicesDep, limits: RateLimitsDep
 ) -> Envelope[SentOut]:
+    # Before the unit of work begins: the limit takes a short transaction of its own.
     limits.enforce("account_mail", "email", body.email)
-    with services.db.transaction() as session:
-        account_links.request_password_reset(session, services.settings, body.email)
+    account_links.request_password_reset(session, services.settings, body.email)
     return ok(SentOut())
 
 
 @router.post("/auth/password-reset/confirm", tags=["auth"])
 def confirm_password_reset(
-    body: ResetConfirmIn, services: ServicesDep
+    body: ResetConfirmIn, session: AnonymousWorkDep, services: ServicesDep
 ) -> Envelope[PasswordResetOut]:
-    with services.db.transaction() as session:
-        account_links.reset_password(services, session, body.token, body.password)
+    account_links.reset_password(services, session, body.token, body.password)
     return ok(PasswordResetOut())

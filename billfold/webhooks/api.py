@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from billfold.auth.deps import AdminDep, ServicesDep
+from billfold.auth.deps import AdminWorkDep, ServicesDep
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, ok
-from billfold.services import Services
 from billfold.webhooks import inbox
 from billfold.webhooks.models import EventStatus
 
@@ -43,30 +42,22 @@ async def stripe_webhook(
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> Envelope[ReceivedOut]:
     body = await request.body()
-    return await run_in_threadpool(_receive, services, body, stripe_signature)
-
-
-def _receive(services: Services, body: bytes, signature: str | None) -> Envelope[ReceivedOut]:
-    event = services.stripe.verify_webhook(body, signature)
-    with services.db.transaction() as session:
-        stored, is_new = inbox.receive(session, event, body)
-        return ok(ReceivedOut(id=stored.id, duplicate=not is_new))
+    stored, is_new = await run_in_threadpool(inbox.accept, services, body, stripe_signature)
+    return ok(ReceivedOut(id=stored.id, duplicate=not is_new))
 
 
 @router.get("/webhooks/events", tags=["webhooks"], summary="Stored Stripe events (admin)")
 def list_events(
-    _caller: AdminDep,
-    services: ServicesDep,
+    work: AdminWorkDep,
     status: EventStatus | None = None,
     event_type: Annotated[str | None, Query(alias="type", max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Envelope[list[EventOut]]:
-    with services.db.transaction() as session:
-        events = inbox.list_events(session, status=status, event_type=event_type, limit=limit)
-        return ok([EventOut.model_validate(e) for e in events])
+    events = inbox.list_events(work.session, status=status, event_type=event_type, limit=limit)
+    return ok([EventOut.model_validate(e) for e in events])
 
 
 @router.post("/webhooks/events/{event_id}/replay", tags=["webhooks"])
-def replay_event(event_id: str, caller: AdminDep, services: ServicesDep) -> Envelope[EventOut]:
-    with services.db.transaction() as session:
-        return ok(EventOut.model_validate(inbox.replay(session, event_id, actor=caller.actor)))
+def replay_event(event_id: str, work: AdminWorkDep) -> Envelope[EventOut]:
+    replayed = inbox.replay(work.session, event_id, actor=work.caller.actor)
+    return ok(EventOut.model_validate(replayed))

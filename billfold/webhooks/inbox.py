@@ -25,6 +25,14 @@ log = structlog.get_logger("billfold.webhooks")
 PROCESS_JOB = "webhooks.process"
 
 
+def accept(services: Services, raw_body: bytes, signature: str | None) -> tuple[StripeEvent, bool]:
+    """Stripe's delivery at our endpoint: the signature checked first, then the event stored
+    (and its job enqueued) in one short transaction; the stored event, and whether it is new."""
+    event = services.stripe.verify_webhook(raw_body, signature)
+    with services.db.transaction() as session:
+        return receive(session, event, raw_body)
+
+
 def receive(session: Session, event: dict[str, Any], raw_body: bytes) -> tuple[StripeEvent, bool]:
     """Store a verified event and enqueue its processing; (stored, False) for a replay."""
     stored = StripeEvent(

@@ -114,15 +114,17 @@ def grant_credits(
         reason = field(form, "reason")
         if not reason:
             raise InvalidInput("Say why: the reason is recorded with the credits.")
-        posted = spending.grant(
-            services,
-            caller,
-            customer_id=customer_id,
-            amount=whole(field(form, "amount"), label="Credits"),
-            kind=kind,
-            reason=reason[:500],
-            idempotency_key=field(form, "key")[:100] or uuid.uuid4().hex,
-        )
+        amount = whole(field(form, "amount"), label="Credits")
+        with services.db.transaction() as session:
+            posted = spending.grant(
+                session,
+                caller,
+                customer_id=customer_id,
+                amount=amount,
+                kind=kind,
+                reason=reason[:500],
+                idempotency_key=field(form, "key")[:100] or uuid.uuid4().hex,
+            )
     except BillfoldError as exc:
         return pages.redirect(back, error=exc.message)
     done = "Already recorded" if posted.replayed else f"{kind.capitalize()} recorded"

@@ -124,7 +124,7 @@ def recharge_now(
     caller: PageCallerDep, _form: FormDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     try:
-        made = recharge.trigger(services, caller)
+        made = recharge.trigger(services, caller).purchase
     except BillfoldError as exc:
         return pages.redirect("/billing/credits#auto-recharge", error=say(exc))
     if str(made.status) == "succeeded":
