@@ -4,10 +4,10 @@ through PgBouncer in transaction-pooling mode) and the Stripe stand-in, under mi
 sign-ups, card set-ups, credit purchases (payments with a saved card), consumes (a fifth of
 them sent again, to another server, under the same key), Stripe's events relayed as signed
 webhooks (a fifth of them twice, to two servers, as Stripe retries), refunds and
-auto-recharges. Halfway through, one worker and one server are killed with SIGKILL; the
-traffic goes on against the others. At the end the queue is left to drain and every
-invariant is checked and printed, PASS or FAIL with its counts, beside the throughput of
-each kind of traffic. Exits 1 when an invariant fails.
+auto-recharges. Halfway through, one worker and one server are killed with SIGKILL (the
+worker as soon as it holds a claimed job); the traffic goes on against the others. At the
+end the queue is left to drain and every invariant is checked and printed, PASS or FAIL
+with its counts, beside the throughput of each kind of traffic. Exits 1 when an invariant fails.
 
     .venv/bin/python bench/soak.py [--seconds 75] [--clients 6] [--pgbouncer]
 
@@ -425,7 +425,9 @@ def run(args: argparse.Namespace) -> bool:
             for thread in threads:
                 thread.start()
             stop.wait(args.seconds / 2)
-            # Midway: one worker and one server die at once, whatever they were doing.
+            # Midway: one worker and one server die at once, the worker (if it comes to it
+            # within 10 s) while it holds a claimed job.
+            wait_for_held_job(db, workers[0].pid, stop, 10.0)
             workers[0].send_signal(signal.SIGKILL)
             servers[0].send_signal(signal.SIGKILL)
             fleet.drop(urls[0])
@@ -542,6 +544,20 @@ def wait_for(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} not ready within {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def wait_for_held_job(db: Database, pid: int, stop: threading.Event, timeout: float) -> None:
+    """Wait until the worker `pid` holds a claimed job (or `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        with db.engine.connect() as connection:
+            held = connection.execute(
+                text("SELECT count(*) FROM jobs WHERE status = 'running' AND locked_by LIKE :me"),
+                {"me": f"%:{pid}:%"},
+            ).scalar_one()
+        if held:
+            return
+        time.sleep(0.02)
 
 
 def killed_worker_jobs(db: Database, pid: int, log: Path) -> tuple[int, int]:
