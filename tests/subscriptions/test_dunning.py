@@ -173,6 +173,10 @@ def test_a_failed_renewal_is_mailed_reminded_on_schedule_and_paid_by_a_new_defau
     assert "Your payment of 9.00 USD failed." in banner
     assert f'href="{invoice.hosted_invoice_url}"' in banner
     assert 'data-testid="dunning-banner"' in browser.get("/billing/cards").text
+    plan_page = browser.get("/billing/plan").text  # the banner, and the invoice still due
+    assert 'data-testid="dunning-banner"' in plan_page
+    assert "9.00 USD due" in plan_page
+    assert 'aria-label="View invoice' in plan_page
 
     opened: datetime = case.opened_at
     assert send_reminders(services, now=opened + timedelta(hours=23)) == 0

@@ -19,6 +19,7 @@ from billfold.pages.deps import FormDep, PageCallerDep, PagesDep, PageWorkDep, f
 from billfold.subscriptions import (
     cancellation,
     change_plan,
+    dunning,
     invoices,
     licenses,
     lifecycle,
@@ -68,6 +69,7 @@ def plan_page(
         license=licenses.current(session, customer.id),
         plans=[p for p in plans.list_plans(session) if p.stripe_price_id],
         invoices=listed,
+        dunning=dunning.open_case(session, customer.id),
     )
 
 
