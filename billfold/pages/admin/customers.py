@@ -104,9 +104,8 @@ def refund_payment(
 def grant_credits(
     customer_id: str,
     form: FormDep,
-    caller: PageAdminDep,
+    work: AdminPageWorkDep,
     pages: PagesDep,
-    services: ServicesDep,
 ) -> Response:
     back = f"/admin/customers/{customer_id}"
     try:
@@ -115,10 +114,11 @@ def grant_credits(
         if not reason:
             raise InvalidInput("Say why: the reason is recorded with the credits.")
         amount = whole(field(form, "amount"), label="Credits")
-        with services.db.transaction() as session:
+        # A savepoint: a refused grant, shown on the page, commits nothing.
+        with work.session.begin_nested():
             posted = spending.grant(
-                session,
-                caller,
+                work.session,
+                work.caller,
                 customer_id=customer_id,
                 amount=amount,
                 kind=kind,
