@@ -18,11 +18,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import Table, bindparam, exists, func, or_, select, tuple_, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Row, Table, bindparam, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from billfold.auth.models import Role, User
 from billfold.config import Settings
@@ -108,7 +108,7 @@ def claim(
     if not endpoint.enabled:  # paused: its deliveries wait until it is enabled again
         return None
     now = utcnow()
-    rows = session.execute(_due(endpoint_id, now, limit)).all()
+    rows = _due(session, endpoint_id, now, limit)
     if not rows:
         return None
     token = new_id("wbl")
@@ -139,39 +139,94 @@ def record_margin(timeout: timedelta) -> timedelta:
     return min(timedelta(seconds=5), timeout)
 
 
-def _due(endpoint_id: str, now: datetime, limit: int) -> Any:
+class _DueRow(NamedTuple):
+    id: str
+    job_id: str | None
+    customer_id: str | None
+    event_id: str
+    type: str
+    created_at: datetime
+    data: dict[str, Any]
+
+
+# How many due deliveries one look at the queue reads (times the batch's size) while
+# skipping held-back ones.
+_DUE_CHUNK = 2
+
+
+def _due(session: Session, endpoint_id: str, now: datetime, limit: int) -> list[_DueRow]:
     """Due, unleased deliveries no earlier delivery of their customer is holding back, in
-    event order (so when one is taken, every earlier one of its customer is too)."""
+    event order (so when one is taken, every earlier one of its customer is too).
+
+    In plain steps, each an index walk whatever the planner's statistics: the customers held
+    back (their first delivery waiting for a retry or leased to a batch), then the due
+    deliveries in order, skipping those behind a held one. One statement with a correlated
+    NOT EXISTS did the same, but on a table the planner had no statistics for yet (a fresh
+    backlog before autovacuum's ANALYZE) PostgreSQL ran it as a nested loop over every pending
+    row for each one: 9 s a claim with 3,000 pending, 130 s with 20,000."""
     d = WebhookDelivery
-    earlier = aliased(WebhookDelivery)
-    held_back = exists().where(
-        earlier.endpoint_id == d.endpoint_id,
-        earlier.customer_id == d.customer_id,
-        earlier.status == _PENDING,
-        earlier.event_seq < d.event_seq,
-        or_(earlier.next_attempt_at > now, earlier.leased_until > now),
+    blocked = dict(
+        session.execute(
+            select(d.customer_id, func.min(d.event_seq))
+            .where(
+                d.endpoint_id == endpoint_id,
+                d.status == _PENDING,
+                d.customer_id.is_not(None),
+                or_(d.next_attempt_at > now, d.leased_until > now),
+            )
+            .group_by(d.customer_id)
+        ).all()
     )
-    return (
-        select(
-            d.id,
-            d.job_id,
-            d.customer_id,
-            WebhookEvent.id.label("event_id"),
-            WebhookEvent.type,
-            WebhookEvent.created_at,
-            WebhookEvent.data,
+    chosen: list[Row[str, str | None, str | None, int]] = []
+    after: tuple[int, str] = (-1, "")
+    while len(chosen) < limit:
+        chunk = session.execute(
+            select(d.id, d.job_id, d.customer_id, d.event_seq)
+            .where(
+                d.endpoint_id == endpoint_id,
+                d.status == _PENDING,
+                tuple_(d.event_seq, d.id) > after,
+                or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
+                or_(d.leased_until.is_(None), d.leased_until <= now),
+            )
+            .order_by(d.event_seq, d.id)
+            .limit(_DUE_CHUNK * limit)
+        ).all()
+        for row in chunk:
+            first_held = blocked.get(row.customer_id)
+            if first_held is None or first_held > row.event_seq:
+                chosen.append(row)
+                if len(chosen) == limit:
+                    break
+        if len(chunk) < _DUE_CHUNK * limit:
+            break
+        after = (chunk[-1].event_seq, chunk[-1].id)
+    if not chosen:
+        return []
+    events = {
+        e.seq: e
+        for e in session.execute(
+            select(
+                WebhookEvent.seq,
+                WebhookEvent.id,
+                WebhookEvent.type,
+                WebhookEvent.created_at,
+                WebhookEvent.data,
+            ).where(WebhookEvent.seq.in_({r.event_seq for r in chosen}))
         )
-        .join(WebhookEvent, WebhookEvent.seq == d.event_seq)
-        .where(
-            d.endpoint_id == endpoint_id,
-            d.status == _PENDING,
-            or_(d.next_attempt_at.is_(None), d.next_attempt_at <= now),
-            or_(d.leased_until.is_(None), d.leased_until <= now),
-            ~held_back,
+    }
+    return [
+        _DueRow(
+            r.id,
+            r.job_id,
+            r.customer_id,
+            events[r.event_seq].id,
+            events[r.event_seq].type,
+            events[r.event_seq].created_at,
+            events[r.event_seq].data,
         )
-        .order_by(d.event_seq, d.id)
-        .limit(limit)
-    )
+        for r in chosen
+    ]
 
 
 def _secrets(settings: Settings, endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
