@@ -298,6 +298,50 @@ def test_redelivery_sends_the_same_webhook_id_again_as_a_new_log_entry(
     assert [d["status"] for d in log.json()["data"]["deliveries"]] == ["delivered", "delivered"]
 
 
+# A failed try waits 60 s: a redelivery failing would hold the customer's line that long.
+@pytest.mark.parametrize(
+    "settings_overrides", [{**FAST_WEBHOOKS, "webhook_retry_schedule": "60,60"}]
+)
+def test_failing_redelivery_of_an_old_event_neither_holds_back_nor_reorders_the_customers_queue(
+    client: TestClient,
+    admin: dict[str, str],
+    services: Services,
+    receiver: WebhookReceiver,
+    running_worker: Worker[Services],
+) -> None:
+    endpoint = add_endpoint(client, admin, receiver)
+    first = emit_events(services, "cust_one", 2)
+    assert wait_until(lambda: _all_settled(services, endpoint["id"], 2), timeout=30)
+    old = deliveries(services, endpoint["id"])[0]  # in event order
+    # The receiver refuses the old event from now on: the redelivery fails and waits.
+    receiver.respond = lambda r: Answer(500 if r.webhook_id == first[0] else 200)
+    again = client.post(
+        f"/webhook-endpoints/{endpoint['id']}/deliveries/{old.id}/redeliver", headers=admin
+    )
+    assert again.status_code == 201, again.text
+    redelivery_id = again.json()["data"]["id"]
+    assert wait_until(
+        lambda: any(
+            d.id == redelivery_id and d.attempts == 1 for d in deliveries(services, endpoint["id"])
+        ),
+        timeout=30,
+    )
+    later = emit_events(services, "cust_one", 3)
+
+    # The customer's new events go out at once, in order, though the redelivery still waits.
+    assert wait_until(lambda: receiver.accepted_ids() == first + later, timeout=30)
+    rows = {d.id: d for d in deliveries(services, endpoint["id"])}
+    redelivery = rows.pop(redelivery_id)
+    assert (redelivery.status, redelivery.attempts, redelivery.last_status_code) == (
+        DeliveryStatus.PENDING,
+        1,
+        500,
+    )
+    assert all(d.status == DeliveryStatus.DELIVERED for d in rows.values())
+    log = client.get(f"/webhook-endpoints/{endpoint['id']}/deliveries", headers=admin).json()
+    assert [d["eventId"] for d in log["data"]["deliveries"]].count(first[0]) == 2
+
+
 @pytest.mark.parametrize("settings_overrides", [{**FAST_WEBHOOKS, "webhook_timeout_seconds": 10.0}])
 def test_worker_killed_mid_delivery_loses_nothing_and_repeats_only_the_same_webhook_id(
     client: TestClient,

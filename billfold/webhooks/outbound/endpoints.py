@@ -168,7 +168,12 @@ def deliveries(
 
 
 def redeliver(session: Session, endpoint_id: str, delivery_id: str, actor: str) -> DeliveryView:
-    """Send a delivery's event again (same `webhook-id`), as a new delivery in the log."""
+    """Send a delivery's event again (same `webhook-id`), as a new delivery in the log.
+
+    A manual redelivery is out of band (as in Standard Webhooks' Svix): a new attempt of that
+    message, sent as soon as it can be, outside its customer's line: it neither waits behind
+    the customer's pending deliveries nor holds them back, even while it fails and is retried
+    (so it carries no customer: the customer's order is kept among the normal deliveries)."""
     endpoint = get(session, endpoint_id)
     found = session.execute(
         select(WebhookDelivery, WebhookEvent.id, WebhookEvent.type)
@@ -178,7 +183,7 @@ def redeliver(session: Session, endpoint_id: str, delivery_id: str, actor: str) 
     if found is None:
         raise NotFound("No such delivery")
     original, event_id, event_type = found
-    (new_id_,) = schedule(session, [endpoint.id], original.event_seq, original.customer_id)
+    (new_id_,) = schedule(session, [endpoint.id], original.event_seq, None)
     audit.record(session, actor, "webhook_delivery.redeliver", new_id_, original=delivery_id)
     created = session.get(WebhookDelivery, new_id_)
     assert created is not None

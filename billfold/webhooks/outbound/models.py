@@ -69,6 +69,7 @@ class WebhookDelivery(Base):
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_seq: Mapped[int] = mapped_column(ForeignKey("webhook_events.seq"))
     # Copied from the event: deliveries of one customer's events to one endpoint keep order.
+    # None on a manual redelivery, which is out of band (endpoints.redeliver).
     customer_id: Mapped[str | None] = mapped_column(String(40))
     # The job that stands behind it: it runs a batch for the endpoint if no batch has taken
     # the delivery, and is the timer of its next try (a batch settles it with the delivery).
