@@ -11,10 +11,10 @@ import httpx
 
 from billfold.config import MissingSettings, Settings
 from billfold.kit.db import Database
+from billfold.kit.deadline_http import deadline_transport
 from billfold.kit.signing_keys import SigningKeys
 from billfold.kit.wiring import Wiring
 from billfold.stripe_gateway import StripeGateway
-from billfold.webhooks.outbound.transport import deadline_transport
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Services:
             webhook_http=httpx.Client(
                 timeout=settings.webhook_timeout_seconds,
                 follow_redirects=False,
-                # Each try ends by its deadline, however the receiver trickles (transport.py).
+                # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
                 transport=deadline_transport(
                     httpx.Limits(max_connections=64, max_keepalive_connections=64)
                 ),

@@ -33,12 +33,12 @@ from standardwebhooks.webhooks import Webhook
 
 from billfold.jobs.worker import Defer, PermanentJobError
 from billfold.kit.db import utcnow
+from billfold.kit.deadline_http import deadline
 from billfold.kit.errors import BillfoldError
 from billfold.services import Services
 from billfold.webhooks.outbound import batches
 from billfold.webhooks.outbound.batches import Batch, Claimed, Outcome
 from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from billfold.webhooks.outbound.transport import deadline
 from billfold.webhooks.outbound.urls import check_url
 
 
@@ -86,9 +86,10 @@ def send_due(services: Services, endpoint_id: str) -> int:
     """Send the endpoint's due deliveries, batch after batch; answers how many were tried.
 
     Each batch starts tries for at most WEBHOOK_TIMEOUT_SECONDS, each try ends within that
-    timeout (transport.py keeps it), and the batch's lease covers both plus a margin for the
-    record: every try ends, and is recorded, inside the lease. No batch is started whose lease
-    would outlive the job's (unless the job's lease is too short for even one: then one)."""
+    timeout (kit/deadline_http.py keeps it), and the batch's lease covers both plus a margin
+    for the record: every try ends, and is recorded, inside the lease. No batch is started
+    whose lease would outlive the job's (unless the job's lease is too short for even one:
+    then one)."""
     settings = services.settings
     timeout = timedelta(seconds=settings.webhook_timeout_seconds)
     job_ends = utcnow() + timedelta(seconds=settings.job_lease_seconds) * 0.9
