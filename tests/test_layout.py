@@ -20,10 +20,21 @@ def _is_route_module(path: Path) -> bool:
     return path.name == "api.py" or path.name.endswith("_api.py")
 
 
+# The pages' owners of the rule, not its subjects: deps.py opens the pages' units of work (as
+# auth/deps.py does for the API); sessions.py is the web-session service, whose open_session
+# follows sign-up's own transactions.
+PAGE_OWNERS = {"deps.py", "sessions.py"}
+
+
+def _is_page_module(path: Path) -> bool:
+    return path.relative_to(PACKAGE / "pages").as_posix() not in PAGE_OWNERS
+
+
 # Where routes live: a folder under billfold/ (searched to the bottom), and which of its
-# files are routes. Add a line for a folder whose every module is routes (pages/).
+# files are routes. Add a line for a folder whose every module is routes.
 ROUTE_MODULES: list[tuple[str, Callable[[Path], bool]]] = [
     (".", _is_route_module),
+    ("pages", _is_page_module),
 ]
 
 
@@ -45,6 +56,8 @@ def transactions_opened(path: Path) -> list[int]:
 def test_the_route_modules_are_found() -> None:
     names = {p.relative_to(PACKAGE).as_posix() for p in route_modules()}
     assert {"credits/api.py", "customers/sign_in_api.py", "webhooks/outbound/api.py"} <= names
+    assert {"pages/signin.py", "pages/billing/plan.py", "pages/admin/catalog.py"} <= names
+    assert not {"pages/deps.py", "pages/sessions.py"} & names
 
 
 @pytest.mark.parametrize("path", route_modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())
@@ -52,7 +65,8 @@ def test_a_route_module_opens_no_transaction(path: Path) -> None:
     opened = transactions_opened(path)
     assert not opened, (
         f"{path.relative_to(PACKAGE)} lines {opened} open a transaction: take the request's "
-        "unit of work (auth/deps.py WorkDep…) or call a service function that owns it"
+        "unit of work (auth/deps.py WorkDep…, pages/deps.py PageWorkDep…) or call a service "
+        "function that owns it"
     )
 
 

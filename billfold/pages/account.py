@@ -62,9 +62,9 @@ def verify(
     try:
         if refused is not None:
             raise refused
-        with session.begin_nested():
-            account_links.verify_email(services, session, field(form, "token"))
+        account_links.verify_email(services, session, field(form, "token"))
     except BillfoldError as exc:
+        session.rollback()  # nothing of a refused form is kept
         return pages.render(
             request, "account/verify.html", status_code=exc.status_code, token="", error=exc.message
         )
@@ -92,9 +92,9 @@ def reset(
         body = validated(
             ResetConfirmIn, {"token": token, "password": str(form.get("password") or "")}
         )
-        with session.begin_nested():
-            account_links.reset_password(services, session, body.token, body.password)
+        account_links.reset_password(services, session, body.token, body.password)
     except BillfoldError as exc:
+        session.rollback()  # nothing of a refused form is kept
         return pages.render(
             request,
             "account/reset.html",
@@ -123,9 +123,9 @@ def forgot(
     try:
         if refused is not None:
             raise refused
-        with session.begin_nested():
-            account_links.request_password_reset(session, services.settings, email)
+        account_links.request_password_reset(session, services.settings, email)
     except BillfoldError as exc:
+        session.rollback()  # nothing of a refused form is kept
         return pages.render(
             request, "account/forgot.html", status_code=exc.status_code, error=exc.message
         )

@@ -79,7 +79,8 @@ def sign_in(
     try:
         if refused is not None:
             raise refused
-        user = auth.authenticate(session, email, str(form.get("password") or ""))
+        # The hash is checked outside any transaction; `session` has not begun yet.
+        user = auth.sign_in(services.db, session, email, str(form.get("password") or ""))
     except BillfoldError as exc:
         return pages.render(
             request,

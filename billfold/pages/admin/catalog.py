@@ -17,7 +17,7 @@ from billfold.credits import packages
 from billfold.credits.schemas import PackageIn, PackagePatch
 from billfold.kit.errors import BillfoldError
 from billfold.pages.admin.forms import json_object, minor_units, whole
-from billfold.pages.deps import AdminPageWorkDep, FormDep, PagesDep, field, validated
+from billfold.pages.deps import AdminPageWorkDep, FormDep, PageAdminDep, PagesDep, field, validated
 from billfold.pages.rendering import Pages
 from billfold.payments import catalog
 from billfold.payments.schemas import ProductIn, ProductPatch
@@ -118,8 +118,9 @@ def update_package(
 
 @router.post("/admin/catalog/plans")
 def create_plan(
-    form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
+    form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
+    # No page transaction: the price is checked with Stripe, so the service owns its own.
     def save() -> str:
         body = validated(
             PlanIn,
@@ -129,30 +130,21 @@ def create_plan(
                 "interval": field(form, "interval") or "month",
             },
         )
-        with work.session.begin_nested():
-            made = plans.create_plan(
-                work.session, body.model_dump(), actor=work.caller.actor, stripe=services.stripe
-            )
-            return f"Plan {made.code} created."
+        made = plans.add_plan(services, body.model_dump(), actor=caller.actor)
+        return f"Plan {made.code} created."
 
     return _saved(pages, save)
 
 
 @router.post("/admin/catalog/plans/{code}")
 def update_plan(
-    code: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
+    code: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
+    # No page transaction: a new price is checked with Stripe; the service owns its own.
     def save() -> str:
         body = validated(PlanPatch, _active_or(form, lambda: _plan_fields(form)))
-        with work.session.begin_nested():
-            plans.update_plan(
-                work.session,
-                code,
-                body.model_dump(exclude_unset=True),
-                actor=work.caller.actor,
-                stripe=services.stripe,
-            )
-            return f"Plan {code} saved."
+        plans.edit_plan(services, code, body.model_dump(exclude_unset=True), actor=caller.actor)
+        return f"Plan {code} saved."
 
     return _saved(pages, save)
 
