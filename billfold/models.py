@@ -22,6 +22,7 @@ from billfold.subscriptions.models import (
     PlanPrice,
     ScheduledPlanChange,
     Subscription,
+    SubscriptionRequest,
 )
 from billfold.webhooks.models import StripeEvent
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -54,6 +55,7 @@ __all__ = [
     "SignInLink",
     "StripeEvent",
     "Subscription",
+    "SubscriptionRequest",
     "User",
     "WebSession",
     "WebhookDelivery",

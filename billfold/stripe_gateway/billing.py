@@ -20,16 +20,23 @@ class BillingCalls(GatewayBase):
     def create_checkout_session(
         self,
         *,
-        request_id: str,
+        customer_id: str,
+        user_id: str,
+        plan_code: str,
+        request_id: int,
         stripe_customer_id: str,
         price_id: str,
         success_url: str,
         cancel_url: str,
-        metadata: dict[str, str],
         trial_days: int | None = None,
         allow_promotion_codes: bool = False,
     ) -> str:
-        """A Checkout Session in subscription mode; answers the URL to send the customer to."""
+        """A Checkout Session in subscription mode; answers the URL to send the customer to.
+
+        The key ends with `request_id`, our `subscription_requests` row of this checkout: a
+        session completed, expired or asked with other URLs must not be replayed to a new
+        checkout, so the customer's ID alone is not enough."""
+        metadata = {"customer_id": customer_id, "user_id": user_id, "plan": plan_code}
         subscription_data: dict[str, Any] = {"metadata": metadata}
         if trial_days:
             subscription_data["trial_period_days"] = trial_days
@@ -39,19 +46,20 @@ class BillingCalls(GatewayBase):
             "line_items": [{"price": price_id, "quantity": 1}],
             "success_url": success_url,
             "cancel_url": cancel_url,
-            "client_reference_id": metadata["customer_id"],
+            "client_reference_id": customer_id,
             "metadata": metadata,
             "subscription_data": subscription_data,
         }
         if allow_promotion_codes:
             params["allow_promotion_codes"] = True
+        key = idempotency_key("checkout.create", customer_id, f"r{request_id}")
         session = self._call(
             "checkout_session.create",
             lambda: self._client.v1.checkout.sessions.create(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key("checkout.create", request_id)},
+                options={"idempotency_key": key},
             ),
-            customer_id=metadata["customer_id"],
+            customer_id=customer_id,
         )
         return str(session.url)
 
@@ -126,33 +134,155 @@ class BillingCalls(GatewayBase):
             subscription_id=subscription_id,
         )
 
-    def pay_invoice(self, invoice_id: str, *, payment_method: str, key: str) -> StripeInvoice:
-        """Try an open invoice again, now, with this card (the customer just gave it)."""
+    def pay_invoice(
+        self, invoice_id: str, *, payment_method_id: str, case_id: str, request_id: int
+    ) -> StripeInvoice:
+        """Try an open invoice of a dunning case again, now, with this card (the customer
+        just made it their default). Per request: the same card may be tried again later
+        (declined today, funded tomorrow), and a replayed decline would say nothing new."""
+        key = idempotency_key("dunning.pay", case_id, payment_method_id, f"r{request_id}")
         return self._call(
             "invoice.pay",
             lambda: parse_invoice(
                 self._client.v1.invoices.pay(
                     invoice_id,
-                    params={"payment_method": payment_method, "off_session": True},
+                    params={"payment_method": payment_method_id, "off_session": True},
                     options={"idempotency_key": key},
                 )
             ),
             invoice_id=invoice_id,
         )
 
-    def update_subscription(
-        self, subscription_id: str, *, key: str, params: dict[str, Any]
+    # Changes to a subscription. Each may be asked again later (cancel at the period's end,
+    # resume, cancel again; pause, resume, pause again; A → B → A): a key from the
+    # subscription's ID alone would replay the first answer for 24 hours and Stripe would
+    # keep what the second one undid. So each key ends with the ID of our
+    # `subscription_requests` row for this request, written before the call: a retry of
+    # the same request replays, a new request is a new call.
+
+    def cancel_at_period_end(
+        self, stripe_subscription_id: str, *, subscription_id: str, request_id: int
     ) -> StripeSubscription:
+        """Set the subscription to end at its period's (or trial's) end."""
+        return self._update_subscription(
+            "subscription.cancel_at_period_end",
+            stripe_subscription_id,
+            {"cancel_at_period_end": True},
+            subscription_id=subscription_id,
+            request_id=request_id,
+        )
+
+    def resume(
+        self,
+        stripe_subscription_id: str,
+        *,
+        subscription_id: str,
+        request_id: int,
+        undo_cancel: bool,
+        undo_pause: bool,
+    ) -> StripeSubscription:
+        """Undo a cancellation at the period's end and/or a paused collection."""
+        params: dict[str, Any] = {}
+        if undo_cancel:
+            params["cancel_at_period_end"] = False
+        if undo_pause:
+            params["pause_collection"] = ""  # Stripe's way to clear it
+        return self._update_subscription(
+            "subscription.resume",
+            stripe_subscription_id,
+            params,
+            subscription_id=subscription_id,
+            request_id=request_id,
+        )
+
+    def pause_collection(
+        self,
+        stripe_subscription_id: str,
+        *,
+        subscription_id: str,
+        request_id: int,
+        behavior: str,
+        resumes_at: int | None = None,
+    ) -> StripeSubscription:
+        """Stop charging (`behavior`: what becomes of invoices meanwhile) until resumed, or
+        until `resumes_at` (epoch seconds)."""
+        pause: dict[str, Any] = {"behavior": behavior}
+        if resumes_at is not None:
+            pause["resumes_at"] = resumes_at
+        return self._update_subscription(
+            "subscription.pause",
+            stripe_subscription_id,
+            {"pause_collection": pause},
+            subscription_id=subscription_id,
+            request_id=request_id,
+        )
+
+    def change_price(
+        self,
+        stripe_subscription_id: str,
+        *,
+        subscription_id: str,
+        request_id: int,
+        item_id: str | None,
+        price_id: str,
+        plan_code: str,
+        proration_behavior: str,
+        proration_date: int,
+    ) -> StripeSubscription:
+        """Put the item on a new price now, prorated as asked; a pending cancellation at
+        the period's end is dropped (a new plan is a wish to stay)."""
+        return self._update_subscription(
+            "subscription.change_plan",
+            stripe_subscription_id,
+            {
+                "items": [{"id": item_id, "price": price_id}],
+                "proration_behavior": proration_behavior,
+                "proration_date": proration_date,
+                "cancel_at_period_end": False,
+                "metadata": {"plan": plan_code},
+            },
+            subscription_id=subscription_id,
+            request_id=request_id,
+        )
+
+    def set_subscription_default_payment_method(
+        self,
+        stripe_subscription_id: str,
+        payment_method_id: str,
+        *,
+        subscription_id: str,
+        request_id: int,
+    ) -> StripeSubscription:
+        """The card renewals charge (a Checkout-made subscription has its own, which Stripe
+        prefers over the customer's default)."""
+        return self._update_subscription(
+            "subscription.default_card",
+            stripe_subscription_id,
+            {"default_payment_method": payment_method_id},
+            subscription_id=subscription_id,
+            request_id=request_id,
+        )
+
+    def _update_subscription(
+        self,
+        operation: str,
+        stripe_subscription_id: str,
+        params: dict[str, Any],
+        *,
+        subscription_id: str,
+        request_id: int,
+    ) -> StripeSubscription:
+        key = idempotency_key(operation, subscription_id, f"r{request_id}")
         return self._call(
-            "subscription.update",
+            operation,
             lambda: parse_subscription(
                 self._client.v1.subscriptions.update(
-                    subscription_id,
+                    stripe_subscription_id,
                     params=params,  # type: ignore[arg-type]
                     options={"idempotency_key": key},
                 )
             ),
-            subscription_id=subscription_id,
+            subscription_id=stripe_subscription_id,
         )
 
     def cancel_subscription(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billfold.stripe_gateway.base import GatewayBase
-from billfold.stripe_gateway.objects import _id_of, _plain
+from billfold.stripe_gateway.objects import as_dict, id_of
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,14 @@ class StripePrice:
     product: str | None
 
 
-def _product(resource: Any) -> StripeProduct:
-    obj = _plain(resource)
+def parse_product(resource: Any) -> StripeProduct:
+    obj = as_dict(resource)
     name = str(obj.get("name") or "")
     return StripeProduct(id=obj["id"], name=name, active=obj.get("active") is True)
 
 
 def parse_price(resource: Any) -> StripePrice:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     recurring = obj.get("recurring") or {}
     amount = obj.get("unit_amount")
     return StripePrice(
@@ -43,7 +43,7 @@ def parse_price(resource: Any) -> StripePrice:
         currency=str(obj.get("currency") or ""),
         unit_amount=None if amount is None else int(amount),
         interval=recurring.get("interval"),
-        product=_id_of(obj.get("product")),
+        product=id_of(obj.get("product")),
     )
 
 
@@ -51,7 +51,7 @@ class CatalogCalls(GatewayBase):
     def create_product(self, *, key: str, name: str, metadata: dict[str, str]) -> StripeProduct:
         return self._call(
             "product.create",
-            lambda: _product(
+            lambda: parse_product(
                 self._client.v1.products.create(
                     params={"name": name, "metadata": metadata},
                     options={"idempotency_key": key},
@@ -62,7 +62,7 @@ class CatalogCalls(GatewayBase):
     def retrieve_product(self, product_id: str) -> StripeProduct:
         return self._call(
             "product.retrieve",
-            lambda: _product(self._client.v1.products.retrieve(product_id)),
+            lambda: parse_product(self._client.v1.products.retrieve(product_id)),
             product_id=product_id,
         )
 
@@ -71,7 +71,7 @@ class CatalogCalls(GatewayBase):
     ) -> StripeProduct:
         return self._call(
             "product.update",
-            lambda: _product(
+            lambda: parse_product(
                 self._client.v1.products.update(
                     product_id,
                     params={"name": name, "active": active},

@@ -16,7 +16,7 @@ class StripeCustomer:
 
 
 def parse_customer(resource: Any) -> StripeCustomer:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     deleted = bool(obj.get("deleted", False))
     metadata = obj.get("metadata") or {}
     return StripeCustomer(
@@ -40,7 +40,7 @@ class StripeCard:
 
 
 def parse_card(resource: Any) -> StripeCard:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     card = obj.get("card") or {}
     customer = obj.get("customer")
     return StripeCard(
@@ -71,7 +71,7 @@ class StripePaymentIntent:
 
 
 def parse_payment_intent(resource: Any) -> StripePaymentIntent:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     error = obj.get("last_payment_error") or {}
     charge = obj.get("latest_charge")
     method = obj.get("payment_method")
@@ -80,12 +80,12 @@ def parse_payment_intent(resource: Any) -> StripePaymentIntent:
         status=obj["status"],
         amount=int(obj["amount"]),
         currency=obj["currency"],
-        customer=_id_of(obj.get("customer")),
+        customer=id_of(obj.get("customer")),
         client_secret=obj.get("client_secret"),
         metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
         next_action=obj.get("next_action"),
-        latest_charge=_id_of(charge),
-        payment_method=_id_of(method),
+        latest_charge=id_of(charge),
+        payment_method=id_of(method),
         decline_code=error.get("decline_code") or error.get("code"),
         failure_message=error.get("message"),
     )
@@ -101,7 +101,7 @@ class StripeRefund:
 
 
 def parse_refund(resource: Any) -> StripeRefund:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     return StripeRefund(
         id=obj["id"],
         amount=int(obj["amount"]),
@@ -111,11 +111,11 @@ def parse_refund(resource: Any) -> StripeRefund:
     )
 
 
-def _plain(resource: Any) -> dict[str, Any]:
+def as_dict(resource: Any) -> dict[str, Any]:
     return resource.to_dict() if hasattr(resource, "to_dict") else dict(resource)
 
 
-def _id_of(value: Any) -> str | None:
+def id_of(value: Any) -> str | None:
     """Stripe answers an ID, or the object itself when expanded (localstripe always expands)."""
     if value is None or isinstance(value, str):
         return value
@@ -157,12 +157,12 @@ def _discount(obj: dict[str, Any]) -> dict[str, Any] | None:
         "currency": coupon.get("currency"),
         "duration": coupon.get("duration"),
         "duration_in_months": coupon.get("duration_in_months"),
-        "promotion_code": _id_of(found.get("promotion_code")),
+        "promotion_code": id_of(found.get("promotion_code")),
     }
 
 
 def parse_subscription(resource: Any) -> StripeSubscription:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     items = (obj.get("items") or {}).get("data") or [{}]
     item = items[0]
     price = item.get("price") or item.get("plan") or obj.get("plan") or {}
@@ -171,7 +171,7 @@ def parse_subscription(resource: Any) -> StripeSubscription:
     pause = obj.get("pause_collection") or {}
     return StripeSubscription(
         id=obj["id"],
-        customer=_id_of(obj.get("customer")),
+        customer=id_of(obj.get("customer")),
         status=obj["status"],
         price_id=price.get("id") if isinstance(price, dict) else price,
         item_id=item.get("id"),
@@ -209,7 +209,7 @@ class StripeInvoice:
 
 
 def parse_invoice(resource: Any) -> StripeInvoice:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     subscription = obj.get("subscription") or (
         ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     )
@@ -220,8 +220,8 @@ def parse_invoice(resource: Any) -> StripeInvoice:
         currency=str(obj.get("currency") or ""),
         attempt_count=int(obj.get("attempt_count") or 0),
         hosted_invoice_url=obj.get("hosted_invoice_url"),
-        subscription=_id_of(subscription),
-        customer=_id_of(obj.get("customer")),
+        subscription=id_of(subscription),
+        customer=id_of(obj.get("customer")),
         number=obj.get("number"),
         amount_paid=int(obj.get("amount_paid") or 0),
         total=int(obj.get("total") or 0),
@@ -267,7 +267,7 @@ class StripeInvoicePreview:
 
 
 def parse_invoice_preview(resource: Any) -> StripeInvoicePreview:
-    obj = _plain(resource)
+    obj = as_dict(resource)
     lines = tuple(
         StripeInvoiceLine(
             description=line.get("description"),

@@ -3,7 +3,6 @@ ends with the trial), resume what was set to cancel or paused, and pause collect
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +15,8 @@ from billfold.kit import audit
 from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, InvalidInput
 from billfold.services import Services
-from billfold.stripe_gateway import idempotency_key
 from billfold.subscriptions import licenses, scheduled_changes
-from billfold.subscriptions.lifecycle import record, subscription_of
+from billfold.subscriptions.lifecycle import new_request, record, subscription_of
 from billfold.subscriptions.models import Subscription, SubscriptionStatus
 from billfold.webhooks.outbound.notify import subscription_changed
 
@@ -45,17 +43,15 @@ def cancel(
             else:
                 _end_trial(session, subscription, services, actor=caller.actor)
             return subscription
+        if at_period_end:
+            request_id = new_request(session, customer.id, subscription_id, "cancel")
     # A cancellation supersedes a downgrade set for the period end.
     scheduled_changes.drop_pending(services, subscription_id, reason="canceled")
     if at_period_end:
-        remote = services.stripe.update_subscription(
-            stripe_id,
-            key=idempotency_key(
-                "subscription.cancel_at_period_end", subscription_id, uuid.uuid4().hex
-            ),
-            params={"cancel_at_period_end": True},
+        remote = services.stripe.cancel_at_period_end(
+            stripe_id, subscription_id=subscription_id, request_id=request_id
         )
-    else:
+    else:  # ending is final: its key from our subscription's ID alone is enough
         remote = services.stripe.cancel_subscription(stripe_id, subscription_id=subscription_id)
     return record(services, remote, caller, "subscription.cancel")
 
@@ -77,15 +73,14 @@ def resume(services: Services, caller: Caller, *, customer_id: str | None = None
         if stripe_id is None:
             _set_trial_to_cancel(session, subscription, services, caller, cancel=False)
             return subscription
-        params: dict[str, Any] = {}
-        if subscription.cancel_at_period_end:
-            params["cancel_at_period_end"] = False
-        if paused:
-            params["pause_collection"] = ""  # Stripe's way to clear it
-    remote = services.stripe.update_subscription(
+        undo_cancel = subscription.cancel_at_period_end
+        request_id = new_request(session, customer.id, subscription_id, "resume")
+    remote = services.stripe.resume(
         stripe_id,
-        key=idempotency_key("subscription.resume", subscription_id, uuid.uuid4().hex),
-        params=params,
+        subscription_id=subscription_id,
+        request_id=request_id,
+        undo_cancel=undo_cancel,
+        undo_pause=paused,
     )
     return record(services, remote, caller, "subscription.resume")
 
@@ -115,13 +110,13 @@ def pause(
         ):
             raise Conflict("Only a paid, live subscription can be paused", code="not_pausable")
         stripe_id, subscription_id = subscription.stripe_subscription_id, subscription.id
-    pause_collection: dict[str, Any] = {"behavior": behavior}
-    if resumes_at is not None:
-        pause_collection["resumes_at"] = int(resumes_at.timestamp())
-    remote = services.stripe.update_subscription(
+        request_id = new_request(session, customer.id, subscription_id, "pause")
+    remote = services.stripe.pause_collection(
         stripe_id,
-        key=idempotency_key("subscription.pause", subscription_id, uuid.uuid4().hex),
-        params={"pause_collection": pause_collection},
+        subscription_id=subscription_id,
+        request_id=request_id,
+        behavior=behavior,
+        resumes_at=int(resumes_at.timestamp()) if resumes_at is not None else None,
     )
     return record(services, remote, caller, "subscription.pause")
 

@@ -4,7 +4,6 @@ at the period's end (see `scheduled_changes`)."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,10 +13,9 @@ from billfold.customers.service import acting_customer
 from billfold.kit.db import utcnow
 from billfold.kit.errors import Conflict, InvalidInput
 from billfold.services import Services
-from billfold.stripe_gateway import StripeInvoicePreview, idempotency_key
-from billfold.stripe_gateway.objects import StripeInvoiceLine
+from billfold.stripe_gateway import StripeInvoiceLine, StripeInvoicePreview
 from billfold.subscriptions import scheduled_changes
-from billfold.subscriptions.lifecycle import record, subscription_of
+from billfold.subscriptions.lifecycle import new_request, record, subscription_of
 from billfold.subscriptions.models import Subscription, SubscriptionStatus
 from billfold.subscriptions.plans import get_plan
 
@@ -55,6 +53,7 @@ class _Target:
     unchanged: bool
     # The subscription's price in Stripe now (None for a subscription we never linked).
     current_price_id: str | None
+    customer_id: str
 
 
 def _target(services: Services, caller: Caller, plan_code: str, customer_id: str | None) -> _Target:
@@ -78,6 +77,7 @@ def _target(services: Services, caller: Caller, plan_code: str, customer_id: str
             plan.code,
             unchanged=plan.id == subscription.plan_id,
             current_price_id=subscription.plan.stripe_price_id,
+            customer_id=customer.id,
         )
 
 
@@ -176,18 +176,17 @@ def change_plan(
     scheduled_changes.drop_pending(services, target.subscription_id, reason="changed_now")
     behavior = proration_behavior or services.settings.subscription_proration_behavior
     current = services.stripe.retrieve_subscription(target.stripe_id)
-    remote = services.stripe.update_subscription(
+    with services.db.transaction() as session:
+        request_id = new_request(session, target.customer_id, target.subscription_id, "change_plan")
+    remote = services.stripe.change_price(
         target.stripe_id,
-        key=idempotency_key(
-            "subscription.change_plan", target.subscription_id, target.price_id, uuid.uuid4().hex
-        ),
-        params={
-            "items": [{"id": current.item_id, "price": target.price_id}],
-            "proration_behavior": str(behavior),
-            "proration_date": at,
-            "cancel_at_period_end": False,
-            "metadata": {"plan": target.plan_code},
-        },
+        subscription_id=target.subscription_id,
+        request_id=request_id,
+        item_id=current.item_id,
+        price_id=target.price_id,
+        plan_code=target.plan_code,
+        proration_behavior=str(behavior),
+        proration_date=at,
     )
     return record(services, remote, caller, "subscription.change_plan")
 

@@ -3,7 +3,6 @@ billing portal, and bringing Stripe's view of it into ours (with a new license e
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -22,7 +21,12 @@ from billfold.kit.signing_keys import SigningKeys
 from billfold.services import Services
 from billfold.stripe_gateway import StripeSubscription
 from billfold.subscriptions import licenses
-from billfold.subscriptions.models import Plan, Subscription, SubscriptionStatus
+from billfold.subscriptions.models import (
+    Plan,
+    Subscription,
+    SubscriptionRequest,
+    SubscriptionStatus,
+)
 from billfold.subscriptions.plans import TRIAL, get_plan, plan_for_price
 from billfold.webhooks.outbound.notify import subscription_changed
 
@@ -50,6 +54,19 @@ def start_trial(
     session.flush()
     subscription_changed(session, subscription, None)
     licenses.issue(session, subscription, settings, keys)
+
+
+def new_request(
+    session: Session, customer_id: str, subscription_id: str | None, action: str
+) -> int:
+    """Record that we are about to ask Stripe for `action`, before asking: the row's ID ends
+    the call's idempotency key (a retry replays, a later request is a new call)."""
+    request = SubscriptionRequest(
+        customer_id=customer_id, subscription_id=subscription_id, action=action
+    )
+    session.add(request)
+    session.flush()
+    return request.id
 
 
 def subscription_of(session: Session, customer_id: str) -> Subscription:
@@ -88,16 +105,19 @@ def checkout(
         ):
             raise Conflict("Already subscribed: change the plan instead", code="already_subscribed")
         price_id, user_id, trial_days = plan.stripe_price_id, customer.user_id, plan.trial_days
+        request_id = new_request(session, customer.id, current.id if current else None, "checkout")
     stripe_customer_id = ensure_stripe_customer(
         services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
     )
     return services.stripe.create_checkout_session(
-        request_id=uuid.uuid4().hex,
+        customer_id=customer.id,
+        user_id=user_id,
+        plan_code=plan.code,
+        request_id=request_id,
         stripe_customer_id=stripe_customer_id,
         price_id=price_id,
         success_url=success_url,
         cancel_url=cancel_url,
-        metadata={"customer_id": customer.id, "user_id": user_id, "plan": plan_code},
         trial_days=trial_days or None,
         allow_promotion_codes=services.settings.checkout_allow_promotion_codes,
     )

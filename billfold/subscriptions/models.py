@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from billfold.kit.db import Base, UTCDateTime, new_id, utcnow
@@ -96,6 +96,22 @@ class Subscription(Base):
         uselist=False,
         lazy="selectin",
     )
+
+
+class SubscriptionRequest(Base):
+    """One thing we asked Stripe to do to a customer's subscription (cancel, resume, pause,
+    a new price, a Checkout Session, a new default card), written before the call. Its ID
+    ends the call's idempotency key: a retry of the same request replays Stripe's answer,
+    while a later request (pause, resume, pause again) is a new call."""
+
+    __tablename__ = "subscription_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    # None for a Checkout Session asked before the customer had any subscription.
+    subscription_id: Mapped[str | None] = mapped_column(ForeignKey("subscriptions.id"))
+    action: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class License(Base):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stripe
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from subscription_steps import (
     ON_FIRST_PAYMENT,
     STARTER_FEATURES,
@@ -34,7 +34,7 @@ from billfold.kit.db import utcnow
 from billfold.services import Services
 from billfold.standin import LocalStripe
 from billfold.subscriptions.cancellation import end_finished_trials
-from billfold.subscriptions.models import Subscription
+from billfold.subscriptions.models import Subscription, SubscriptionRequest
 
 
 @pytest.fixture
@@ -218,6 +218,40 @@ def test_paused_collection_voids_renewals_and_the_license_follows_until_resumed(
     sync(client, worker, stripe_events)
     assert [i["status"] for i in _invoices(stripe_api, subscription_id)] == ["paid", "void", "paid"]
     assert me(client, member)["status"] == "active"
+
+
+def test_pause_resume_pause_again_and_cancel_resume_cancel_again_each_reach_stripe(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    services: Services,
+    member: Member,
+) -> None:
+    """Each request has its own idempotency key (our request row), so the second pause or
+    cancellation is a new call, not a replay of the first answer that Stripe then ignores."""
+    subscription_id = subscribe(client, worker, stripe_api, stripe_events, member)
+
+    def remote() -> dict[str, Any]:
+        return as_dict(stripe_api.v1.subscriptions.retrieve(subscription_id))
+
+    for _ in range(2):
+        assert _post(client, member, "pause", behavior="void")["status"] == "paused"
+        assert remote()["pause_collection"]["behavior"] == "void"
+        assert _post(client, member, "resume")["status"] == "active"
+        assert remote()["pause_collection"] is None
+    for _ in range(2):
+        assert _post(client, member, "cancel", atPeriodEnd=True)["cancel_at_period_end"] is True
+        assert remote()["cancel_at_period_end"] is True
+        assert _post(client, member, "resume")["cancel_at_period_end"] is False
+        assert remote()["cancel_at_period_end"] is False
+    with services.db.transaction() as session:
+        asked = session.scalars(
+            select(SubscriptionRequest.action)
+            .where(SubscriptionRequest.customer_id == member.customer_id)
+            .order_by(SubscriptionRequest.id)
+        ).all()
+    assert asked == ["checkout", *["pause", "resume"] * 2, *["cancel", "resume"] * 2]
 
 
 def test_a_pause_with_resumes_at_ends_by_itself_when_that_time_has_come(

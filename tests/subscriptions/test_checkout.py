@@ -249,13 +249,13 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
     issued = len(licenses_of(services, member.customer_id))
     sent: list[dict[str, Any]] = []
     # Routes call Stripe through the inline gateway (a person is waiting).
-    real_update = services.stripe_inline.update_subscription
+    real_change = services.stripe_inline.change_price
 
-    def update_subscription(subscription: str, *, key: str, params: dict[str, Any]) -> Any:
-        sent.append(params)
-        return real_update(subscription, key=key, params=params)
+    def change_price(subscription: str, **asked: Any) -> Any:
+        sent.append(asked)
+        return real_change(subscription, **asked)
 
-    monkeypatch.setattr(services.stripe_inline, "update_subscription", update_subscription)
+    monkeypatch.setattr(services.stripe_inline, "change_price", change_price)
 
     answer = client.post(
         "/subscriptions/change-plan", json={"plan": "professional"}, headers=member.headers
@@ -264,12 +264,14 @@ def test_change_plan_asks_stripe_for_the_new_price_and_resumes_a_pending_cancell
     item = stripe_api.v1.subscriptions.retrieve(subscription_id)["items"].data[0].id
     assert len(sent) == 1
     assert isinstance(sent[0].pop("proration_date"), int)  # now, unless a preview's is given
+    assert isinstance(sent[0].pop("request_id"), int)  # our request row: the key's last part
+    assert sent[0].pop("subscription_id").startswith("subs_")  # ours, for the key
     assert sent == [
         {
-            "items": [{"id": item, "price": PRICE["professional"]}],
+            "item_id": item,
+            "price_id": PRICE["professional"],
+            "plan_code": "professional",
             "proration_behavior": "create_prorations",  # the setting's default
-            "cancel_at_period_end": False,
-            "metadata": {"plan": "professional"},
         }
     ]
     remote = as_dict(stripe_api.v1.subscriptions.retrieve(subscription_id))

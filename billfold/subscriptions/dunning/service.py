@@ -11,7 +11,6 @@ invoice and step: the step's row is unique, and its e-mail is queued in the same
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,11 +31,10 @@ from billfold.stripe_gateway import (
     StripeInvoice,
     StripeNotFound,
     StripeRejected,
-    idempotency_key,
 )
 from billfold.subscriptions import licenses
 from billfold.subscriptions.dunning.models import CaseOutcome, DunningCase, DunningNotice
-from billfold.subscriptions.lifecycle import apply_stripe_subscription
+from billfold.subscriptions.lifecycle import apply_stripe_subscription, new_request
 from billfold.subscriptions.models import Subscription, SubscriptionStatus
 from billfold.webhooks.dispatch import Outcome, event_object, event_time
 from billfold.webhooks.models import EventStatus
@@ -249,38 +247,40 @@ def on_default_card(session: Session, customer_id: str, payment_method_id: str) 
         return
     if subscription.status in (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED):
         return
+    # Per change (its own request row, in this transaction): A → B → A must set A again,
+    # not replay the first answer; the job's retries reuse it.
+    request_id = new_request(session, customer_id, subscription.id, "default_card")
     enqueue(
         session,
         CARD_JOB,
         {
             "subscription_id": subscription.id,
             "payment_method_id": payment_method_id,
-            # Per change: A → B → A must set A again, not replay the first answer.
-            "request_id": uuid.uuid4().hex,
+            "request_id": request_id,
         },
     )
 
 
 def card_job(services: Services, payload: dict[str, Any]) -> None:
     subscription_id, method = payload["subscription_id"], payload["payment_method_id"]
-    request = payload["request_id"]
     with services.db.transaction() as session:
         subscription = session.get(Subscription, subscription_id)
         if subscription is None or subscription.stripe_subscription_id is None:
             return
         stripe_id = subscription.stripe_subscription_id
         unpaid = [(c.id, c.stripe_invoice_id) for c in _open_cases(session, subscription_id)]
-    services.stripe.update_subscription(
-        stripe_id,
-        key=idempotency_key("subscription.default_card", subscription_id, method, request),
-        params={"default_payment_method": method},
+        request = payload["request_id"]
+        if not isinstance(request, int):  # queued before requests had rows
+            request = new_request(
+                session, subscription.customer_id, subscription_id, "default_card"
+            )
+    services.stripe.set_subscription_default_payment_method(
+        stripe_id, method, subscription_id=subscription_id, request_id=request
     )
     for case_id, invoice_id in unpaid:
         try:
             services.stripe.pay_invoice(
-                invoice_id,
-                payment_method=method,
-                key=idempotency_key("dunning.pay", case_id, method, request),
+                invoice_id, payment_method_id=method, case_id=case_id, request_id=request
             )
         except (PaymentDeclined, StripeRejected) as exc:
             # Declined, or the bank wants the customer: the case and its reminders go on.
