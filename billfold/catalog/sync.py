@@ -4,7 +4,8 @@
 Stripe prices never change amount: a new amount is a new price, and the old one is retired
 (made inactive), which leaves the subscriptions on it as they are. Nothing is ever deleted; a
 plan, package or product the file no longer declares is deactivated. Every Stripe call is
-idempotent with a key built from our row IDs, and a price's row is written before Stripe makes
+idempotent with a key built from our row IDs (a product update from the plan's count of
+them), and a price's row is written before Stripe makes
 the price, so a run that dies half-way is finished by the next one without duplicates.
 """
 
@@ -33,7 +34,7 @@ from billfold.kit.errors import NotFound
 from billfold.kit.money import format_money
 from billfold.payments.models import Product
 from billfold.services import Services
-from billfold.stripe_gateway import StripeNotFound, StripePrice, idempotency_key
+from billfold.stripe_gateway import StripeNotFound, StripePrice
 from billfold.subscriptions.models import Plan, PlanPrice
 from billfold.subscriptions.plans import TRIAL
 
@@ -53,7 +54,10 @@ class Change:
 
 
 def changes(services: Services, catalog: Catalog) -> list[Change]:
-    """What `apply` would do, in the order it does it; empty when all agree."""
+    """What `apply` would do, in the order it does it; empty when all agree.
+
+    Our rows are read in one short transaction and Stripe is asked after it closes: a
+    transaction held open across Stripe calls would hold SQLite's one write lock meanwhile."""
     with services.db.transaction() as session:
         plans = {p.code: p for p in session.scalars(select(Plan))}
         declared = {spec.code for spec in catalog.plans}
@@ -61,16 +65,19 @@ def changes(services: Services, catalog: Catalog) -> list[Change]:
             raise CatalogInvalid(
                 f"The catalog must declare the {TRIAL!r} plan: every new customer starts on it"
             )
-        found: list[Change] = []
-        for spec in catalog.plans:
-            found += _plan_changes(services, session, spec, plans.get(spec.code))
+        rows = {plan.id: _price_rows(session, plan) for plan in plans.values()}
+        retired: list[Change] = []
         for plan in plans.values():
             if plan.code not in declared and plan.active:
-                found += _retired_plan_changes(session, plan)
-        found += _package_changes(session, catalog.credit_packages)
-        found += _product_changes(session, catalog.products)
+                retired += _retired_plan_changes(plan, rows[plan.id])
+        local = _package_changes(session, catalog.credit_packages)
+        local += _product_changes(session, catalog.products)
         session.expunge_all()
-        return found
+    found: list[Change] = []
+    for spec in catalog.plans:
+        current = plans.get(spec.code)
+        found += _plan_changes(services, spec, current, rows[current.id] if current else {})
+    return found + retired + local
 
 
 def apply(services: Services, catalog: Catalog) -> list[Change]:
@@ -95,7 +102,7 @@ def _plan_fields(spec: PlanSpec) -> dict[str, Any]:
 
 
 def _plan_changes(
-    services: Services, session: Session, spec: PlanSpec, plan: Plan | None
+    services: Services, spec: PlanSpec, plan: Plan | None, rows: dict[str, list[PlanPrice]]
 ) -> list[Change]:
     fields = _plan_fields(spec)
     found: list[Change] = []
@@ -112,7 +119,7 @@ def _plan_changes(
             )
     if spec.prices or (plan is not None and plan.stripe_product_id):
         found += _product_change(services, spec, plan)
-    rows = _price_rows(session, plan)
+    rows = {currency: list(kept) for currency, kept in rows.items()}
     adopted = _adopted_row(services, plan, [r for kept in rows.values() for r in kept])
     if adopted is not None:
         found.append(_adopt(spec.code, adopted))
@@ -233,18 +240,16 @@ def _ensure_product(spec: PlanSpec) -> Callable[[Services], None]:
                 product_id = None
             else:
                 if (product.name, product.active) != (spec.name, active):
+                    with services.db.transaction() as session:
+                        # Each update is its own Stripe call (A → B → A sets A again).
+                        plan = _plan(session, spec.code)
+                        plan.stripe_product_version += 1
+                        version = plan.stripe_product_version
                     services.stripe.update_product(
-                        product_id,
-                        key=idempotency_key("catalog.product.update", plan_id, spec.name, active),
-                        name=spec.name,
-                        active=active,
+                        product_id, plan_id=plan_id, version=version, name=spec.name, active=active
                     )
                 return
-        made = services.stripe.create_product(
-            key=idempotency_key("catalog.product.create", plan_id),
-            name=spec.name,
-            metadata={"billfold_plan": spec.code, "billfold_plan_id": plan_id},
-        )
+        made = services.stripe.create_product(plan_id=plan_id, plan_code=spec.code, name=spec.name)
         with services.db.transaction() as session:
             _plan(session, spec.code).stripe_product_id = made.id
 
@@ -388,12 +393,12 @@ def _create_price(spec: PlanSpec, currency: str, amount: int) -> Callable[[Servi
         if product_id is None:  # the plan's product change runs first
             raise NotFound(f"Plan {spec.code!r} has no Stripe product yet")
         price = services.stripe.create_recurring_price(
-            key=idempotency_key("catalog.price.create", row_id),
+            plan_price_id=row_id,
+            plan_code=spec.code,
             product_id=product_id,
             currency=currency,
             unit_amount=amount,
             interval=spec.interval,
-            metadata={"billfold_plan": spec.code, "billfold_plan_price": row_id},
         )
         with services.db.transaction() as session:
             row = _row(session, PlanPrice, row_id)
@@ -420,9 +425,7 @@ def _retire_price(code: str, row: PlanPrice) -> Change:
     def run(services: Services) -> None:
         if price_id is not None:
             with suppress(StripeNotFound):  # gone from Stripe: nothing to retire there
-                services.stripe.set_price_active(
-                    price_id, key=idempotency_key("catalog.price.retire", row_id), active=False
-                )
+                services.stripe.retire_price(price_id, plan_price_id=row_id)
         with services.db.transaction() as session:
             retired = _row(session, PlanPrice, row_id)
             retired.active, retired.retired_at = False, utcnow()
@@ -461,7 +464,7 @@ def _link_checkout_price(code: str, currency: str | None) -> Callable[[Services]
     return run
 
 
-def _retired_plan_changes(session: Session, plan: Plan) -> list[Change]:
+def _retired_plan_changes(plan: Plan, rows: dict[str, list[PlanPrice]]) -> list[Change]:
     code = plan.code
     found = [
         Change(
@@ -472,8 +475,8 @@ def _retired_plan_changes(session: Session, plan: Plan) -> list[Change]:
             _update_plan(code, {"active": False}),
         )
     ]
-    for rows in _price_rows(session, plan).values():
-        found += [_retire_price(code, row) for row in rows if row.active]
+    for kept in rows.values():
+        found += [_retire_price(code, row) for row in kept if row.active]
     return found
 
 
@@ -604,22 +607,14 @@ def _save_row(
 
 def export(services: Services) -> Catalog:
     """The catalog as it is now: plans with their active prices (a price an admin gave a plan
-    through the API is read from Stripe), credit packages and products."""
+    through the API is read from Stripe, after the reading transaction closed), credit
+    packages and products."""
     with services.db.transaction() as session:
-        plans: list[PlanSpec] = []
-        for plan in session.scalars(select(Plan).order_by(Plan.created_at)):
-            prices = _active_prices(services, session, plan)
-            plans.append(
-                PlanSpec(
-                    code=plan.code,
-                    name=plan.name,
-                    interval=plan.interval,
-                    trial_days=plan.trial_days,
-                    prices=prices,
-                    features=Features.model_validate(plan.features or {}),
-                    active=plan.active,
-                )
-            )
+        plans = list(session.scalars(select(Plan).order_by(Plan.created_at)))
+        rows = {
+            plan.id: [r for kept in _price_rows(session, plan).values() for r in kept if r.active]
+            for plan in plans
+        }
         packages = [
             CreditPackageSpec(
                 name=p.name, credits=p.credits, price=p.price, currency=p.currency, active=p.active
@@ -637,11 +632,23 @@ def export(services: Services) -> Catalog:
             )
             for p in session.scalars(select(Product).order_by(Product.created_at))
         ]
-        return Catalog(plans=plans, credit_packages=packages, products=products)
+        session.expunge_all()
+    specs = [
+        PlanSpec(
+            code=plan.code,
+            name=plan.name,
+            interval=plan.interval,
+            trial_days=plan.trial_days,
+            prices=_active_prices(services, plan, rows[plan.id]),
+            features=Features.model_validate(plan.features or {}),
+            active=plan.active,
+        )
+        for plan in plans
+    ]
+    return Catalog(plans=specs, credit_packages=packages, products=products)
 
 
-def _active_prices(services: Services, session: Session, plan: Plan) -> dict[str, int]:
-    rows = [r for kept in _price_rows(session, plan).values() for r in kept if r.active]
+def _active_prices(services: Services, plan: Plan, rows: list[PlanPrice]) -> dict[str, int]:
     prices = {row.currency: row.unit_amount for row in rows}
     if plan.stripe_price_id and all(r.stripe_price_id != plan.stripe_price_id for r in rows):
         price = services.stripe.retrieve_price(plan.stripe_price_id)

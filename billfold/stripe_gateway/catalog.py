@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from billfold.stripe_gateway.base import GatewayBase
+from billfold.stripe_gateway.base import GatewayBase, idempotency_key
 from billfold.stripe_gateway.objects import as_dict, id_of
 
 
@@ -48,15 +48,18 @@ def parse_price(resource: Any) -> StripePrice:
 
 
 class CatalogCalls(GatewayBase):
-    def create_product(self, *, key: str, name: str, metadata: dict[str, str]) -> StripeProduct:
+    def create_product(self, *, plan_id: str, plan_code: str, name: str) -> StripeProduct:
+        """The Stripe product of a plan of ours (one per plan)."""
+        metadata = {"billfold_plan": plan_code, "billfold_plan_id": plan_id}
         return self._call(
             "product.create",
             lambda: parse_product(
                 self._client.v1.products.create(
                     params={"name": name, "metadata": metadata},
-                    options={"idempotency_key": key},
+                    options={"idempotency_key": idempotency_key("catalog.product.create", plan_id)},
                 )
             ),
+            plan_id=plan_id,
         )
 
     def retrieve_product(self, product_id: str) -> StripeProduct:
@@ -67,8 +70,12 @@ class CatalogCalls(GatewayBase):
         )
 
     def update_product(
-        self, product_id: str, *, key: str, name: str, active: bool
+        self, product_id: str, *, plan_id: str, version: int, name: str, active: bool
     ) -> StripeProduct:
+        """Set a plan's product's name and whether it is offered. `version` is the plan's
+        count of product updates, bumped before each: a key from the content alone would
+        make a rename A → B → A within 24 hours replay the first answer and leave B."""
+        key = idempotency_key("catalog.product.update", plan_id, f"v{version}")
         return self._call(
             "product.update",
             lambda: parse_product(
@@ -84,20 +91,23 @@ class CatalogCalls(GatewayBase):
     def create_recurring_price(
         self,
         *,
-        key: str,
+        plan_price_id: str,
+        plan_code: str,
         product_id: str,
         currency: str,
         unit_amount: int,
         interval: str,
-        metadata: dict[str, str],
     ) -> StripePrice:
+        """The Stripe price of our `plan_prices` row (written before, so a retry of a run
+        that died makes no second price)."""
         params: dict[str, Any] = {
             "product": product_id,
             "currency": currency,
             "unit_amount": unit_amount,
             "recurring": {"interval": interval},
-            "metadata": metadata,
+            "metadata": {"billfold_plan": plan_code, "billfold_plan_price": plan_price_id},
         }
+        key = idempotency_key("catalog.price.create", plan_price_id)
         return self._call(
             "price.create",
             lambda: parse_price(
@@ -116,14 +126,16 @@ class CatalogCalls(GatewayBase):
             price_id=price_id,
         )
 
-    def set_price_active(self, price_id: str, *, key: str, active: bool) -> StripePrice:
-        """Retire a price (or offer it again): Stripe never deletes or changes a price that
-        subscriptions may use, and subscriptions on it carry on."""
+    def retire_price(self, price_id: str, *, plan_price_id: str) -> StripePrice:
+        """Retire a price: Stripe never deletes or changes a price that subscriptions may
+        use, and subscriptions on it carry on. Once per row: a retired row is never offered
+        again (a price back at that amount is a new row)."""
+        key = idempotency_key("catalog.price.retire", plan_price_id)
         return self._call(
             "price.update",
             lambda: parse_price(
                 self._client.v1.prices.update(
-                    price_id, params={"active": active}, options={"idempotency_key": key}
+                    price_id, params={"active": False}, options={"idempotency_key": key}
                 )
             ),
             price_id=price_id,

@@ -21,6 +21,9 @@ class Plan(Base):
     # The price Checkout sells: the catalog's price in STRIPE_CURRENCY (or an admin's choice).
     stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_product_id: Mapped[str | None] = mapped_column(String(255))
+    # How many updates of that product the catalog has asked of Stripe: the next one's
+    # idempotency key ends with it, so each distinct update applies.
+    stripe_product_version: Mapped[int] = mapped_column(default=0, server_default="0")
     interval: Mapped[str] = mapped_column(String(10), default="month")
     trial_days: Mapped[int] = mapped_column(default=0)
     # {"limits": {"projects": 3}, "flags": {"sso": false}}

@@ -3,6 +3,8 @@ a new amount makes a new price and retires the old one, its subscribers untouche
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from conftest import STRIPE_KEY, WEBHOOK_SECRET
 from sqlalchemy import select
 from support.netfault import FaultyLink
 from support.payments import card
+from support.transactions import transaction_open
 from typer.testing import CliRunner
 
 from billfold.catalog import sync
@@ -115,6 +118,27 @@ def test_apply_twice_changes_nothing_the_second_time(
 
     assert stripe_side(stripe_api, services) == before
     assert [(r.id, r.stripe_price_id) for r in price_rows(services, "professional")] == rows_before
+
+
+def renamed(catalog: Catalog, code: str, name: str) -> Catalog:
+    plans = [p.model_copy(update={"name": name}) if p.code == code else p for p in catalog.plans]
+    return catalog.model_copy(update={"plans": plans})
+
+
+def test_renaming_a_plan_back_and_forth_within_a_day_reaches_stripe_each_time(
+    services: Services, stripe_api: stripe.StripeClient
+) -> None:
+    """Each product update is its own Stripe call: a key from the content (plan, name,
+    active) would replay the answer of the earlier rename to the same name, and Stripe
+    would keep the name in between."""
+    sync.apply(services, example())
+    product_id = str(plans(services)["starter"].stripe_product_id)
+    for name in ("Starter Plus", "Starter", "Starter Plus", "Starter"):
+        done = sync.apply(services, renamed(example(), "starter", name))
+        assert ("stripe product", "update") in {(c.subject, c.action) for c in done}
+        assert stripe_api.v1.products.retrieve(product_id).name == name
+    assert plans(services)["starter"].stripe_product_version == 4
+    assert sync.apply(services, example()) == []
 
 
 def test_a_changed_amount_makes_a_new_price_and_retires_the_old_one_subscribers_untouched(
@@ -232,6 +256,40 @@ def test_a_plan_made_through_the_api_with_a_matching_price_is_adopted_not_remade
     rows = price_rows(services, "starter")
     assert [(r.stripe_price_id, r.active) for r in rows] == [(price.id, True)]
     assert plans(services)["starter"].stripe_price_id == price.id
+
+
+def test_comparing_and_exporting_ask_stripe_with_no_transaction_open(
+    services: Services, stripe_api: stripe.StripeClient, stripe_link: FaultyLink
+) -> None:
+    """`catalog apply --dry-run` and `catalog export` read our rows in a short transaction
+    and ask Stripe after it closed (one held open would hold SQLite's one write lock)."""
+    sync.apply(services, example())
+    price = stripe_api.v1.prices.create(
+        params={
+            "product": str(plans(services)["starter"].stripe_product_id),
+            "currency": "usd",
+            "unit_amount": 700,
+            "recurring": {"interval": "month"},
+        }
+    )
+    with services.db.transaction() as session:  # a price an admin set through the API
+        session.scalars(
+            select(Plan).where(Plan.code == "professional")
+        ).one().stripe_price_id = price.id
+    steps: list[tuple[bytes, Callable[[], object]]] = [
+        (b"GET /v1/products/", lambda: sync.changes(services, example())),
+        (b"GET /v1/prices/", lambda: sync.export(services)),
+    ]
+    for request_line, step in steps:
+        stripe_link.hold_responses(only=request_line)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            done = pool.submit(step)
+            try:
+                assert stripe_link.wait_for_held_response(timeout=20)
+                assert not transaction_open(services)
+            finally:
+                stripe_link.up()
+            assert done.result(timeout=30)
 
 
 def test_a_run_cut_off_after_stripe_made_a_price_is_finished_without_a_second_one(
