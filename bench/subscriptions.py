@@ -54,29 +54,27 @@ def main() -> None:
                 "product": {"name": "Bench"},
             }
         )
+        create_plan(
+            services,
+            {
+                "code": "trial",
+                "name": "Trial",
+                "trial_days": 14,
+                "features": {"limits": {"projects": 1}},
+            },
+            actor="bench",
+        )
+        create_plan(
+            services,
+            {
+                "code": "starter",
+                "name": "Starter",
+                "stripe_price_id": "price_bench",
+                "features": {"limits": {"projects": 5}},
+            },
+            actor="bench",
+        )
         with services.db.transaction() as session:
-            create_plan(
-                session,
-                {
-                    "code": "trial",
-                    "name": "Trial",
-                    "trial_days": 14,
-                    "features": {"limits": {"projects": 1}},
-                },
-                actor="bench",
-                stripe=services.stripe,
-            )
-            create_plan(
-                session,
-                {
-                    "code": "starter",
-                    "name": "Starter",
-                    "stripe_price_id": "price_bench",
-                    "features": {"limits": {"projects": 5}},
-                },
-                actor="bench",
-                stripe=services.stripe,
-            )
             customer = service.register(
                 session,
                 name="Bench",

@@ -75,9 +75,8 @@ def list_plans(work: WorkDep) -> Envelope[list[PlanOut]]:
 
 @router.post("/plans", status_code=201, tags=["plans"])
 def create_plan(body: PlanIn, caller: AdminDep, services: ServicesDep) -> Envelope[PlanOut]:
-    return ok(
-        PlanOut.model_validate(plans.add_plan(services, body.model_dump(), actor=caller.actor))
-    )
+    made = plans.create_plan(services, body.model_dump(), actor=caller.actor)
+    return ok(PlanOut.model_validate(made))
 
 
 @router.patch("/plans/{code}", tags=["plans"])
@@ -89,7 +88,8 @@ def update_plan(
         for k, v in body.model_dump(exclude_unset=True).items()
         if v is not None or k == "stripe_price_id"
     }
-    return ok(PlanOut.model_validate(plans.edit_plan(services, code, changes, actor=caller.actor)))
+    changed = plans.update_plan(services, code, changes, actor=caller.actor)
+    return ok(PlanOut.model_validate(changed))
 
 
 @router.get("/subscriptions", tags=["subscriptions"], summary="Subscriptions (admin, service)")

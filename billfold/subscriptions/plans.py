@@ -26,33 +26,53 @@ TRIAL_PLAN: dict[str, Any] = {
 }
 
 
-def create_plan(
-    session: Session, fields: dict[str, Any], *, actor: str, stripe: StripeGateway
-) -> Plan:
-    if session.scalar(select(Plan.id).where(Plan.code == fields["code"])):
-        raise Conflict(f"A plan with code {fields['code']!r} exists", code="plan_exists")
-    _price_is_free(session, fields.get("stripe_price_id"), plan_id=None)
-    _price_sells(stripe, fields.get("stripe_price_id"), fields.get("interval", "month"))
-    plan = Plan(**fields)
-    session.add(plan)
-    session.flush()
-    audit.record(session, actor, "plan.create", plan.id, code=plan.code)
-    return plan
+def create_plan(services: Services, fields: dict[str, Any], *, actor: str) -> Plan:
+    """Add a plan. Its Stripe price (if any) is checked with Stripe between two short
+    transactions, never inside one (on SQLite an open one holds the one write lock while
+    Stripe answers); the second checks again what another request may have taken meanwhile."""
+    price_id = fields.get("stripe_price_id")
+    with services.db.transaction() as session:
+        _code_is_free(session, fields["code"])
+        _price_is_free(session, price_id, plan_id=None)
+    _price_sells(services.stripe, price_id, fields.get("interval", "month"))
+    with services.db.transaction() as session:
+        _code_is_free(session, fields["code"])
+        _price_is_free(session, price_id, plan_id=None)
+        plan = Plan(**fields)
+        session.add(plan)
+        session.flush()
+        audit.record(session, actor, "plan.create", plan.id, code=plan.code)
+        return plan
 
 
-def update_plan(
-    session: Session, code: str, changes: dict[str, Any], *, actor: str, stripe: StripeGateway
-) -> Plan:
-    plan = get_plan(session, code, include_inactive=True)
-    if "stripe_price_id" in changes:
-        _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
-        if changes["stripe_price_id"] != plan.stripe_price_id:
-            _price_sells(stripe, changes["stripe_price_id"], plan.interval)
-    for field, value in changes.items():
-        setattr(plan, field, value)
-    session.flush()
-    audit.record(session, actor, "plan.update", plan.id, **{k: str(v) for k, v in changes.items()})
-    return plan
+def update_plan(services: Services, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
+    """Change a plan; a new Stripe price is checked with Stripe between two short
+    transactions, as in `create_plan`."""
+    price_changes = "stripe_price_id" in changes
+    with services.db.transaction() as session:
+        plan = get_plan(session, code, include_inactive=True)
+        if price_changes:
+            _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
+        ask_stripe = price_changes and changes["stripe_price_id"] != plan.stripe_price_id
+        interval = plan.interval
+    if ask_stripe:
+        _price_sells(services.stripe, changes["stripe_price_id"], interval)
+    with services.db.transaction() as session:
+        plan = get_plan(session, code, include_inactive=True)
+        if price_changes:
+            _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
+        for field, value in changes.items():
+            setattr(plan, field, value)
+        session.flush()
+        audit.record(
+            session, actor, "plan.update", plan.id, **{k: str(v) for k, v in changes.items()}
+        )
+        return plan
+
+
+def _code_is_free(session: Session, code: str) -> None:
+    if session.scalar(select(Plan.id).where(Plan.code == code)):
+        raise Conflict(f"A plan with code {code!r} exists", code="plan_exists")
 
 
 def _price_is_free(session: Session, stripe_price_id: str | None, *, plan_id: str | None) -> None:
@@ -130,17 +150,3 @@ def ensure_trial_plan(session: Session, *, actor: str) -> Plan | None:
     session.flush()
     audit.record(session, actor, "plan.create", plan.id, code=TRIAL)
     return plan
-
-
-def add_plan(services: Services, fields: dict[str, Any], *, actor: str) -> Plan:
-    """`create_plan` for a route: it owns the transaction, as its check of the price asks
-    Stripe (see README "Who owns a transaction")."""
-    with services.db.transaction() as session:
-        return create_plan(session, fields, actor=actor, stripe=services.stripe)
-
-
-def edit_plan(services: Services, code: str, changes: dict[str, Any], *, actor: str) -> Plan:
-    """`update_plan` for a route: it owns the transaction, as its check of a new price asks
-    Stripe."""
-    with services.db.transaction() as session:
-        return update_plan(session, code, changes, actor=actor, stripe=services.stripe)

@@ -24,39 +24,36 @@ STARTER = {"limits": {"projects": 5, "seats": 3}, "flags": {"api": True}}
 
 
 def seed_plans(services: Services, stripe_api: stripe.StripeClient) -> None:
-    with services.db.transaction() as session:
-        plans.create_plan(
-            session,
-            {"code": "trial", "name": "Trial", "trial_days": 14, "features": {}},
-            actor="test",
-            stripe=services.stripe,
-        )
-        for code, amount in (("starter", 900), ("professional", 2900)):
-            price = f"price_pages_{code}"
-            try:
-                stripe_api.v1.plans.retrieve(price)
-            except stripe.InvalidRequestError:
-                stripe_api.v1.plans.create(
-                    params={
-                        "id": price,
-                        "amount": amount,
-                        "currency": "usd",
-                        "interval": "month",
-                        "product": {"name": code},
-                    }
-                )
-            plans.create_plan(
-                session,
-                {
-                    "code": code,
-                    "name": code.title(),
-                    "stripe_price_id": price,
+    plans.create_plan(
+        services,
+        {"code": "trial", "name": "Trial", "trial_days": 14, "features": {}},
+        actor="test",
+    )
+    for code, amount in (("starter", 900), ("professional", 2900)):
+        price = f"price_pages_{code}"
+        try:
+            stripe_api.v1.plans.retrieve(price)
+        except stripe.InvalidRequestError:
+            stripe_api.v1.plans.create(
+                params={
+                    "id": price,
+                    "amount": amount,
+                    "currency": "usd",
                     "interval": "month",
-                    "features": STARTER,
-                },
-                actor="test",
-                stripe=services.stripe,
+                    "product": {"name": code},
+                }
             )
+        plans.create_plan(
+            services,
+            {
+                "code": code,
+                "name": code.title(),
+                "stripe_price_id": price,
+                "interval": "month",
+                "features": STARTER,
+            },
+            actor="test",
+        )
 
 
 def upgrade_through_checkout(page: Page, plan: str, number: str = VISA) -> str:

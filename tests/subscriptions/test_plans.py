@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 from fastapi.testclient import TestClient
 from subscription_steps import STARTER_FEATURES, ensure_price, sign_up
+from support.netfault import FaultyLink
+from support.transactions import transaction_open
+
+from billfold.services import Services
 
 STARTER = {
     "code": "starter",
@@ -182,3 +189,28 @@ def test_a_price_of_another_interval_or_an_inactive_price_is_refused(
     assert inactive.status_code == 422, inactive.text
     assert inactive.json()["error"]["code"] == "price_inactive"
     assert _codes(client, admin) == []
+
+
+def test_creating_and_repricing_a_plan_asks_stripe_with_no_transaction_open(
+    client: TestClient, admin: dict[str, str], services: Services, stripe_link: FaultyLink
+) -> None:
+    """The price check is a Stripe call between two short transactions: a transaction held
+    open while Stripe answers would hold SQLite's one write lock (every other write waits)."""
+    calls: list[Callable[[], httpx.Response]] = [
+        lambda: client.post("/plans", json=STARTER, headers=admin),
+        lambda: client.patch(
+            "/plans/starter", json={"stripePriceId": "price_other"}, headers=admin
+        ),
+    ]
+    for call in calls:
+        stripe_link.hold_responses(only=b"GET /v1/prices/")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(call)
+            try:
+                assert stripe_link.wait_for_held_response(timeout=20)
+                assert not transaction_open(services)
+            finally:
+                stripe_link.up()
+            assert answer.result(timeout=30).status_code in (200, 201), answer.result().text
+    plan = client.get("/plans", headers=admin).json()["data"][0]
+    assert (plan["code"], plan["stripePriceId"]) == ("starter", "price_other")

@@ -17,7 +17,14 @@ from billfold.credits import packages
 from billfold.credits.schemas import PackageIn, PackagePatch
 from billfold.kit.errors import BillfoldError
 from billfold.pages.admin.forms import json_object, minor_units, whole
-from billfold.pages.deps import AdminPageWorkDep, FormDep, PageAdminDep, PagesDep, field, validated
+from billfold.pages.deps import (
+    AdminPageWorkDep,
+    FormDep,
+    PageAdminDep,
+    PagesDep,
+    field,
+    validated,
+)
 from billfold.pages.rendering import Pages
 from billfold.payments import catalog
 from billfold.payments.schemas import ProductIn, ProductPatch
@@ -130,7 +137,7 @@ def create_plan(
                 "interval": field(form, "interval") or "month",
             },
         )
-        made = plans.add_plan(services, body.model_dump(), actor=caller.actor)
+        made = plans.create_plan(services, body.model_dump(), actor=caller.actor)
         return f"Plan {made.code} created."
 
     return _saved(pages, save)
@@ -143,7 +150,7 @@ def update_plan(
     # No page transaction: a new price is checked with Stripe; the service owns its own.
     def save() -> str:
         body = validated(PlanPatch, _active_or(form, lambda: _plan_fields(form)))
-        plans.edit_plan(services, code, body.model_dump(exclude_unset=True), actor=caller.actor)
+        plans.update_plan(services, code, body.model_dump(exclude_unset=True), actor=caller.actor)
         return f"Plan {code} saved."
 
     return _saved(pages, save)
