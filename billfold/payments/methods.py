@@ -24,8 +24,10 @@ from billfold.services import Services
 from billfold.stripe_gateway import StripeCard, StripeNotFound
 
 LINK_WAIT_SECONDS = 10.0
-# Run in the transaction after a customer's default card changed (customer ID, card ID):
-# subscriptions make it their card too (wired by billfold/registry.py).
+# Run in a transaction of its own just before Stripe is asked to make a card the customer's
+# default (customer ID, card ID), so what must follow is queued durably even if the process
+# dies on Stripe's answer; what it queues checks that Stripe made the change before acting.
+# Subscriptions make it their card too (wired by billfold/registry.py).
 DEFAULT_CARD_CHANGED: Hook[Callable[[Session, str, str], None]] = Hook(
     "payments.default_card_changed"
 )
@@ -133,10 +135,10 @@ def set_default(
 ) -> CardView:
     customer, stripe_id = _customer_and_stripe_id(services, caller, customer_id)
     card = own_card(services, stripe_id, payment_method_id)
-    services.stripe.set_default_card(stripe_id, card.id, customer_id=customer.id)
     with services.db.transaction() as session:
         for hook in services.wiring.hooks(DEFAULT_CARD_CHANGED):
             hook(session, customer.id, card.id)
+    services.stripe.set_default_card(stripe_id, card.id, customer_id=customer.id)
     return CardView(card, True)
 
 

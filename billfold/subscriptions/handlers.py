@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 
 from billfold.customers.models import Customer
 from billfold.services import Services
-from billfold.stripe_gateway import StripeNotFound, StripeSubscription
+from billfold.stripe_gateway import StripeInvoice, StripeNotFound, StripeSubscription
 from billfold.stripe_gateway.objects import parse_subscription
 from billfold.subscriptions import dunning, invoices, scheduled_changes
 from billfold.subscriptions.lifecycle import apply_stripe_subscription
@@ -138,15 +138,18 @@ def on_invoice(services: Services, event: dict[str, Any]) -> Outcome:
     return outcome
 
 
-def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
-    """A renewal Stripe could not collect: see `dunning`."""
+def on_payment_problem(
+    services: Services, event: dict[str, Any], remote: StripeInvoice | None = None
+) -> Outcome:
+    """A renewal Stripe could not collect: see `dunning`. `remote` is the invoice as Stripe
+    gave it for this event already, if it was read."""
     invoice = event_object(event)
     subscription_id = _subscription_of_invoice(invoice)
     if not subscription_id:
         return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
     if not _is_ours(services, subscription_id, None, invoice.get("customer")):
         return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {subscription_id}")
-    return dunning.on_payment_problem(services, event)
+    return dunning.on_payment_problem(services, event, remote)
 
 
 def _recording_invoice(handler: EventHandler) -> EventHandler:
@@ -159,6 +162,12 @@ def _recording_invoice(handler: EventHandler) -> EventHandler:
     return both
 
 
+def _recorded_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
+    """Store the event's invoice, then open the dunning case from the same read of it."""
+    _, remote = invoices.record_event(services, event)
+    return on_payment_problem(services, event, remote)
+
+
 HANDLERS: dict[str, EventHandler] = {
     "checkout.session.completed": on_checkout_completed,
     "customer.subscription.created": on_subscription,
@@ -169,8 +178,8 @@ HANDLERS: dict[str, EventHandler] = {
         for kind in ("updated", "released", "canceled", "completed")
     },
     "invoice.paid": _recording_invoice(on_invoice),
-    "invoice.payment_failed": _recording_invoice(on_payment_problem),
-    "invoice.payment_action_required": _recording_invoice(on_payment_problem),
+    "invoice.payment_failed": _recorded_payment_problem,
+    "invoice.payment_action_required": _recorded_payment_problem,
     **{
         f"invoice.{kind}": invoices.apply_event
         for kind in (

@@ -88,24 +88,31 @@ def _insert_or_load(session: Session, remote: StripeInvoice, customer_id: str) -
 
 def apply_event(services: Services, event: dict[str, Any]) -> Outcome:
     """An `invoice.*` event: re-read the invoice from Stripe and store it."""
+    return record_event(services, event)[0]
+
+
+def record_event(services: Services, event: dict[str, Any]) -> tuple[Outcome, StripeInvoice | None]:
+    """`apply_event`, also answering the invoice as Stripe gave it (None if it was not read),
+    so a handler with more to do for the same event need not ask Stripe again."""
     obj = event_object(event)
     if not obj.get("id") or str(obj["id"]).startswith("upcoming_"):
-        return Outcome(EventStatus.IGNORED, note="an invoice preview")
+        return Outcome(EventStatus.IGNORED, note="an invoice preview"), None
     with services.db.transaction() as session:
         customer = obj.get("customer")
         customer = customer if isinstance(customer, str) or customer is None else customer["id"]
         known = session.scalar(select(Customer.id).where(Customer.stripe_customer_id == customer))
         if known is None:
-            return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {obj['id']}")
+            return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {obj['id']}"), None
     try:
         remote = services.stripe.retrieve_invoice(obj["id"])
     except StripeNotFound:
-        return Outcome(EventStatus.IGNORED, note="the invoice is gone from Stripe")
+        return Outcome(EventStatus.IGNORED, note="the invoice is gone from Stripe"), None
     with services.db.transaction() as session:
         stored = record(session, remote, event_at=event_time(event))
         if stored is None:
-            return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {remote.id}")
-        return Outcome(EventStatus.PROCESSED, stored.customer_id)
+            note = f"no customer of ours owns {remote.id}"
+            return Outcome(EventStatus.IGNORED, note=note), remote
+        return Outcome(EventStatus.PROCESSED, stored.customer_id), remote
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,16 @@ told, once."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import stripe
+from conftest import STRIPE_KEY
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,16 +32,27 @@ from subscription_steps import (
     seed_plans,
     sign_up,
 )
+from support.netfault import FaultyLink
 from support.pages import sign_in
 from support.payments import card
+from support.server_process import start_server_process
 from support.stripe_events import EventRelay
 
+from billfold.config import Settings
+from billfold.jobs.models import Job
 from billfold.jobs.worker import Worker
+from billfold.kit.db import utcnow
 from billfold.mail.models import OutboxMail
 from billfold.services import Services
 from billfold.standin import LocalStripe
-from billfold.subscriptions.dunning import after_subscription_change, send_reminders
+from billfold.subscriptions.dunning import (
+    after_subscription_change,
+    on_default_card,
+    send_reminders,
+)
 from billfold.subscriptions.dunning.models import DunningCase, DunningNotice
+from billfold.subscriptions.dunning.service import CARD_ANSWER_WAIT, CARD_JOB
+from billfold.subscriptions.handlers import HANDLERS
 
 MASTERCARD = "5555555555554444"
 ALWAYS_AUTHENTICATE = "4000002760003184"  # 3-D Secure on every charge, even off-session
@@ -212,6 +228,160 @@ def test_a_failed_renewal_is_mailed_reminded_on_schedule_and_paid_by_a_new_defau
     assert "dunning-banner" not in browser.get("/billing").text
     assert send_reminders(services, now=opened + timedelta(days=7)) == 0
     assert len(_mails(services, member.email)) == 3
+
+
+def test_a_server_killed_on_stripes_answer_to_a_new_default_card_still_pays_the_invoice(
+    client: TestClient,
+    services: Services,
+    settings: Settings,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    localstripe: LocalStripe,
+    member: Member,
+    tmp_path: Path,
+) -> None:
+    """The two steps of a new default card, Stripe making it the customer's and the job that
+    makes it the subscription's and pays the open invoice: the job is queued before Stripe
+    is asked, so a server that dies as Stripe answers loses nothing."""
+    subscription_id, renewed = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    pm = card(stripe_api, MASTERCARD)
+    client.post(
+        "/payments/customer/payment-methods", json={"paymentMethodId": pm}, headers=member.headers
+    ).raise_for_status()
+    server, url = start_server_process(settings, stripe_link.url, STRIPE_KEY, tmp_path)
+    answers: list[Any] = []
+
+    def make_default() -> None:
+        try:
+            answers.append(
+                httpx.patch(
+                    f"{url}/payments/customer/default-payment-method",
+                    json={"paymentMethodId": pm},
+                    headers=member.headers,
+                    timeout=30,
+                )
+            )
+        except httpx.TransportError as exc:
+            answers.append(exc)
+
+    # Stripe makes the card the customer's default; the server dies before hearing so.
+    stripe_link.hold_responses(only=b"POST /v1/customers/")
+    caller = threading.Thread(target=make_default)
+    try:
+        caller.start()
+        assert stripe_link.wait_for_held_response(timeout=30)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        stripe_link.up()
+        caller.join(timeout=30)
+    assert isinstance(answers[0], httpx.TransportError)  # the caller never got an answer
+    stripe_customer = str(stripe_api.v1.subscriptions.retrieve(subscription_id).customer)
+    customer = stripe_api.v1.customers.retrieve(stripe_customer)
+    assert customer["invoice_settings"]["default_payment_method"] == pm  # Stripe did it
+
+    worker.run_until_idle()  # the job queued before the call does the rest
+    assert "invoice.paid" in _sync(client, worker, stripe_events)
+    assert stripe_api.v1.subscriptions.retrieve(subscription_id)["default_payment_method"] == pm
+    assert stripe_api.v1.invoices.retrieve(renewed["latest_invoice"]).status == "paid"
+    assert me(client, member)["status"] == "active"
+    assert _case(services, member).outcome == "paid"
+
+
+def test_a_card_stripe_never_made_the_default_is_not_put_on_the_subscription(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    """The job is queued before Stripe is asked. When the process dies before asking, the
+    job waits while the request could still be asking, then leaves the subscription alone."""
+    subscription_id, renewed = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    before = stripe_api.v1.subscriptions.retrieve(subscription_id)["default_payment_method"]
+    pm = card(stripe_api, MASTERCARD)
+    client.post(
+        "/payments/customer/payment-methods", json={"paymentMethodId": pm}, headers=member.headers
+    ).raise_for_status()
+    with services.db.transaction() as session:  # what set_default does before asking Stripe
+        on_default_card(session, member.customer_id, pm)
+
+    worker.run_until_idle()
+    [job] = _card_jobs(services)
+    # Deferred, not failed: the request that queued it may still be asking Stripe.
+    assert (job.status, job.attempts) == ("pending", 0)
+    assert job.last_error == f"{pm} is not the customer's default yet"
+    with services.db.transaction() as session:  # ...until its time to answer is over
+        queued = session.get(Job, job.id)
+        assert queued is not None
+        asked = datetime.fromisoformat(queued.payload["asked_at"]) - CARD_ANSWER_WAIT
+        queued.payload = {**queued.payload, "asked_at": asked.isoformat()}
+        queued.run_at = utcnow()
+    worker.run_until_idle()
+
+    assert [j.status for j in _card_jobs(services)] == ["done"]
+    remote = stripe_api.v1.subscriptions.retrieve(subscription_id)
+    assert remote["default_payment_method"] == before
+    assert stripe_api.v1.invoices.retrieve(renewed["latest_invoice"]).status == "open"
+    assert _case(services, member).closed_at is None
+
+
+def _card_jobs(services: Services) -> list[Job]:
+    with services.db.transaction() as session:
+        found = list(session.scalars(select(Job).where(Job.kind == CARD_JOB)))
+        session.expunge_all()
+        return found
+
+
+def test_a_payment_failed_event_reads_its_invoice_from_stripe_once(
+    monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    """Storing the invoice and opening its case share one read of it."""
+    subscription_id, renewed = _failed_renewal(
+        client, worker, stripe_api, stripe_events, localstripe, member, services
+    )
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+    read: list[str] = []
+    real_retrieve = services.stripe.retrieve_invoice
+
+    def retrieve_invoice(invoice_id: str) -> Any:
+        read.append(invoice_id)
+        return real_retrieve(invoice_id)
+
+    monkeypatch.setattr(services.stripe, "retrieve_invoice", retrieve_invoice)
+    event = {
+        "id": "evt_read_once",
+        "type": "invoice.payment_failed",
+        "created": int(utcnow().timestamp()),
+        "data": {
+            "object": {
+                "id": invoice.id,
+                "customer": str(invoice.customer),
+                "subscription": subscription_id,
+            }
+        },
+    }
+    outcome = HANDLERS["invoice.payment_failed"](services, event)
+
+    assert (outcome.status, read) == ("processed", [invoice.id])
+    assert _case(services, member).stripe_invoice_id == invoice.id
 
 
 def test_when_stripe_gives_up_the_subscription_ends_and_the_customer_is_told_once(

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from billfold.config import Settings
 from billfold.customers.models import Customer
 from billfold.jobs.queue import enqueue
+from billfold.jobs.worker import Defer
 from billfold.kit.db import utcnow
 from billfold.kit.money import format_money
 from billfold.mail.outbox import queue_mail
@@ -46,18 +47,25 @@ ENDED_MAIL_KIND = "subscription_ended"
 ACTION_REQUIRED = "invoice.payment_action_required"
 REMINDERS_JOB = "dunning.reminders"
 CARD_JOB = "dunning.new_card"
+# How long the request that queued the card job may still be asking Stripe (its timeout and
+# retries are far shorter), and how often the job looks again meanwhile.
+CARD_ANSWER_WAIT = timedelta(minutes=5)
+CARD_RECHECK = timedelta(seconds=5)
 # What Stripe leaves a subscription in when its retries end (the account's setting decides).
 GAVE_UP = frozenset({SubscriptionStatus.CANCELED, SubscriptionStatus.UNPAID})
 
 
-def on_payment_problem(services: Services, event: dict[str, Any]) -> Outcome:
-    """`invoice.payment_failed` / `invoice.payment_action_required`: re-read the invoice and
-    the subscription from Stripe, apply the subscription, and open the invoice's case (its
-    first e-mail) while the invoice is still open."""
-    try:
-        invoice = services.stripe.retrieve_invoice(event_object(event)["id"])
-    except StripeNotFound:
-        return Outcome(EventStatus.IGNORED, note="the invoice is gone from Stripe")
+def on_payment_problem(
+    services: Services, event: dict[str, Any], invoice: StripeInvoice | None = None
+) -> Outcome:
+    """`invoice.payment_failed` / `invoice.payment_action_required`: re-read the invoice (unless
+    the caller just did, for this event) and the subscription from Stripe, apply the
+    subscription, and open the invoice's case (its first e-mail) while the invoice is open."""
+    if invoice is None:
+        try:
+            invoice = services.stripe.retrieve_invoice(event_object(event)["id"])
+        except StripeNotFound:
+            return Outcome(EventStatus.IGNORED, note="the invoice is gone from Stripe")
     if invoice.subscription is None:
         return Outcome(EventStatus.IGNORED, note="invoice without a subscription")
     try:
@@ -237,9 +245,13 @@ def reminders_job(services: Services, _payload: dict[str, Any]) -> None:
 
 
 def on_default_card(session: Session, customer_id: str, payment_method_id: str) -> None:
-    """The customer made a card their default: renewals must use it too. A Checkout-made
-    subscription has its own default_payment_method, which Stripe prefers over the
-    customer's, so a durable job sets it on the subscription (and pays an open invoice)."""
+    """The customer is making a card their default: renewals must use it too. A
+    Checkout-made subscription has its own default_payment_method, which Stripe prefers over
+    the customer's, so a durable job sets it on the subscription (and pays an open invoice).
+
+    Queued before Stripe is asked to make the card the customer's default, in a transaction
+    of its own, so a process dying on Stripe's answer loses nothing; the job acts only once
+    Stripe holds the card as the customer's default (see `card_job`)."""
     subscription = session.scalar(
         select(Subscription).where(Subscription.customer_id == customer_id)
     )
@@ -257,6 +269,7 @@ def on_default_card(session: Session, customer_id: str, payment_method_id: str) 
             "subscription_id": subscription.id,
             "payment_method_id": payment_method_id,
             "request_id": request_id,
+            "asked_at": utcnow().isoformat(),
         },
     )
 
@@ -265,15 +278,22 @@ def card_job(services: Services, payload: dict[str, Any]) -> None:
     subscription_id, method = payload["subscription_id"], payload["payment_method_id"]
     with services.db.transaction() as session:
         subscription = session.get(Subscription, subscription_id)
+        customer = session.get(Customer, subscription.customer_id) if subscription else None
         if subscription is None or subscription.stripe_subscription_id is None:
             return
         stripe_id = subscription.stripe_subscription_id
+        stripe_customer_id = customer.stripe_customer_id if customer else None
         unpaid = [(c.id, c.stripe_invoice_id) for c in _open_cases(session, subscription_id)]
         request = payload["request_id"]
         if not isinstance(request, int):  # queued before requests had rows
             request = new_request(
                 session, subscription.customer_id, subscription_id, "default_card"
             )
+    if "asked_at" in payload and stripe_customer_id is not None:
+        chosen = services.stripe.default_card_id(stripe_customer_id)
+        if chosen != method:
+            _not_default_yet(datetime.fromisoformat(payload["asked_at"]), method)
+            return  # Stripe never made it the default (refused, or a later card won)
     services.stripe.set_subscription_default_payment_method(
         stripe_id, method, subscription_id=subscription_id, request_id=request
     )
@@ -285,6 +305,14 @@ def card_job(services: Services, payload: dict[str, Any]) -> None:
         except (PaymentDeclined, StripeRejected) as exc:
             # Declined, or the bank wants the customer: the case and its reminders go on.
             log.info("dunning.new_card_not_charged", case_id=case_id, error=exc.code)
+
+
+def _not_default_yet(asked_at: datetime, method: str) -> None:
+    """The job runs as soon as it is queued, which may be before the request that queued it
+    has Stripe's answer: while that request may still be asking, try again shortly."""
+    if utcnow() < asked_at + CARD_ANSWER_WAIT:
+        raise Defer(utcnow() + CARD_RECHECK, f"{method} is not the customer's default yet")
+    log.info("dunning.new_card_not_default", payment_method_id=method)
 
 
 # The e-mails --------------------------------------------------------------------------------
