@@ -23,7 +23,7 @@ from billfold.customers import service
 from billfold.kit.observability import configure_logging
 from billfold.registry import build_services, build_worker
 from billfold.standin import LocalStripe
-from billfold.subscriptions import licenses
+from billfold.subscriptions import licenses, revocations
 from billfold.subscriptions.lifecycle import start_trial
 from billfold.subscriptions.models import Subscription
 from billfold.subscriptions.plans import create_plan
@@ -100,6 +100,19 @@ def main() -> None:
             licenses.verify(token, services.licenses.public_keys())
             verified.append(time.perf_counter() - started)
 
+        # The revocation list now names the n superseded licenses: built and signed anew
+        # (what every request did) against served while nothing changed it.
+        rebuilt, served = [], []
+        for _ in range(args.n):
+            with services.db.transaction() as session:
+                started = time.perf_counter()
+                listed = revocations.publish(session, services.licenses)
+                rebuilt.append(time.perf_counter() - started)
+            with services.db.transaction() as session:
+                started = time.perf_counter()
+                revocations.current(session, services.licenses, services.memo)
+                served.append(time.perf_counter() - started)
+
         stripe_customer = stripe_api.v1.customers.create(params={"email": "bench@example.com"})
         card = stripe_api.v1.payment_methods.create(
             params={
@@ -142,6 +155,8 @@ def main() -> None:
         print(f"Billfold subscriptions benchmark on {args.db} (localstripe at {standin.url})")
         report("license issue (sign + record + queue mail)", issued)
         report("license verify (offline, EdDSA)", verified)
+        report(f"revocation list built + signed ({len(listed.revoked)} IDs)", rebuilt)
+        report("revocation list served unchanged (one aggregate)", served)
         report("subscription webhook processed (re-read Stripe)", processed)
         services.db.dispose()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -12,6 +12,7 @@ import httpx
 from billfold.config import MissingSettings, Settings
 from billfold.kit.db import Database
 from billfold.kit.deadline_http import deadline_transport
+from billfold.kit.memo import Memo
 from billfold.kit.signing_keys import SigningKeys
 from billfold.kit.wiring import Wiring
 from billfold.stripe_gateway import StripeGateway
@@ -34,6 +35,9 @@ class Services:
     # How the domains plug into each other (sign-up hooks, payment purposes, event handlers):
     # built by billfold/registry.py `build_wiring`, never registered at import.
     wiring: Wiring
+    # Derived values kept between requests while what they depend on is unchanged (the
+    # signed license revocation list); shared by `for_requests`.
+    memo: Memo = field(default_factory=Memo)
 
     def for_requests(self) -> Services:
         """These services as HTTP routes get them: a person is waiting, so every Stripe call

@@ -252,7 +252,7 @@ def verify(body: VerifyIn, session: AnonymousWorkDep, services: ServicesDep) -> 
     "/licenses/revocations", tags=["licenses"], summary="Superseded licenses (a signed list)"
 )
 def revocation_list(session: AnonymousWorkDep, services: ServicesDep) -> Envelope[RevocationsOut]:
-    found = revocations.publish(session, services.licenses)
+    found = revocations.current(session, services.licenses, services.memo)
     return ok(
         RevocationsOut(
             revoked=found.revoked,

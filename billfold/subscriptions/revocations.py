@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import Exists
 
 from billfold.kit.db import utcnow
+from billfold.kit.memo import Memo
 from billfold.kit.signing_keys import SigningKeys
 from billfold.subscriptions.licenses import ALGORITHM, ISSUER
 from billfold.subscriptions.models import License
@@ -20,6 +21,9 @@ from billfold.subscriptions.models import License
 #: How long a published list is good for: a host app fetches a fresh one within this.
 LIST_VALIDITY = timedelta(hours=1)
 LIST_TYPE = "license-revocations"
+#: A list is served again for at most this long, so what a host app gets always has at least
+#: LIST_VALIDITY - LIST_REUSE left.
+LIST_REUSE = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,24 @@ def superseded_ids(session: Session, now: datetime) -> list[str]:
 def is_superseded(session: Session, license_id: str) -> bool:
     found = session.scalar(select(License.id).where(License.id == license_id, _superseded()))
     return found is not None
+
+
+def current(session: Session, keys: SigningKeys, memo: Memo) -> RevocationList:
+    """The signed list, built and signed again only when it may have changed: a license was
+    issued (which may supersede one) or removed, one reached its expiry (and may leave the
+    list), the signing key changed, or the list kept is LIST_REUSE old. Asking that is one
+    aggregate over the licenses, where building the list joins them and signs."""
+    now = utcnow()
+    issued, unexpired, newest = session.execute(
+        select(
+            func.count(License.id),
+            func.count(case((License.expires_at > now, License.id))),
+            func.max(License.issued_at),
+        )
+    ).one()
+    window = int(now.timestamp() // LIST_REUSE.total_seconds())
+    marker = (keys.kid, issued, unexpired, newest, window)
+    return memo.get("license_revocations", marker, lambda: publish(session, keys))
 
 
 def publish(session: Session, keys: SigningKeys) -> RevocationList:

@@ -13,7 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from subscription_steps import ON_FIRST_PAYMENT, Member, licenses_of, seed_plans, sign_up
 
+from billfold.app import create_app
+from billfold.config import Settings
 from billfold.kit.db import utcnow
+from billfold.registry import build_services
 from billfold.services import Services
 from billfold.subscriptions.licenses import verify
 from billfold.subscriptions.models import License
@@ -80,3 +83,37 @@ def test_an_expired_superseded_license_leaves_the_list(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     assert first.id not in _published(client, services)[0]["revoked"]
+
+
+def test_the_list_is_signed_again_only_when_a_license_may_change_it(
+    client: TestClient, services: Services, settings: Settings, member: Member
+) -> None:
+    """Served again as it was until a license is issued anywhere (here by another process's
+    services, over the same database) or one expires; then it is built and signed anew."""
+    client.post(
+        "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
+    ).raise_for_status()
+    first, _ = _published(client, services)
+    assert _published(client, services)[0] == first  # the same signed list, not re-signed
+
+    other = build_services(settings)  # a second server process's view of the database
+    try:
+        client_of_other = TestClient(create_app(services=other))
+        client_of_other.post(
+            "/subscriptions/resume", json={}, headers=member.headers
+        ).raise_for_status()
+    finally:
+        other.db.dispose()
+    changed, claims = _published(client, services)
+    assert changed["token"] != first["token"]
+    superseded = licenses_of(services, member.customer_id)[:-1]
+    assert sorted(changed["revoked"]) == sorted(lic.id for lic in superseded)
+    assert claims["revoked"] == changed["revoked"]
+
+    with services.db.transaction() as session:  # the oldest superseded license expires
+        session.execute(
+            update(License)
+            .where(License.id == superseded[0].id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert superseded[0].id not in _published(client, services)[0]["revoked"]
