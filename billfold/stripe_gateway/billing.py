@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from billfold.stripe_gateway.base import GatewayBase, attempt_nonce, idempotency_key
+from billfold.stripe_gateway.base import GatewayBase, idempotency_key
 from billfold.stripe_gateway.errors import StripeNotFound
 from billfold.stripe_gateway.objects import (
     StripeInvoice,
@@ -64,13 +64,13 @@ class BillingCalls(GatewayBase):
         return str(session.url)
 
     def create_portal_session(
-        self, stripe_customer_id: str, *, customer_id: str, return_url: str
+        self, stripe_customer_id: str, *, customer_id: str, request_id: int, return_url: str
     ) -> str:
-        # Each visit needs a fresh portal session (one lives minutes, and replaying an earlier
-        # one for 24 hours would hand out an expired link), and nothing of ours counts the
-        # visits: the key ends with an attempt nonce; it still makes the SDK's network
-        # retries of this call one session.
-        key = idempotency_key("billing_portal.session", customer_id, attempt_nonce())
+        """A billing portal session. Each visit needs a fresh one (a session lives minutes, and
+        replaying an earlier one for 24 hours would hand out an expired link), so the key
+        ends with `request_id`, our `subscription_requests` row of this visit; it still
+        makes the SDK's network retries of this call one session."""
+        key = idempotency_key("billing_portal.session", customer_id, f"r{request_id}")
         session = self._call(
             "billing_portal_session.create",
             lambda: self._client.v1.billing_portal.sessions.create(

@@ -271,11 +271,15 @@ def portal(
 ) -> str:
     with services.db.transaction() as session:
         customer = acting_customer(session, caller, customer_id)
+        current = session.scalar(
+            select(Subscription.id).where(Subscription.customer_id == customer.id)
+        )
+        request_id = new_request(session, customer.id, current, "portal")
     stripe_customer_id = ensure_stripe_customer(
         services, customer.id, wait=LINK_WAIT_SECONDS, source="first_payment"
     )
     return services.stripe.create_portal_session(
-        stripe_customer_id, customer_id=customer.id, return_url=return_url
+        stripe_customer_id, customer_id=customer.id, request_id=request_id, return_url=return_url
     )
 
 
