@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from billfold.auth.deps import RateLimitsDep, ServicesDep
+from billfold.auth.deps import AnonymousWorkDep, RateLimitsDep, ServicesDep
 from billfold.customers import account_links
 from billfold.customers.sign_in_api import ResetConfirmIn
 from billfold.kit.errors import BillfoldError
-from billfold.pages.deps import FormDep, PagesDep, PageSessionDep, field, validated
+from billfold.pages.deps import FormDep, PagesDep, field, validated
 
 router = APIRouter(include_in_schema=False)
 TokenQuery = Annotated[str, Query(max_length=200)]
@@ -55,7 +55,7 @@ def verify(
     request: Request,
     form: FormDep,
     refused: AddressLimited,
-    session: PageSessionDep,
+    session: AnonymousWorkDep,
     pages: PagesDep,
     services: ServicesDep,
 ) -> Response:
@@ -81,7 +81,7 @@ def reset(
     request: Request,
     form: FormDep,
     refused: AddressLimited,
-    session: PageSessionDep,
+    session: AnonymousWorkDep,
     pages: PagesDep,
     services: ServicesDep,
 ) -> Response:
@@ -115,7 +115,7 @@ def forgot(
     request: Request,
     form: FormDep,
     refused: EmailLimited,
-    session: PageSessionDep,
+    session: AnonymousWorkDep,
     pages: PagesDep,
     services: ServicesDep,
 ) -> Response:

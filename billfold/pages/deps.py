@@ -108,14 +108,6 @@ async def _admin_work(
     return work
 
 
-def _page_session(services: ServicesDep) -> Iterator[Session]:
-    with services.db.transaction() as session:
-        yield session
-
-
-# A page for someone not signed in (signing in, the account e-mails' pages) as one
-# transaction, committed when the route returns.
-PageSessionDep = Annotated[Session, Depends(_page_session, scope="function")]
 # A customer's page as one transaction (sign-in lookup, reads and writes).
 PageWorkDep = Annotated[PageWork, Depends(_page_work, scope="function")]
 # An operator's page as one transaction.

@@ -11,7 +11,13 @@ from pydantic import Field, HttpUrl
 from starlette.responses import Response
 
 from billfold.auth import service as auth
-from billfold.auth.deps import NO_STORE, PrivilegedWorkDep, RateLimitsDep, ServicesDep
+from billfold.auth.deps import (
+    NO_STORE,
+    AnonymousWorkDep,
+    PrivilegedWorkDep,
+    RateLimitsDep,
+    ServicesDep,
+)
 from billfold.auth.models import User
 from billfold.customers.registration import sign_up
 from billfold.customers.schemas import RegisterIn
@@ -19,7 +25,7 @@ from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, InputModel, ok
 from billfold.kit.errors import BillfoldError
 from billfold.pages import sessions
-from billfold.pages.deps import FormDep, PagesDep, PageSessionDep, field, validated
+from billfold.pages.deps import FormDep, PagesDep, field, validated
 from billfold.services import Services
 
 router = APIRouter(include_in_schema=False)
@@ -71,7 +77,7 @@ def sign_in(
     request: Request,
     form: FormDep,
     refused: Annotated[BillfoldError | None, Depends(_guessing_limits)],
-    session: PageSessionDep,
+    session: AnonymousWorkDep,
     pages: PagesDep,
     services: ServicesDep,
 ) -> Response:
@@ -133,7 +139,7 @@ def sign_up_submit(
 
 @router.post("/billing/sign-out")
 def sign_out(
-    request: Request, _form: FormDep, session: PageSessionDep, pages: PagesDep
+    request: Request, _form: FormDep, session: AnonymousWorkDep, pages: PagesDep
 ) -> Response:
     sessions.end_session(session, request.cookies.get(sessions.SESSION_COOKIE))
     response = pages.redirect("/billing/sign-in", notice="You are signed out.")
@@ -143,7 +149,7 @@ def sign_out(
 
 @router.get("/billing/session/{token}")
 def open_link(
-    token: str, session: PageSessionDep, pages: PagesDep, services: ServicesDep
+    token: str, session: AnonymousWorkDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     """A link minted by the host backend: used once, it signs the customer in."""
     link = sessions.redeem_link(session, token)
