@@ -9,9 +9,11 @@ from billfold.stripe_gateway.errors import StripeNotFound
 from billfold.stripe_gateway.objects import (
     StripeInvoice,
     StripeInvoicePreview,
+    StripePaymentIntent,
     StripeSubscription,
     parse_invoice,
     parse_invoice_preview,
+    parse_payment_intent,
     parse_subscription,
 )
 
@@ -133,6 +135,23 @@ class BillingCalls(GatewayBase):
             ),
             subscription_id=subscription_id,
         )
+
+    def retrieve_invoice_payment(
+        self, invoice_id: str
+    ) -> tuple[StripeInvoice, StripePaymentIntent | None]:
+        """The invoice and the payment intent collecting it (None when there is none), for
+        the customer to confirm with Stripe.js. Its client secret is for the page only: never
+        store it."""
+        invoice = self.retrieve_invoice(invoice_id)
+        intent_id = invoice.payment_intent
+        if intent_id is None:
+            return invoice, None
+        intent = self._call(
+            "payment_intent.retrieve",
+            lambda: parse_payment_intent(self._client.v1.payment_intents.retrieve(intent_id)),
+            payment_intent_id=intent_id,
+        )
+        return invoice, intent
 
     def pay_invoice(
         self, invoice_id: str, *, payment_method_id: str, case_id: str, request_id: int

@@ -206,6 +206,7 @@ class StripeInvoice:
     period_end: int | None = None
     invoice_pdf: str | None = None
     created: int | None = None
+    payment_intent: str | None = None
 
 
 def parse_invoice(resource: Any) -> StripeInvoice:
@@ -233,6 +234,7 @@ def parse_invoice(resource: Any) -> StripeInvoice:
         period_end=_service_period(obj)[1],
         invoice_pdf=obj.get("invoice_pdf"),
         created=obj.get("created"),
+        payment_intent=id_of(obj.get("payment_intent")),
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from billfold.auth.service import Caller
 from billfold.customers.models import Customer
 from billfold.customers.service import acting_customer
+from billfold.kit.errors import NotFound
 from billfold.kit.paging import Page, fetch_page
 from billfold.services import Services
 from billfold.stripe_gateway import StripeInvoice, StripeNotFound
@@ -133,3 +134,45 @@ def list_invoices(
     if where.status is not None:
         query = query.where(Invoice.status == where.status)
     return fetch_page(session, query, limit=limit, offset=offset)
+
+
+@dataclass(frozen=True)
+class InvoiceToConfirm:
+    """An invoice as its authenticate page shows it: re-read from Stripe, with the client
+    secret Stripe.js needs while its payment waits for the customer (never stored)."""
+
+    id: str
+    number: str | None
+    amount_due: int
+    currency: str
+    status: str
+    client_secret: str | None
+
+
+def invoice_to_confirm(services: Services, caller: Caller, invoice_id: str) -> InvoiceToConfirm:
+    """The caller's own invoice (NotFound for anyone else's), re-read from Stripe and stored
+    as it is now, with its payment's client secret when the bank waits for the customer."""
+    with services.db.transaction() as session:
+        customer = acting_customer(session, caller)
+        stripe_id = session.scalar(
+            select(Invoice.stripe_invoice_id).where(
+                Invoice.id == invoice_id, Invoice.customer_id == customer.id
+            )
+        )
+    if stripe_id is None:
+        raise NotFound("No such invoice")
+    try:
+        remote, intent = services.stripe.retrieve_invoice_payment(stripe_id)
+    except StripeNotFound as exc:
+        raise NotFound("No such invoice") from exc
+    with services.db.transaction() as session:
+        record(session, remote, event_at=None)
+    waiting = intent is not None and intent.status == "requires_action" and remote.status == "open"
+    return InvoiceToConfirm(
+        id=invoice_id,
+        number=remote.number,
+        amount_due=remote.amount_due,
+        currency=remote.currency,
+        status=remote.status,
+        client_secret=intent.client_secret if waiting and intent is not None else None,
+    )

@@ -53,6 +53,7 @@ from billfold.subscriptions.dunning import (
 from billfold.subscriptions.dunning.models import DunningCase, DunningNotice
 from billfold.subscriptions.dunning.service import CARD_ANSWER_WAIT, CARD_JOB
 from billfold.subscriptions.handlers import HANDLERS
+from billfold.subscriptions.models import Invoice
 
 MASTERCARD = "5555555555554444"
 ALWAYS_AUTHENTICATE = "4000002760003184"  # 3-D Secure on every charge, even off-session
@@ -131,6 +132,16 @@ def _mails(services: Services, email: str) -> list[OutboxMail]:
             )
         )
         session.expunge_all()
+        return found
+
+
+def _invoice_id(services: Services, stripe_invoice_id: str) -> str:
+    """Billfold's ID of Stripe's invoice (the one its pages use)."""
+    with services.db.transaction() as session:
+        found = session.scalar(
+            select(Invoice.id).where(Invoice.stripe_invoice_id == stripe_invoice_id)
+        )
+        assert found is not None
         return found
 
 
@@ -430,9 +441,22 @@ def test_a_renewal_needing_authentication_mails_and_reminds_the_confirm_page(
     assert send_reminders(services, now=_case(services, member).opened_at + timedelta(days=1)) == 1
     first, reminder = _mails(services, member.email)
     assert first.subject == "Please confirm your payment of 9.00 USD for Starter"
+    ours = _invoice_id(services, invoice.id)
+    page_url = f"http://testserver/billing/invoices/{ours}/authenticate"
     for mail in (first, reminder):
         assert "Your bank asks you to confirm this payment" in mail.body_text
-        assert str(invoice.hosted_invoice_url) in mail.body_text
+        assert page_url in mail.body_text  # Billfold's own page, not Stripe's
+        assert str(invoice.hosted_invoice_url) not in mail.body_text
+
+    browser = TestClient(client.app)
+    sign_in(browser, member.email, "correct horse 1")
+    page = browser.get(page_url)
+    assert page.status_code == 200, page.text
+    assert str(invoice.number) in page.text
+    assert "9.00 USD" in page.text
+    assert "Confirm with my bank" in page.text
+    assert "_secret_" in page.text  # the payment intent's client secret, for Stripe.js
+
     confirmed = authenticate_on_page(
         pay_on_page(str(invoice.hosted_invoice_url), ALWAYS_AUTHENTICATE), complete=True
     )
@@ -440,6 +464,38 @@ def test_a_renewal_needing_authentication_mails_and_reminds_the_confirm_page(
     _sync(client, worker, stripe_events)
     assert me(client, member)["status"] == "active"
     assert _case(services, member).outcome == "paid"
+    paid = browser.get(page_url)
+    assert "This invoice is paid." in paid.text
+    assert "Confirm with my bank" not in paid.text
+
+
+def test_someone_elses_or_an_unknown_invoice_has_no_authenticate_page(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    _subscribe(client, worker, stripe_events, member, ALWAYS_AUTHENTICATE)
+    renewed = advance(localstripe.url, _stripe_subscription(services, member))
+    assert "invoice.payment_action_required" in _sync(client, worker, stripe_events)
+    theirs = _invoice_id(services, renewed["latest_invoice"])
+
+    other = sign_up(client)
+    browser = TestClient(client.app)
+    sign_in(browser, other.email, "correct horse 1")
+    for path in (
+        f"/billing/invoices/{theirs}/authenticate",
+        "/billing/invoices/inv_nonexistent/authenticate",
+    ):
+        page = browser.get(path)
+        assert page.status_code == 404, path
+        assert "Not found" in page.text
+        assert "_secret_" not in page.text
+    refused = browser.post(f"/billing/invoices/{theirs}/confirm", data={})
+    assert refused.status_code in (403, 404)
 
 
 def test_each_step_of_an_invoice_is_recorded_once_by_the_database(

@@ -33,10 +33,10 @@ from billfold.stripe_gateway import (
     StripeNotFound,
     StripeRejected,
 )
-from billfold.subscriptions import licenses
+from billfold.subscriptions import invoices, licenses
 from billfold.subscriptions.dunning.models import CaseOutcome, DunningCase, DunningNotice
 from billfold.subscriptions.lifecycle import apply_stripe_subscription, new_request
-from billfold.subscriptions.models import Subscription, SubscriptionStatus
+from billfold.subscriptions.models import Invoice, Subscription, SubscriptionStatus
 from billfold.webhooks.dispatch import Outcome, event_object, event_time
 from billfold.webhooks.models import EventStatus
 
@@ -83,6 +83,8 @@ def on_payment_problem(
         if subscription is None:
             return Outcome(EventStatus.IGNORED, note=f"no customer of ours owns {remote.id}")
         if invoice.status == "open":
+            # Stored now (not only by its own `invoice.*` event): the e-mail links to its page.
+            invoices.record(session, invoice, event_at=event_time(event))
             needs_action = event["type"] == ACTION_REQUIRED
             case = _open_case(session, subscription, invoice, needs_action=needs_action)
             step = "action_required" if needs_action else "failed"
@@ -336,7 +338,7 @@ def _notify(
     customer = session.get(Customer, subscription.customer_id)
     if customer is None or customer.deleted_at is not None:
         return True  # nobody to tell; the step still counts as done
-    subject, lines = _message(case, subscription, settings, step)
+    subject, lines = _message(case, subscription, settings, step, _link(session, case, settings))
     queue_mail(
         session,
         to=customer.user.email,
@@ -348,12 +350,23 @@ def _notify(
     return True
 
 
+def _link(session: Session, case: DunningCase, settings: Settings) -> str:
+    """Where the e-mail sends the customer: Billfold's page to confirm the payment with the
+    bank when it waits for that, else Stripe's hosted invoice page to pay it."""
+    if case.needs_action:
+        invoice_id = session.scalar(
+            select(Invoice.id).where(Invoice.stripe_invoice_id == case.stripe_invoice_id)
+        )
+        if invoice_id is not None:
+            return f"{settings.backend_url}/billing/invoices/{invoice_id}/authenticate"
+    return case.pay_url or f"{settings.backend_url}/billing"
+
+
 def _message(
-    case: DunningCase, subscription: Subscription, settings: Settings, step: str
+    case: DunningCase, subscription: Subscription, settings: Settings, step: str, link: str
 ) -> tuple[str, list[str]]:
     amount = format_money(case.amount_due, case.currency)
     plan = subscription.plan.name
-    link = case.pay_url or f"{settings.backend_url}/billing"
     if step == "ended":
         return (
             f"Your {plan} subscription has ended",
