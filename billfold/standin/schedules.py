@@ -403,7 +403,17 @@ def at_period_end(sub: Any, end: int) -> None:
 def apply() -> None:
     from localstripe import resources as r
 
-    r.Subscription.schedule = None  # every subscription shows `schedule`, null without one
+    r.Subscription.schedule = None
+    exported = r.Subscription._export
+
+    def _export(self: Any, expand: Any = None) -> dict[str, Any]:
+        """Every subscription shows `schedule`, null without one, as Stripe's do (localstripe
+        exports only what was set on the object)."""
+        obj: dict[str, Any] = exported(self, expand=expand)
+        obj.setdefault("schedule", None)
+        return obj
+
+    r.Subscription._export = _export
     web.api("POST", "/v1/subscription_schedules", create)
     web.api("GET", "/v1/subscription_schedules", _list)
     web.api("GET", "/v1/subscription_schedules/{id}", lambda id, **_: _get(id))

@@ -140,6 +140,8 @@ class StripeSubscription:
     pause_resumes_at: int | None = None
     # The discount in force (a coupon, maybe from a promotion code), as we show it.
     discount: dict[str, Any] | None = None
+    # The subscription schedule it is under (a change set for the period end), if any.
+    schedule: str | None = None
 
 
 def _discount(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -184,6 +186,7 @@ def parse_subscription(resource: Any) -> StripeSubscription:
         pause_behavior=pause.get("behavior"),
         pause_resumes_at=pause.get("resumes_at"),
         discount=_discount(obj),
+        schedule=id_of(obj.get("schedule")),
     )
 
 

@@ -89,7 +89,19 @@ def schedule(
 
     The pending change is written first; its ID keys the Stripe calls, so a retry after a
     crash between them finishes the same schedule (the row is found again, still pending and
-    without a schedule)."""
+    without a schedule). A half-made change to another plan (never shown: Stripe's answer was
+    lost) is replaced: what Stripe made of it is released first."""
+    with services.db.transaction() as session:
+        subscription = subscription_of(session, acting_customer(session, caller, customer_id).id)
+        found = pending_change(session, subscription.id)
+        half_made_elsewhere = (
+            found is not None
+            and found.stripe_schedule_id is None
+            and found.to_plan.code != plan_code
+        )
+        subscription_id = subscription.id
+    if half_made_elsewhere:
+        drop_pending(services, subscription_id, reason="replaced")
     with services.db.transaction() as session:
         customer = acting_customer(session, caller, customer_id)
         subscription = subscription_of(session, customer.id)
@@ -131,8 +143,22 @@ def schedule(
     with services.db.transaction() as session:
         change = session.get(ScheduledPlanChange, change_id)
         assert change is not None
-        change.stripe_schedule_id = made.id
-        change.effective_at = _boundary(made)
+        dropped = change.status != PlanChangeStatus.PENDING
+        if change.stripe_schedule_id is None:
+            change.stripe_schedule_id = made.id  # kept on a dropped change too: a trace
+        if not dropped:
+            change.effective_at = _boundary(made)
+    if dropped:
+        # "Keep", a change now or a cancellation dropped the change while Stripe was making
+        # its schedule: the schedule must not go on to change the plan at the period end.
+        _release(services, change_id, made.id)
+        raise Conflict(
+            "The plan change was dropped while it was being set: nothing changes",
+            code="plan_change_dropped",
+        )
+    with services.db.transaction() as session:
+        change = session.get(ScheduledPlanChange, change_id)
+        assert change is not None
         audit.record(
             session,
             caller.actor,
@@ -172,14 +198,13 @@ def cancel(services: Services, caller: Caller, *, customer_id: str | None = None
         if found is None:
             raise NotFound("No plan change is set for the period end", code="no_pending_change")
         change_id, schedule_id = found.id, found.stripe_schedule_id
-    if schedule_id is not None:
-        services.stripe.release_schedule(schedule_id, change_id=change_id)
+        stripe_id = subscription.stripe_subscription_id
+    schedule_id = _release_made(services, change_id, schedule_id, stripe_id)
     with services.db.transaction() as session:
         change = session.get(ScheduledPlanChange, change_id)
         assert change is not None
         if change.status == PlanChangeStatus.PENDING:
-            change.status, change.canceled_at = PlanChangeStatus.CANCELED, utcnow()
-            change.schedule_released_at = utcnow() if schedule_id else None
+            _mark_dropped(change, schedule_id)
             audit.record(
                 session, caller.actor, "subscription.change_plan_canceled", change.subscription_id
             )
@@ -195,13 +220,13 @@ def drop_pending(services: Services, subscription_id: str, *, reason: str) -> No
         if found is None:
             return
         change_id, schedule_id = found.id, found.stripe_schedule_id
-    if schedule_id is not None:
-        services.stripe.release_schedule(schedule_id, change_id=change_id)
+        subscription = session.get(Subscription, subscription_id)
+        stripe_id = subscription.stripe_subscription_id if subscription else None
+    schedule_id = _release_made(services, change_id, schedule_id, stripe_id)
     with services.db.transaction() as session:
         change = session.get(ScheduledPlanChange, change_id)
         if change is not None and change.status == PlanChangeStatus.PENDING:
-            change.status, change.canceled_at = PlanChangeStatus.CANCELED, utcnow()
-            change.schedule_released_at = utcnow() if schedule_id else None
+            _mark_dropped(change, schedule_id)
             audit.record(
                 session,
                 "billfold",
@@ -209,6 +234,34 @@ def drop_pending(services: Services, subscription_id: str, *, reason: str) -> No
                 change.subscription_id,
                 reason=reason,
             )
+
+
+def _release_made(
+    services: Services, change_id: str, schedule_id: str | None, stripe_id: str | None
+) -> str | None:
+    """Release the schedule of a change being dropped. A half-made change (Stripe made its
+    schedule but the answer was lost) has no schedule ID of ours: the Stripe subscription
+    says which schedule it is under. Answers the schedule released, if any."""
+    if schedule_id is None and stripe_id is not None:
+        schedule_id = services.stripe.retrieve_subscription(stripe_id).schedule
+    if schedule_id is not None:
+        services.stripe.release_schedule(schedule_id, change_id=change_id)
+    return schedule_id
+
+
+def _release(services: Services, change_id: str, schedule_id: str) -> None:
+    services.stripe.release_schedule(schedule_id, change_id=change_id)
+    with services.db.transaction() as session:
+        change = session.get(ScheduledPlanChange, change_id)
+        if change is not None and change.schedule_released_at is None:
+            change.schedule_released_at = utcnow()
+
+
+def _mark_dropped(change: ScheduledPlanChange, schedule_id: str | None) -> None:
+    change.status, change.canceled_at = PlanChangeStatus.CANCELED, utcnow()
+    if schedule_id is not None:
+        change.stripe_schedule_id = change.stripe_schedule_id or schedule_id
+        change.schedule_released_at = utcnow()
 
 
 def after_subscription_change(services: Services, stripe_subscription_id: str) -> None:

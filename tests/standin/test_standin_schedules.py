@@ -98,6 +98,7 @@ def test_a_schedule_from_a_subscription_has_one_phase_the_current_period(
 ) -> None:
     price = _price(stripe_facing, 2900)
     sub = _plain(_subscribed(stripe_facing, price))
+    assert sub["schedule"] is None  # shown, null, on a subscription without one
     schedule = _plain(
         stripe_facing.v1.subscription_schedules.create(params={"from_subscription": sub["id"]})
     )

@@ -5,6 +5,7 @@ immediate. Against the stand-in's Checkout page, its subscription schedules and 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -466,3 +467,142 @@ def test_a_subscription_holds_at_most_one_pending_change(
         with pytest.raises(IntegrityError):
             session.flush()
         session.rollback()
+
+
+def _lose_the_schedule_answer(
+    client: TestClient, stripe_link: FaultyLink, member: Member, plan: str = "starter"
+) -> None:
+    """Stripe makes the schedule and sets its phases; Billfold never hears back."""
+    stripe_link.hold_responses(only=b"POST /v1/subscription_schedules/sub_sched_")
+    lost = client.post(CHANGE, json={"plan": plan, "when": "period_end"}, headers=member.headers)
+    stripe_link.up()
+    assert lost.status_code >= 500, lost.text
+    assert me(client, member)["pendingChange"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"{CHANGE}/cancel", {}),
+        (CHANGE, {"plan": "starter", "when": "now"}),
+        ("/subscriptions/cancel", {"atPeriodEnd": True}),
+    ],
+    ids=["keep", "change_now", "cancel_at_period_end"],
+)
+def test_dropping_a_half_made_downgrade_releases_the_schedule_stripe_made(
+    path: str,
+    body: dict[str, Any],
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _lose_the_schedule_answer(client, stripe_link, member)
+    schedule_id = subscription_now(stripe_api, subscription_id)["schedule"]
+    assert schedule_id  # Stripe made it, we never heard
+
+    answer = client.post(path, json=body, headers=member.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["pendingChange"] is None
+    assert subscription_now(stripe_api, subscription_id)["schedule"] is None
+    released = as_dict(stripe_api.v1.subscription_schedules.retrieve(schedule_id))
+    assert released["status"] == "released"
+    [change] = _changes(services, member.customer_id)
+    assert (change.status, change.stripe_schedule_id) == (PlanChangeStatus.CANCELED, schedule_id)
+    assert change.schedule_released_at is not None
+
+
+def test_keeping_the_plan_after_a_lost_answer_renews_at_the_same_price(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _lose_the_schedule_answer(client, stripe_link, member)
+    _change_cancel(client, member)
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    assert me(client, member)["plan"] == "professional"
+    assert stripe_api.v1.invoices.retrieve(renewed["latest_invoice"]).amount_paid == 2900
+
+
+def test_a_downgrade_to_another_plan_replaces_a_half_made_one(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _lose_the_schedule_answer(client, stripe_link, member, plan="starter")
+    first = subscription_now(stripe_api, subscription_id)["schedule"]
+
+    # Nothing shows pending, so nothing stands in the way of another downgrade.
+    other = _change(client, member, plan="starter_annual", when="period_end")
+    assert other["pendingChange"]["plan"] == "starter_annual"
+    now = subscription_now(stripe_api, subscription_id)["schedule"]
+    assert now
+    assert now != first
+    assert as_dict(stripe_api.v1.subscription_schedules.retrieve(first))["status"] == "released"
+    assert [c.status for c in _changes(services, member.customer_id)] == [
+        PlanChangeStatus.CANCELED,
+        PlanChangeStatus.PENDING,
+    ]
+
+
+def test_a_keep_while_stripe_makes_the_schedule_releases_it_once_made(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    stripe_link: FaultyLink,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    # The schedule's creation is on its way to Stripe (not there yet) when "Keep" arrives.
+    stripe_link.hold_requests(only=b"POST /v1/subscription_schedules HTTP")
+    answers: list[Any] = []
+    setting = threading.Thread(
+        target=lambda: answers.append(
+            client.post(
+                CHANGE, json={"plan": "starter", "when": "period_end"}, headers=member.headers
+            )
+        )
+    )
+    setting.start()
+    try:
+        assert stripe_link.wait_for_held_request(timeout=10)
+        kept = _change_cancel(client, member)
+        assert kept["pendingChange"] is None
+    finally:
+        stripe_link.up()
+        setting.join(timeout=30)
+    [late] = answers
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "plan_change_dropped")
+    assert subscription_now(stripe_api, subscription_id)["schedule"] is None
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.CANCELED
+    assert change.stripe_schedule_id is not None
+    assert change.schedule_released_at is not None
+    made = as_dict(stripe_api.v1.subscription_schedules.retrieve(change.stripe_schedule_id))
+    assert made["status"] == "released"
+    assert me(client, member)["pendingChange"] is None

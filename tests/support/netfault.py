@@ -10,7 +10,7 @@ import threading
 from types import TracebackType
 from typing import Literal, Self
 
-Mode = Literal["up", "down", "drop", "hold"]
+Mode = Literal["up", "down", "drop", "hold", "hold_requests"]
 _CHUNK = 65536
 # An HTTP request line to Stripe's API, as the SDK sends one.
 _REQUEST_LINE = re.compile(rb"(?:GET|POST|DELETE) /v1/[^ \r\n]* HTTP/1\.[01]\r\n")
@@ -57,6 +57,8 @@ class _Conn:
         self.closed = False
         self.pumps_left = 2
         self.request_line = b""  # of the latest request sent on this connection
+        self.held_request = bytearray()  # request bytes kept back (hold_requests)
+        self.request_lock = threading.Lock()  # orders live request bytes after held ones
 
 
 class FaultyLink:
@@ -72,6 +74,7 @@ class FaultyLink:
         self._cond = threading.Condition()
         self._conns: set[_Conn] = set()
         self._held_complete = False
+        self._request_held = False
         self._hold_only: bytes | None = None
         self._stopped = False
         self.counts = {"accepted": 0, "refused": 0, "dropped": 0, "requests": 0}
@@ -104,10 +107,16 @@ class FaultyLink:
     # --- modes -------------------------------------------------------------------------
 
     def up(self) -> None:
-        """Forward transparently; deliver any held response bytes first."""
+        """Forward transparently; deliver any held request and response bytes first."""
         with self._cond:
             self._mode = "up"
             conns = list(self._conns)
+        for conn in conns:
+            with conn.request_lock:
+                request, conn.held_request = bytes(conn.held_request), bytearray()
+                if request:
+                    with contextlib.suppress(OSError):
+                        conn.target.sendall(request)
         for conn in conns:
             with conn.send_lock:
                 with self._cond:
@@ -149,6 +158,19 @@ class FaultyLink:
             self._mode = "hold"
             self._hold_only = only
             self._held_complete = False
+
+    def hold_requests(self, only: bytes) -> None:
+        """Keep back the requests whose request line starts with `only` (Stripe has not seen
+        them) until `up()`; the others pass."""
+        with self._cond:
+            self._mode = "hold_requests"
+            self._hold_only = only
+            self._request_held = False
+
+    def wait_for_held_request(self, timeout: float) -> bool:
+        """True once a request has been held since `hold_requests()`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._request_held, timeout)
 
     def wait_for_held_response(self, timeout: float) -> bool:
         """True once a complete response has been held since `hold_responses()`."""
@@ -218,7 +240,21 @@ class FaultyLink:
                         self.counts["requests"] += len(found)
                         conn.request_line = found[-1].group(0).rstrip(b"\r\n")
                 tail = seen[-512:]
-                conn.target.sendall(data)
+                with conn.request_lock:
+                    with self._cond:
+                        only = self._hold_only
+                        hold = bool(conn.held_request) or (
+                            self._mode == "hold_requests"
+                            and only is not None
+                            and conn.request_line.startswith(only)
+                        )
+                        if hold:
+                            self._request_held = True
+                            self._cond.notify_all()
+                    if hold:
+                        conn.held_request += data
+                        continue
+                    conn.target.sendall(data)
         except OSError:
             pass
         self._close(conn, reset=False)  # client gone: nobody to deliver held bytes to
@@ -231,6 +267,8 @@ class FaultyLink:
                     with self._cond:
                         mode = self._mode
                         only = self._hold_only
+                        if mode == "hold_requests":
+                            mode = "up"
                         if mode == "hold" and only and not conn.request_line.startswith(only):
                             mode = "up"  # not an answer we were asked to hold
                         if mode == "hold" or (conn.held and mode == "up"):
