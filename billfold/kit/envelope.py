@@ -14,7 +14,10 @@ T = TypeVar("T")
 
 
 def _in_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the calendar in UTC
+        raise ValueError("the time is out of range in UTC") from None
 
 
 # A time we accept: one without an offset is read as UTC, so it compares with our own

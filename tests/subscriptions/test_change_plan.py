@@ -24,6 +24,7 @@ from subscription_steps import (
     subscribe,
     sync,
 )
+from support.pages import post_form, sign_in
 from support.stripe_events import EventRelay
 
 from billfold.jobs.worker import Worker
@@ -181,3 +182,53 @@ def test_preview_and_change_are_refused_clearly(
     )
     assert (old.status_code, old.json()["error"]["code"]) == (422, "invalid_proration_date")
     assert me(client, member)["plan"] == "starter"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{**ON_FIRST_PAYMENT, "pages_secure_cookies": False}],  # cookies over plain http
+    indirect=True,
+)
+@pytest.mark.parametrize(
+    ("proration_date", "message"),
+    [
+        # No offset: UTC, as the API reads it, so it is compared (too old), not a 500.
+        ("2026-01-01T00:00:00", "prorationDate must come from a preview of the last hour"),
+        # No offset and recent: read as UTC and taken; the trial has no paid plan to change.
+        ("now", "No paid subscription to change"),
+        ("9999-12-31T23:59:59+00:00", "prorationDate must come from a preview of the last hour"),
+        ("9999-12-31T23:59:59-23:59", "That preview is not valid"),  # past the calendar in UTC
+        ("0001-01-01T00:00:00+23:59", "That preview is not valid"),
+        ("yesterday", "That preview is not valid"),
+        ("2" * 10_000, "That preview is not valid"),
+    ],
+)
+def test_the_plan_page_answers_any_posted_proration_date_with_a_message(
+    proration_date: str, message: str, client: TestClient, member: Member
+) -> None:
+    sign_in(client, member.email, "correct horse 1")
+    if proration_date == "now":
+        proration_date = utcnow().replace(tzinfo=None).isoformat()
+    asked = post_form(
+        client,
+        "/billing/plan/change",
+        {"plan": "professional", "proration_date": proration_date},
+        page="/billing/plan",
+    )
+    assert asked.status_code == 303, asked.text  # type: ignore[attr-defined]
+    assert asked.headers["location"].startswith("/billing/plan")  # type: ignore[attr-defined]
+    assert message in client.get(asked.headers["location"]).text  # type: ignore[attr-defined]
+    assert me(client, member)["plan"] == "trial"
+
+
+def test_a_proration_date_past_the_calendar_in_utc_is_422_from_the_api(
+    client: TestClient, member: Member
+) -> None:
+    for edge in ("9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"):
+        answer = client.post(
+            "/subscriptions/change-plan",
+            json={"plan": "professional", "prorationDate": edge},
+            headers=member.headers,
+        )
+        assert answer.status_code == 422, answer.text
+        assert "out of range" in answer.text

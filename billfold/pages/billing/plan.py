@@ -3,7 +3,7 @@ charges, cancel at period end, pause and resume payments, and the customer's inv
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -167,8 +167,11 @@ def _previewed_at(text: str) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        at = datetime.fromisoformat(text)
+        # One without an offset is UTC, as the API reads it (UtcDatetime); the conversion
+        # overflows for a time at the very ends of the calendar.
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput("That preview is not valid: please preview the change again.") from None
 
 
