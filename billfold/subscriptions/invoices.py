@@ -27,6 +27,10 @@ def _time(epoch: int | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if epoch else None
 
 
+# How far along Stripe's invoice life each status is; an invoice only moves forward.
+_STAGE = {"draft": 0, "open": 1, "uncollectible": 2, "paid": 3, "void": 3}
+
+
 def record(session: Session, remote: StripeInvoice, *, event_at: datetime | None) -> Invoice | None:
     """Store Stripe's invoice as it is now; None if no customer of ours owns it."""
     found = session.scalar(select(Invoice).where(Invoice.stripe_invoice_id == remote.id))
@@ -37,6 +41,11 @@ def record(session: Session, remote: StripeInvoice, *, event_at: datetime | None
         and event_at < found.stripe_event_at
     ):
         return found  # older than what we hold
+    if found is not None and _STAGE.get(remote.status, 0) < _STAGE.get(found.status, 0):
+        # Stripe never moves an invoice back (paid and void are final, uncollectible only
+        # goes on to paid or void): this is a read from before what we hold, e.g. the
+        # authenticate page's read (no event time) landing after the `invoice.paid` event.
+        return found
     subscription_id = session.scalar(
         select(Subscription.id).where(Subscription.stripe_subscription_id == remote.subscription)
     )

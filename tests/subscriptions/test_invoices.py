@@ -4,12 +4,14 @@ declined renewal paid later on its page) reaches `GET /invoices` through Stripe'
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from subscription_steps import (
     DECLINED_AT_CHARGE,
     ON_FIRST_PAYMENT,
@@ -30,10 +32,12 @@ from support.stripe_events import EventRelay
 from billfold.customers.stripe_sync import ensure_stripe_customer
 from billfold.jobs.worker import Worker
 from billfold.kit import audit
+from billfold.kit.db import utcnow
 from billfold.services import Services
 from billfold.standin import LocalStripe
 from billfold.stripe_gateway import StripeInvoice
 from billfold.subscriptions import invoices
+from billfold.subscriptions.models import Invoice
 
 MASTERCARD = "5555555555554444"
 
@@ -180,3 +184,37 @@ def test_an_invoice_of_billions_of_minor_units_is_stored_whole_and_only_once(
         3_000_000_000,
         "idr",
     )
+
+
+@pytest.mark.parametrize("final", ["paid", "void", "uncollectible"])
+def test_a_read_from_before_a_final_status_never_moves_the_invoice_back(
+    final: str, services: Services, member: Member
+) -> None:
+    """The authenticate page reads the invoice open, the `invoice.paid` (or voided, or
+    uncollectible) event stores what followed, and the page's write, with no event time,
+    lands last: the invoice keeps the later status."""
+    stripe_customer = ensure_stripe_customer(services, member.customer_id, inline=True)
+    read_open = StripeInvoice(
+        id=f"in_read_before_{final}",
+        status="open",
+        amount_due=900,
+        currency="usd",
+        attempt_count=1,
+        hosted_invoice_url=None,
+        subscription=None,
+        customer=stripe_customer,
+        total=900,
+    )
+    later = replace(read_open, status=final, amount_paid=900 if final == "paid" else 0)
+    with services.db.transaction() as session:
+        invoices.record(session, read_open, event_at=None)  # the page's first read
+        invoices.record(session, later, event_at=utcnow())  # the event
+    with services.db.transaction() as session:
+        invoices.record(session, read_open, event_at=None)  # the page's write lands last
+    with services.db.transaction() as session:
+        stored = session.scalar(select(Invoice).where(Invoice.stripe_invoice_id == read_open.id))
+        assert stored is not None
+        assert (stored.status, stored.amount_paid) == (final, later.amount_paid)
+        if final == "uncollectible":  # Stripe may still take the payment afterwards
+            invoices.record(session, replace(later, status="paid"), event_at=None)
+            assert stored.status == "paid"
