@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.kit import audit
@@ -39,8 +42,8 @@ def create_plan(services: Services, fields: dict[str, Any], *, actor: str) -> Pl
         _code_is_free(session, fields["code"])
         _price_is_free(session, price_id, plan_id=None)
         plan = Plan(**fields)
-        session.add(plan)
-        session.flush()
+        with _unless_taken_meanwhile(session, fields["code"], price_id, plan_id=None):
+            session.add(plan)
         audit.record(session, actor, "plan.create", plan.id, code=plan.code)
         return plan
 
@@ -61,13 +64,32 @@ def update_plan(services: Services, code: str, changes: dict[str, Any], *, actor
         plan = get_plan(session, code, include_inactive=True)
         if price_changes:
             _price_is_free(session, changes["stripe_price_id"], plan_id=plan.id)
-        for field, value in changes.items():
-            setattr(plan, field, value)
-        session.flush()
+        with _unless_taken_meanwhile(
+            session, None, changes.get("stripe_price_id"), plan_id=plan.id
+        ):
+            for field, value in changes.items():
+                setattr(plan, field, value)
         audit.record(
             session, actor, "plan.update", plan.id, **{k: str(v) for k, v in changes.items()}
         )
         return plan
+
+
+@contextmanager
+def _unless_taken_meanwhile(
+    session: Session, code: str | None, stripe_price_id: str | None, *, plan_id: str | None
+) -> Iterator[None]:
+    """Write the plan in a savepoint: a parallel request that took the code or the price
+    after our check (on PostgreSQL both pass it, then one insert meets the other's unique
+    key) gets the same Conflict the check gives, not a 500."""
+    try:
+        with session.begin_nested():
+            yield
+    except IntegrityError:
+        if code is not None:
+            _code_is_free(session, code)
+        _price_is_free(session, stripe_price_id, plan_id=plan_id)
+        raise
 
 
 def _code_is_free(session: Session, code: str) -> None:

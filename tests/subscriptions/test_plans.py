@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from subscription_steps import STARTER_FEATURES, ensure_price, sign_up
 from support.netfault import FaultyLink
 from support.transactions import transaction_open
 
 from billfold.services import Services
+from billfold.subscriptions.models import Plan
 
 STARTER = {
     "code": "starter",
@@ -214,3 +218,52 @@ def test_creating_and_repricing_a_plan_asks_stripe_with_no_transaction_open(
             assert answer.result(timeout=30).status_code in (200, 201), answer.result().text
     plan = client.get("/plans", headers=admin).json()["data"][0]
     assert (plan["code"], plan["stripePriceId"]) == ("starter", "price_other")
+
+
+@contextmanager
+def _twin_lands_before_our_write(services: Services, **twin: Any) -> Iterator[list[str]]:
+    """A parallel request's plan `twin` committed after our request checked the code and the
+    price, just before our request writes: the moment two racing requests meet on
+    PostgreSQL (on SQLite each transaction holds the write lock, so they cannot)."""
+    landed: list[str] = []
+
+    def land_twin(session: Session, *_: object) -> None:
+        ours = [o for o in (*session.new, *session.dirty) if isinstance(o, Plan)]
+        if landed or not ours:
+            return
+        landed.append(str(twin["code"]))
+        with services.db.transaction() as other:
+            other.add(Plan(name="Twin", interval="month", features=STARTER_FEATURES, **twin))
+
+    event.listen(Session, "before_flush", land_twin)
+    try:
+        yield landed
+    finally:
+        event.remove(Session, "before_flush", land_twin)
+
+
+@pytest.mark.postgres_only
+def test_a_plan_code_or_price_taken_by_a_racing_request_is_409_not_500(
+    client: TestClient, admin: dict[str, str], services: Services
+) -> None:
+    with _twin_lands_before_our_write(services, code="starter") as landed:
+        same_code = client.post("/plans", json=STARTER, headers=admin)
+    assert landed == ["starter"]
+    assert (same_code.status_code, same_code.json()["error"]["code"]) == (409, "plan_exists")
+
+    with _twin_lands_before_our_write(services, code="twin", stripe_price_id="price_other"):
+        same_price = client.post(
+            "/plans",
+            json={**STARTER, "code": "mine", "stripePriceId": "price_other"},
+            headers=admin,
+        )
+    assert (same_price.status_code, same_price.json()["error"]["code"]) == (409, "price_in_use")
+
+    with _twin_lands_before_our_write(
+        services, code="twin2", stripe_price_id=STARTER["stripePriceId"]
+    ):
+        relinked = client.patch(
+            "/plans/starter", json={"stripePriceId": STARTER["stripePriceId"]}, headers=admin
+        )
+    assert (relinked.status_code, relinked.json()["error"]["code"]) == (409, "price_in_use")
+    assert sorted(_codes(client, admin)) == ["starter", "twin", "twin2"]
