@@ -176,8 +176,11 @@ class BillingCalls(GatewayBase):
     # resume, cancel again; pause, resume, pause again; A → B → A): a key from the
     # subscription's ID alone would replay the first answer for 24 hours and Stripe would
     # keep what the second one undid. So each key ends with the ID of our
-    # `subscription_requests` row for this request, written before the call: a retry of
-    # the same request replays, a new request is a new call.
+    # `subscription_requests` row for this request, written before the call: a new request
+    # is a new call. The key is reused only when the same request is sent again: by the
+    # SDK's network retries inside one call (the jobs' client; the routes' inline client
+    # makes none) and by a retried job that keeps its row's ID in its payload (dunning's
+    # new-card job). An HTTP route called again writes a new row, so a new key.
 
     def cancel_at_period_end(
         self, stripe_subscription_id: str, *, subscription_id: str, request_id: int

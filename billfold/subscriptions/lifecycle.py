@@ -60,7 +60,9 @@ def new_request(
     session: Session, customer_id: str, subscription_id: str | None, action: str
 ) -> int:
     """Record that we are about to ask Stripe for `action`, before asking: the row's ID ends
-    the call's idempotency key (a retry replays, a later request is a new call)."""
+    the call's idempotency key, so a later request is a new call. Only a caller that sends
+    the same request again with this ID (a job keeping it in its payload; the SDK's retries
+    inside one call) gets Stripe's first answer replayed."""
     request = SubscriptionRequest(
         customer_id=customer_id, subscription_id=subscription_id, action=action
     )

@@ -104,8 +104,9 @@ class Subscription(Base):
 class SubscriptionRequest(Base):
     """One thing we asked Stripe to do to a customer's subscription (cancel, resume, pause,
     a new price, a Checkout Session, a new default card), written before the call. Its ID
-    ends the call's idempotency key: a retry of the same request replays Stripe's answer,
-    while a later request (pause, resume, pause again) is a new call."""
+    ends the call's idempotency key, so a later request (pause, resume, pause again) is a
+    new call; Stripe's answer is replayed only when the same request is sent again with this
+    ID (the SDK's retries inside one call, a job that keeps it in its payload)."""
 
     __tablename__ = "subscription_requests"
 
