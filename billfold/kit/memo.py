@@ -15,6 +15,7 @@ class Memo:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, tuple[Hashable, Any]] = {}
+        self._made: dict[str, int] = {}
 
     def get(self, name: str, marker: Hashable, make: Callable[[], T]) -> T:
         """The value kept under `name` if it was made under `marker`, else a fresh one."""
@@ -25,4 +26,10 @@ class Memo:
         value = make()
         with self._lock:
             self._held[name] = (marker, value)
+            self._made[name] = self._made.get(name, 0) + 1
         return value
+
+    def made(self, name: str) -> int:
+        """How many times the value under `name` was made (not served from here)."""
+        with self._lock:
+            return self._made.get(name, 0)

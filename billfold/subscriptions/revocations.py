@@ -24,6 +24,8 @@ LIST_TYPE = "license-revocations"
 #: A list is served again for at most this long, so what a host app gets always has at least
 #: LIST_VALIDITY - LIST_REUSE left.
 LIST_REUSE = timedelta(minutes=30)
+#: The list's name in `Services.memo` (whose `made` counts how often it was built).
+MEMO_NAME = "license_revocations"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def current(session: Session, keys: SigningKeys, memo: Memo) -> RevocationList:
     ).one()
     window = int(now.timestamp() // LIST_REUSE.total_seconds())
     marker = (keys.kid, issued, unexpired, newest, window)
-    return memo.get("license_revocations", marker, lambda: publish(session, keys))
+    return memo.get(MEMO_NAME, marker, lambda: publish(session, keys))
 
 
 def publish(session: Session, keys: SigningKeys) -> RevocationList:

@@ -18,6 +18,7 @@ from billfold.config import Settings
 from billfold.kit.db import utcnow
 from billfold.registry import build_services
 from billfold.services import Services
+from billfold.subscriptions import revocations
 from billfold.subscriptions.licenses import verify
 from billfold.subscriptions.models import License
 
@@ -93,8 +94,13 @@ def test_the_list_is_signed_again_only_when_a_license_may_change_it(
     client.post(
         "/subscriptions/cancel", json={"atPeriodEnd": True}, headers=member.headers
     ).raise_for_status()
+    built = services.memo.made(revocations.MEMO_NAME)
     first, _ = _published(client, services)
-    assert _published(client, services)[0] == first  # the same signed list, not re-signed
+    assert services.memo.made(revocations.MEMO_NAME) == built + 1  # the change: built anew
+    # Served again as kept: not built nor signed again (a list signed again within the same
+    # second would be the same token, Ed25519 being deterministic, so the count tells).
+    assert _published(client, services)[0] == first
+    assert services.memo.made(revocations.MEMO_NAME) == built + 1
 
     other = build_services(settings)  # a second server process's view of the database
     try:
@@ -105,6 +111,7 @@ def test_the_list_is_signed_again_only_when_a_license_may_change_it(
     finally:
         other.db.dispose()
     changed, claims = _published(client, services)
+    assert services.memo.made(revocations.MEMO_NAME) == built + 2
     assert changed["token"] != first["token"]
     superseded = licenses_of(services, member.customer_id)[:-1]
     assert sorted(changed["revoked"]) == sorted(lic.id for lic in superseded)
@@ -117,3 +124,4 @@ def test_the_list_is_signed_again_only_when_a_license_may_change_it(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     assert superseded[0].id not in _published(client, services)[0]["revoked"]
+    assert services.memo.made(revocations.MEMO_NAME) == built + 3
