@@ -71,6 +71,9 @@ class Services:
             webhook_http=httpx.Client(
                 timeout=settings.webhook_timeout_seconds,
                 follow_redirects=False,
+                # Never a proxy from HTTP(S)_PROXY/ALL_PROXY: events go straight to the
+                # endpoint, through the deadline-keeping transport below.
+                trust_env=False,
                 # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
                 transport=deadline_transport(
                     httpx.Limits(max_connections=64, max_keepalive_connections=64)
