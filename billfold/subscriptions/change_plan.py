@@ -170,6 +170,8 @@ def change_plan(
             services, caller, plan_code=plan_code, customer_id=customer_id
         )
     if target.unchanged:
+        # Choosing the plan one is on, while a downgrade waits, keeps it: as "Keep" does.
+        scheduled_changes.drop_pending(services, target.subscription_id, reason="kept")
         with services.db.transaction() as session:
             return subscription_of(session, acting_customer(session, caller, customer_id).id)
     # A change made now replaces one set for the period end.

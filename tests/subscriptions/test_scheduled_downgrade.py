@@ -606,3 +606,26 @@ def test_a_keep_while_stripe_makes_the_schedule_releases_it_once_made(
     made = as_dict(stripe_api.v1.subscription_schedules.retrieve(change.stripe_schedule_id))
     assert made["status"] == "released"
     assert me(client, member)["pendingChange"] is None
+
+
+def test_choosing_the_current_plan_while_a_downgrade_waits_drops_the_downgrade(
+    client: TestClient,
+    services: Services,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscription_id = subscribe(
+        client, worker, stripe_api, stripe_events, member, plan="professional"
+    )
+    _change(client, member, plan="starter", when="period_end")
+    schedule_id = subscription_now(stripe_api, subscription_id)["schedule"]
+
+    kept = _change(client, member, plan="professional")
+    assert (kept["plan"], kept["pendingChange"]) == ("professional", None)
+    assert subscription_now(stripe_api, subscription_id)["schedule"] is None
+    released = as_dict(stripe_api.v1.subscription_schedules.retrieve(schedule_id))
+    assert released["status"] == "released"
+    [change] = _changes(services, member.customer_id)
+    assert change.status == PlanChangeStatus.CANCELED
