@@ -85,6 +85,11 @@ def _list(code: Any = None, active: Any = None, **_: Any) -> Any:
     )
 
 
+def find(promotion_code_id: str) -> dict[str, Any] | None:
+    """A promotion code by its ID (a schedule phase's discount names one)."""
+    return _codes.get(promotion_code_id)
+
+
 def redeem(code: str) -> dict[str, Any] | None:
     """The discount a code typed on Checkout gives, or None if no active code matches."""
     for promo in _codes.values():

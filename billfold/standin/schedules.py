@@ -48,6 +48,7 @@ class Schedule:
             "metadata": {},
             "proration_behavior": "create_prorations",
             "trial_end": sub.trial_end if sub.status == "trialing" else None,
+            **_settings_of(sub),
         }
         self.phases: list[dict[str, Any]] = [phase]
 
@@ -91,6 +92,93 @@ class Schedule:
             "test_clock": None,
             "livemode": False,
         }
+
+
+def _settings_of(sub: Any) -> dict[str, Any]:
+    """What a phase made `from_subscription` copies of the subscription besides its items:
+    its discount, default payment method and collection settings."""
+    discount = getattr(sub, "discount", None)
+    return {
+        "discounts": [
+            {
+                "coupon": discount["coupon"]["id"],
+                "promotion_code": discount.get("promotion_code"),
+                "discount": None,  # the stand-in's discounts have no IDs
+            }
+        ]
+        if discount
+        else [],
+        "default_payment_method": getattr(sub, "default_payment_method", None),
+        "collection_method": getattr(sub, "collection_method", None) or "charge_automatically",
+        "invoice_settings": None,
+    }
+
+
+def _checked_settings(phase: dict[str, Any], param: str) -> dict[str, Any]:
+    """A phase's discounts, default payment method and collection settings, checked; a phase
+    without them sets none on the subscription (as in Stripe)."""
+    from localstripe import resources as r
+
+    from billfold.standin import discounts as promotion
+
+    found = []
+    for n, given in enumerate(phase.get("discounts") or []):
+        where = f"{param}[discounts][{n}]"
+        if not isinstance(given, dict):
+            raise _error(400, "Invalid discounts", where)
+        if given.get("promotion_code"):
+            promo = promotion.find(str(given["promotion_code"]))
+            if promo is None:
+                raise _error(400, "No such promotion code", f"{where}[promotion_code]")
+            found.append({"coupon": promo["coupon"]["id"], "promotion_code": promo["id"]})
+        elif given.get("coupon"):
+            found.append({"coupon": r.Coupon._api_retrieve(given["coupon"]).id})
+        else:
+            raise _error(400, "The stand-in takes a promotion_code or a coupon", where)
+    method = phase.get("default_payment_method") or None
+    if method is not None:
+        r.PaymentMethod._api_retrieve(method)
+    collection = phase.get("collection_method") or "charge_automatically"
+    if collection not in ("charge_automatically", "send_invoice"):
+        raise _error(400, "Invalid collection_method", f"{param}[collection_method]")
+    return {
+        "discounts": [
+            {"coupon": d["coupon"], "promotion_code": d.get("promotion_code"), "discount": None}
+            for d in found
+        ],
+        "default_payment_method": method,
+        "collection_method": collection,
+        "invoice_settings": phase.get("invoice_settings") or None,
+    }
+
+
+def _enter(sub: Any, phase: dict[str, Any]) -> None:
+    """The subscription takes the phase's settings: its discount (kept as it is when the
+    phase names the same one), default payment method and collection method."""
+    from localstripe import resources as r
+
+    from billfold.standin import discounts as promotion
+
+    current = getattr(sub, "discount", None)
+    wanted = (phase.get("discounts") or [None])[0]
+    if wanted is None:
+        sub.discount = None
+    elif not (
+        current
+        and current["coupon"]["id"] == wanted["coupon"]
+        and current.get("promotion_code") == wanted.get("promotion_code")
+    ):
+        promo = promotion.find(wanted["promotion_code"]) if wanted.get("promotion_code") else None
+        sub.discount = {
+            "object": "discount",
+            "coupon": promo["coupon"]
+            if promo
+            else r.Coupon._api_retrieve(wanted["coupon"])._export(),
+            "promotion_code": wanted.get("promotion_code"),
+            "start": int(time.time()),
+        }
+    sub.default_payment_method = phase.get("default_payment_method")
+    sub.collection_method = phase.get("collection_method") or "charge_automatically"
 
 
 def _error(status: int, message: str, param: str | None = None) -> Exception:
@@ -185,6 +273,7 @@ def update(
 
             _change_price(r, sub, price, first["proration_behavior"])
         item.quantity = first["items"][0]["quantity"]
+        _enter(sub, first)
     if end_behavior is not None:
         schedule.end_behavior = end_behavior
     if new_metadata is not None:
@@ -256,6 +345,7 @@ def _phases(phases: Any, sub: Any) -> list[dict[str, Any]]:
                 "metadata": _metadata(phase.get("metadata") or {}),
                 "proration_behavior": behavior,
                 "trial_end": trial_end,
+                **_checked_settings(phase, param),
             }
         )
         start = end
@@ -386,6 +476,7 @@ def at_period_end(sub: Any, end: int) -> None:
         item = sub.items._list[0]
         item.plan = r.Plan._api_retrieve(phase["items"][0]["price"])
         item.quantity = phase["items"][0]["quantity"]
+        _enter(sub, phase)
         if phase["metadata"]:
             sub.metadata = {**(sub.metadata or {}), **phase["metadata"]}
         emit("subscription_schedule.updated", schedule)

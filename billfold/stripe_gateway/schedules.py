@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from billfold.stripe_gateway.base import GatewayBase, idempotency_key
 from billfold.stripe_gateway.errors import StripeRejected
+from billfold.stripe_gateway.objects import id_of
 
 _LIVE = ("not_started", "active")
 
@@ -18,6 +19,33 @@ class StripeSchedulePhase:
     price_id: str
     quantity: int
     trial_end: int | None
+    # What the phase sets on the subscription besides its items, as update parameters:
+    # `discounts`, `default_payment_method`, `collection_method`, `invoice_settings`. A phase
+    # written without them takes them off the subscription, so a rewrite carries them.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _settings(phase: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    discounts = []
+    for given in phase.get("discounts") or []:
+        # Each names an existing discount, a promotion code or a coupon: pass just that one.
+        for key in ("discount", "promotion_code", "coupon"):
+            if value := id_of(given.get(key)):
+                discounts.append({key: value})
+                break
+    if not discounts and (coupon := id_of(phase.get("coupon"))):
+        discounts.append({"coupon": coupon})  # older API versions: one coupon per phase
+    if discounts:
+        found["discounts"] = discounts
+    if method := id_of(phase.get("default_payment_method")):
+        found["default_payment_method"] = method
+    if collection := phase.get("collection_method"):
+        found["collection_method"] = collection
+    due = (phase.get("invoice_settings") or {}).get("days_until_due")
+    if due is not None:
+        found["invoice_settings"] = {"days_until_due": due}
+    return found
 
 
 @dataclass(frozen=True)
@@ -46,6 +74,7 @@ def parse_schedule(resource: Any) -> StripeSchedule:
                 price_id=str(price["id"] if isinstance(price, dict) else price),
                 quantity=int(item.get("quantity") or 1),
                 trial_end=phase.get("trial_end"),
+                settings=_settings(phase),
             )
         )
     subscription = obj.get("subscription")
@@ -87,6 +116,7 @@ class ScheduleCalls(GatewayBase):
         )
         current = created.phases[0]
         kept: dict[str, Any] = {
+            **current.settings,  # the discount, card and collection settings, kept throughout
             "items": [{"price": current.price_id, "quantity": current.quantity}],
             "start_date": current.start,
             "end_date": current.end,
@@ -97,6 +127,7 @@ class ScheduleCalls(GatewayBase):
             "phases": [
                 kept,
                 {
+                    **current.settings,
                     "items": [{"price": price_id, "quantity": current.quantity}],
                     "duration": {"interval": interval, "interval_count": 1},
                     "proration_behavior": "none",

@@ -60,6 +60,7 @@ def _downgrade_at_period_end(
 ) -> dict[str, Any]:
     schedule = _plain(api.v1.subscription_schedules.create(params={"from_subscription": sub.id}))
     phase = schedule["phases"][0]
+    card = phase["default_payment_method"]  # a phase without it takes it off the subscription
     return _plain(
         api.v1.subscription_schedules.update(
             schedule["id"],
@@ -69,9 +70,11 @@ def _downgrade_at_period_end(
                         "items": [{"price": current, "quantity": 1}],
                         "start_date": phase["start_date"],
                         "end_date": phase["end_date"],
+                        "default_payment_method": card,
                     },
                     {
                         "items": [{"price": cheaper, "quantity": 1}],
+                        "default_payment_method": card,
                         "duration": {"interval": "month"},
                         "metadata": {"plan": "starter"},
                     },
@@ -244,8 +247,9 @@ def test_a_trial_schedule_ends_its_first_phase_at_the_trial_end(
                     "start_date": phase["start_date"],
                     "end_date": phase["end_date"],
                     "trial_end": phase["trial_end"],
+                    "default_payment_method": pm.id,
                 },
-                {"items": [{"price": cheap}]},
+                {"items": [{"price": cheap}], "default_payment_method": pm.id},
             ]
         },
     )
@@ -275,3 +279,26 @@ def test_canceling_a_scheduled_subscription_outright_cancels_its_schedule(
     ended = _plain(stripe_api.v1.subscription_schedules.retrieve(schedule.id))
     assert (ended["status"], ended["current_phase"]) == ("canceled", None)
     assert ended["canceled_at"] is not None
+
+
+@pytest.mark.stripe_facing
+def test_a_schedule_phase_copies_the_default_card_and_a_rewrite_without_it_takes_it_off(
+    stripe_facing: stripe.StripeClient,
+) -> None:
+    price = _price(stripe_facing, 2900)
+    sub = _plain(_subscribed(stripe_facing, price))
+    card = sub["default_payment_method"]
+    assert card
+    schedule = _plain(
+        stripe_facing.v1.subscription_schedules.create(params={"from_subscription": sub["id"]})
+    )
+    [phase] = schedule["phases"]
+    assert phase["default_payment_method"] == card
+    kept = {"items": [{"price": price, "quantity": 1}], "end_date": phase["end_date"]}
+
+    stripe_facing.v1.subscription_schedules.update(
+        schedule["id"], params={"phases": [{**kept, "default_payment_method": card}]}
+    )
+    assert stripe_facing.v1.subscriptions.retrieve(sub["id"]).default_payment_method == card
+    stripe_facing.v1.subscription_schedules.update(schedule["id"], params={"phases": [kept]})
+    assert stripe_facing.v1.subscriptions.retrieve(sub["id"]).default_payment_method is None

@@ -6,6 +6,7 @@ immediate. Against the stand-in's Checkout page, its subscription schedules and 
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -17,13 +18,18 @@ from subscription_steps import (
     ON_FIRST_PAYMENT,
     PRO_FEATURES,
     STARTER_FEATURES,
+    VISA,
     Member,
     advance,
     as_dict,
+    card,
+    checkout,
+    checkout_session,
     deliver,
     licenses_of,
     me,
     parse_time,
+    pay_on_page,
     seed_plans,
     sign_up,
     subscribe,
@@ -629,3 +635,48 @@ def test_choosing_the_current_plan_while_a_downgrade_waits_drops_the_downgrade(
     assert released["status"] == "released"
     [change] = _changes(services, member.customer_id)
     assert change.status == PlanChangeStatus.CANCELED
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{**ON_FIRST_PAYMENT, "checkout_allow_promotion_codes": True}],
+    indirect=True,
+)
+def test_a_scheduled_downgrade_keeps_the_promotion_discount_and_the_default_card(
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    localstripe: LocalStripe,
+    member: Member,
+) -> None:
+    coupon = stripe_api.v1.coupons.create(params={"percent_off": 25, "duration": "forever"})
+    code = f"KEEP{uuid.uuid4().hex[:6].upper()}"
+    promo = stripe_api.v1.promotion_codes.create(
+        params={"promotion": {"type": "coupon", "coupon": coupon.id}, "code": code}
+    )
+    url = checkout(client, member, "professional")["checkout_url"]
+    assert pay_on_page(url, promotion_code=code).status_code == 303
+    sync(client, worker, stripe_events)
+    subscription_id = str(checkout_session(stripe_api, url)["subscription"])
+    # A new default card on the subscription, as the dunning new-card job sets one.
+    customer = str(subscription_now(stripe_api, subscription_id)["customer"])
+    method = card(stripe_api, VISA)
+    stripe_api.v1.payment_methods.attach(method, params={"customer": customer})
+    stripe_api.v1.subscriptions.update(subscription_id, params={"default_payment_method": method})
+
+    _change(client, member, plan="starter", when="period_end")
+
+    def kept() -> tuple[Any, Any]:
+        now = subscription_now(stripe_api, subscription_id)
+        return (now["discount"] or {}).get("promotion_code"), now["default_payment_method"]
+
+    assert kept() == (promo.id, method)
+    renewed = advance(localstripe.url, subscription_id)
+    sync(client, worker, stripe_events)
+    assert _price_of(stripe_api, subscription_id) == "price_test_starter"
+    assert kept() == (promo.id, method)
+    invoice = stripe_api.v1.invoices.retrieve(renewed["latest_invoice"])
+    assert (invoice.amount_paid, invoice.total) == (675, 675)  # 25 % off 9.00
+    shown = me(client, member)
+    assert (shown["plan"], shown["discount"]["promotionCode"]) == ("starter", promo.id)
