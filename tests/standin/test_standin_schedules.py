@@ -294,11 +294,10 @@ def test_a_schedule_phase_copies_the_default_card_and_a_rewrite_without_it_takes
     )
     [phase] = schedule["phases"]
     assert phase["default_payment_method"] == card
-    kept = {"items": [{"price": price, "quantity": 1}], "end_date": phase["end_date"]}
+    kept: Any = {"items": [{"price": price, "quantity": 1}], "end_date": phase["end_date"]}
+    with_card: Any = {"phases": [{**kept, "default_payment_method": card}]}
 
-    stripe_facing.v1.subscription_schedules.update(
-        schedule["id"], params={"phases": [{**kept, "default_payment_method": card}]}
-    )
+    stripe_facing.v1.subscription_schedules.update(schedule["id"], params=with_card)
     assert stripe_facing.v1.subscriptions.retrieve(sub["id"]).default_payment_method == card
     stripe_facing.v1.subscription_schedules.update(schedule["id"], params={"phases": [kept]})
     assert stripe_facing.v1.subscriptions.retrieve(sub["id"]).default_payment_method is None

@@ -18,11 +18,9 @@ from subscription_steps import (
     ON_FIRST_PAYMENT,
     PRO_FEATURES,
     STARTER_FEATURES,
-    VISA,
     Member,
     advance,
     as_dict,
-    card,
     checkout,
     checkout_session,
     deliver,
@@ -38,6 +36,7 @@ from subscription_steps import (
 )
 from support.netfault import FaultyLink
 from support.pages import post_form, sign_in
+from support.payments import VISA, card
 from support.stripe_events import EventRelay
 
 from billfold.jobs.worker import Worker
