@@ -5,6 +5,7 @@ holds: the marker says what the value depends on, so another process's change sh
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
@@ -14,18 +15,25 @@ T = TypeVar("T")
 class Memo:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[str, tuple[Hashable, Any]] = {}
+        self._held: dict[str, tuple[Hashable, Any, float]] = {}
         self._made: dict[str, int] = {}
 
-    def get(self, name: str, marker: Hashable, make: Callable[[], T]) -> T:
-        """The value kept under `name` if it was made under `marker`, else a fresh one."""
+    def get(
+        self, name: str, marker: Hashable, make: Callable[[], T], max_age: float | None = None
+    ) -> T:
+        """The value kept under `name` if it was made under `marker` (and, with `max_age`,
+        at most that many seconds ago), else a fresh one."""
         with self._lock:
             held = self._held.get(name)
-        if held is not None and held[0] == marker:
+        if (
+            held is not None
+            and held[0] == marker
+            and (max_age is None or time.monotonic() - held[2] < max_age)
+        ):
             return cast(T, held[1])
         value = make()
         with self._lock:
-            self._held[name] = (marker, value)
+            self._held[name] = (marker, value, time.monotonic())
             self._made[name] = self._made.get(name, 0) + 1
         return value
 

@@ -74,9 +74,10 @@ def current(session: Session, keys: SigningKeys, memo: Memo) -> RevocationList:
             func.max(License.issued_at),
         )
     ).one()
-    window = int(now.timestamp() // LIST_REUSE.total_seconds())
-    marker = (keys.kid, issued, unexpired, newest, window)
-    return memo.get(MEMO_NAME, marker, lambda: publish(session, keys))
+    marker = (keys.kid, issued, unexpired, newest)
+    return memo.get(
+        MEMO_NAME, marker, lambda: publish(session, keys), max_age=LIST_REUSE.total_seconds()
+    )
 
 
 def publish(session: Session, keys: SigningKeys) -> RevocationList:
