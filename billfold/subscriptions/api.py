@@ -14,7 +14,7 @@ from billfold.auth.deps import (
     ServicesDep,
     WorkDep,
 )
-from billfold.config import ProrationBehavior
+from billfold.config import ChangeTiming, ProrationBehavior
 from billfold.customers.service import acting_customer
 from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
 from billfold.kit.errors import NotFound
@@ -166,6 +166,7 @@ def preview_plan_change(
     proration_behavior: Annotated[
         ProrationBehavior | None, Query(alias="prorationBehavior")
     ] = None,
+    when: ChangeTiming | None = None,
     customer_id: CustomerQuery = None,
 ) -> Envelope[PlanChangePreviewOut]:
     found = change_plan.preview(
@@ -173,6 +174,7 @@ def preview_plan_change(
         caller,
         plan_code=plan,
         proration_behavior=proration_behavior,
+        when=when,
         customer_id=customer_id,
     )
     return ok(PlanChangePreviewOut.of(found))

@@ -32,7 +32,8 @@ class PreviewLine:
 
 @dataclass(frozen=True)
 class PlanChangePreview:
-    """What a change would charge: `due_now` at once, `next_amount` at `next_at`."""
+    """What a change would charge: `due_now` at once, `next_amount` at `next_at`. A change
+    set for the period end (`when`) charges nothing now: the new price from `next_at`."""
 
     plan: str
     proration_behavior: str
@@ -42,6 +43,7 @@ class PlanChangePreview:
     next_amount: int
     next_at: datetime | None
     lines: tuple[PreviewLine, ...]
+    when: str = ChangeTiming.NOW
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,23 @@ def preview(
     *,
     plan_code: str,
     proration_behavior: ProrationBehavior | None = None,
+    when: ChangeTiming | None = None,
     customer_id: str | None = None,
 ) -> PlanChangePreview:
-    """What changing to `plan_code` now would charge, from Stripe's invoice preview. Pass
-    the answer's `proration_date` to `change_plan` and the change charges exactly this."""
+    """What changing to `plan_code` would charge, from Stripe's invoice preview. Pass the
+    answer's `proration_date` to `change_plan` and the change charges exactly this. A
+    downgrade that will wait for the period end (`when`, else the setting) charges nothing
+    now and nothing is prorated: the preview says so, with the new price from then."""
     target = _target(services, caller, plan_code, customer_id)
     if target.unchanged:
         raise Conflict("Already on this plan", code="same_plan")
+    if when == ChangeTiming.PERIOD_END and proration_behavior:
+        raise InvalidInput(
+            "A change at the period end has nothing to prorate: leave out prorationBehavior",
+            code="proration_with_period_end",
+        )
+    if _timing(services, target, when) == ChangeTiming.PERIOD_END:
+        return _preview_at_period_end(services, target)
     behavior = proration_behavior or services.settings.subscription_proration_behavior
     at = int(utcnow().timestamp())
     item_id = services.stripe.retrieve_subscription(target.stripe_id).item_id or ""
@@ -137,6 +149,26 @@ def preview(
         next_amount=next_amount,
         next_at=datetime.fromtimestamp(next_at, UTC) if next_at else None,
         lines=tuple(PreviewLine(x.description, x.amount, x.proration) for x in first.lines),
+    )
+
+
+def _preview_at_period_end(services: Services, target: _Target) -> PlanChangePreview:
+    """Nothing now; the new plan's price when the period (or the trial) ends, where the
+    schedule will move the subscription."""
+    remote = services.stripe.retrieve_subscription(target.stripe_id)
+    price = services.stripe.retrieve_price(target.price_id)
+    starts = remote.trial_end if remote.status == "trialing" else remote.current_period_end
+    amount = price.unit_amount or 0
+    return PlanChangePreview(
+        plan=target.plan_code,
+        proration_behavior=ProrationBehavior.NONE,
+        proration_date=utcnow().replace(microsecond=0),
+        currency=price.currency,
+        due_now=0,
+        next_amount=amount,
+        next_at=datetime.fromtimestamp(starts, UTC) if starts else None,
+        lines=(PreviewLine(None, amount, proration=False),),
+        when=ChangeTiming.PERIOD_END,
     )
 
 

@@ -160,6 +160,8 @@ class PlanChangePreviewOut(ApiModel):
     next_amount: int
     next_at: datetime | None
     lines: list[PreviewLineOut]
+    # `now`, or `period_end`: a downgrade waiting for the period end (nothing due now).
+    when: str
 
     @classmethod
     def of(cls, found: PlanChangePreview) -> PlanChangePreviewOut:
@@ -172,6 +174,7 @@ class PlanChangePreviewOut(ApiModel):
             next_amount=found.next_amount,
             next_at=found.next_at,
             lines=[PreviewLineOut(**vars(line)) for line in found.lines],
+            when=str(found.when),
         )
 
 

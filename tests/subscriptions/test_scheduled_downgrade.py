@@ -255,6 +255,11 @@ def test_the_plan_page_shows_a_downgrade_set_for_the_period_end_and_keeps_the_pl
     period_end = parse_time(me(client, member)["current_period_ends_at"])
     sign_in(client, member.email, "correct horse 1")
 
+    preview_page = client.get("/billing/plan/change", params={"plan": "starter"}).text
+    day = f"{period_end.day} {period_end:%B %Y}"
+    assert f"Nothing: you stay on Professional until {day}" in preview_page
+    assert f"for Starter from {day}" in preview_page
+    assert "Adjustment for the rest of the period" not in preview_page
     asked = post_form(client, "/billing/plan/change", {"plan": "starter"}, page="/billing/plan")
     plan_page = client.get(asked.headers["location"]).text  # type: ignore[attr-defined]
     assert "Your plan changes at the end of the current period." in plan_page
@@ -679,3 +684,32 @@ def test_a_scheduled_downgrade_keeps_the_promotion_discount_and_the_default_card
     assert (invoice.amount_paid, invoice.total) == (675, 675)  # 25 % off 9.00
     shown = me(client, member)
     assert (shown["plan"], shown["discount"]["promotionCode"]) == ("starter", promo.id)
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "query"),
+    [
+        ({**ON_FIRST_PAYMENT, "subscription_downgrade_timing": "period_end"}, {}),
+        (ON_FIRST_PAYMENT, {"when": "period_end"}),
+    ],
+    ids=["setting", "asked"],
+    indirect=["settings_overrides"],
+)
+def test_the_preview_of_a_downgrade_at_the_period_end_charges_nothing_now(
+    query: dict[str, str],
+    client: TestClient,
+    worker: Worker[Services],
+    stripe_api: stripe.StripeClient,
+    stripe_events: EventRelay,
+    member: Member,
+) -> None:
+    subscribe(client, worker, stripe_api, stripe_events, member, plan="professional")
+    period_end = parse_time(me(client, member)["current_period_ends_at"])
+    answer = client.get(
+        f"{CHANGE}/preview", params={"plan": "starter", **query}, headers=member.headers
+    )
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()["data"]
+    assert (shown["when"], shown["dueNow"], shown["nextAmount"]) == ("period_end", 0, 900)
+    assert parse_time(shown["nextAt"]) == period_end
+    assert [line["proration"] for line in shown["lines"]] == [False]
