@@ -301,6 +301,9 @@ def test_subscription_calls_of_the_client_reach_billfold(
     with pytest.raises(NotFound) as preview:
         billfold.preview_plan_change(customer_id, "no-such-plan", proration_behavior="none")
     assert preview.value.code == "plan_not_found"
+    with pytest.raises(BillfoldError) as timing:  # `when` reaches the server, and is checked
+        billfold.preview_plan_change(customer_id, "no-such-plan", when="someday")
+    assert (timing.value.status, timing.value.code) == (422, "validation_error")
     with pytest.raises(BillfoldError) as pause:
         billfold.pause_subscription(customer_id)
     assert pause.value.code == "not_pausable"  # a trial has no collection to pause

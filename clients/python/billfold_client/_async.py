@@ -265,10 +265,16 @@ class AsyncBillfold:
         return await self._run(ops.cancel_plan_change(customer_id, idempotency_key))
 
     async def preview_plan_change(
-        self, customer_id: str, plan: str, *, proration_behavior: str | None = None
+        self,
+        customer_id: str,
+        plan: str,
+        *,
+        proration_behavior: str | None = None,
+        when: str | None = None,
     ) -> JSON:
-        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...)."""
-        return await self._run(ops.preview_plan_change(customer_id, plan, proration_behavior))
+        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...);
+        `when="period_end"` previews a downgrade set for the period's end (nothing now)."""
+        return await self._run(ops.preview_plan_change(customer_id, plan, proration_behavior, when))
 
     async def pause_subscription(
         self,

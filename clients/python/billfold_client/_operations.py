@@ -280,9 +280,16 @@ def cancel_plan_change(customer_id: str, key: str | None) -> Op[JSON]:
 
 
 @_operation("GET", "/subscriptions/change-plan/preview")
-def preview_plan_change(customer_id: str, plan: str, proration_behavior: str | None) -> Op[JSON]:
+def preview_plan_change(
+    customer_id: str, plan: str, proration_behavior: str | None, when: str | None = None
+) -> Op[JSON]:
     params = _drop_none(
-        {"customerId": customer_id, "plan": plan, "prorationBehavior": proration_behavior}
+        {
+            "customerId": customer_id,
+            "plan": plan,
+            "prorationBehavior": proration_behavior,
+            "when": when,
+        }
     )
     return Op("GET", "/subscriptions/change-plan/preview", params=params)
 

@@ -257,10 +257,16 @@ class Billfold:
         return self._run(ops.cancel_plan_change(customer_id, idempotency_key))
 
     def preview_plan_change(
-        self, customer_id: str, plan: str, *, proration_behavior: str | None = None
+        self,
+        customer_id: str,
+        plan: str,
+        *,
+        proration_behavior: str | None = None,
+        when: str | None = None,
     ) -> JSON:
-        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...)."""
-        return self._run(ops.preview_plan_change(customer_id, plan, proration_behavior))
+        """What a change to `plan` would charge now and at the renewal (`dueNow`, ...);
+        `when="period_end"` previews a downgrade set for the period's end (nothing now)."""
+        return self._run(ops.preview_plan_change(customer_id, plan, proration_behavior, when))
 
     def pause_subscription(
         self,
