@@ -11,7 +11,7 @@ import httpx
 
 from billfold.config import MissingSettings, Settings
 from billfold.kit.db import Database
-from billfold.kit.deadline_http import deadline_transport
+from billfold.kit.deadline_http import ThreadClients, deadline_transport
 from billfold.kit.memo import Memo
 from billfold.kit.signing_keys import SigningKeys
 from billfold.kit.wiring import Wiring
@@ -28,8 +28,9 @@ class Services:
     stripe_inline: StripeGateway
     # The keys that sign (and verify) license tokens.
     licenses: SigningKeys
-    # Sends outbound webhooks: WEBHOOK_TIMEOUT_SECONDS, keep-alive, never follows redirects.
-    webhook_http: httpx.Client
+    # Send outbound webhooks, a client per sender thread: WEBHOOK_TIMEOUT_SECONDS, keep-alive,
+    # never follows redirects.
+    webhook_http: ThreadClients
     # The threads that send webhook batches' requests (WEBHOOK_SEND_CONCURRENCY of them).
     webhook_senders: ThreadPoolExecutor
     # How the domains plug into each other (sign-up hooks, payment purposes, event handlers):
@@ -68,22 +69,26 @@ class Services:
                 http_factory=stripe_http,
             ),
             licenses=license_keys(settings),
-            webhook_http=httpx.Client(
-                timeout=settings.webhook_timeout_seconds,
-                follow_redirects=False,
-                # Never a proxy from HTTP(S)_PROXY/ALL_PROXY: events go straight to the
-                # endpoint, through the deadline-keeping transport below.
-                trust_env=False,
-                # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
-                transport=deadline_transport(
-                    httpx.Limits(max_connections=64, max_keepalive_connections=64)
-                ),
-            ),
+            webhook_http=ThreadClients(lambda: _webhook_client(settings)),
             webhook_senders=ThreadPoolExecutor(
                 max_workers=settings.webhook_send_concurrency, thread_name_prefix="webhook-send"
             ),
             wiring=wiring,
         )
+
+
+def _webhook_client(settings: Settings) -> httpx.Client:
+    return httpx.Client(
+        timeout=settings.webhook_timeout_seconds,
+        follow_redirects=False,
+        # Never a proxy from HTTP(S)_PROXY/ALL_PROXY: events go straight to the endpoint,
+        # through the deadline-keeping transport below.
+        trust_env=False,
+        # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
+        # One thread sends one request at a time: the rest are kept-alive connections to
+        # other endpoints.
+        transport=deadline_transport(httpx.Limits(max_connections=8, max_keepalive_connections=8)),
+    )
 
 
 def license_keys(settings: Settings) -> SigningKeys:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpcore
@@ -125,3 +125,20 @@ def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
         network_backend=_DeadlineBackend(),
     )
     return transport
+
+
+class ThreadClients:
+    """One httpx client per thread, each with its own kept-alive connections: threads sending
+    side by side never wait on one shared pool's lock (with 16 senders, that lock and the
+    thread switches it caused cost each delivery over a millisecond of CPU)."""
+
+    def __init__(self, make: Callable[[], httpx.Client]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def get(self) -> httpx.Client:
+        """This thread's client (made on first use)."""
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._make()
+        return client

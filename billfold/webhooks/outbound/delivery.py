@@ -1,5 +1,5 @@
 """The `webhooks.deliver` job: send the endpoint's due deliveries in batches, each signed with
-the `standardwebhooks` library and POSTed over the kept-alive client.
+the `standardwebhooks` library and POSTed over its sender thread's kept-alive client.
 
 A batch (see batches.py) is claimed in one transaction, sent, and recorded in one more. Its
 customers' deliveries go out at once over up to WEBHOOK_BATCH_CONCURRENCY connections, each
@@ -132,7 +132,7 @@ def send_batch(
     Customers' deliveries go side by side on the process's sender threads (shared by all the
     batches it runs, so their connections stay within WEBHOOK_SEND_CONCURRENCY). While some
     are still going, `flush` gets what is known every FLUSH_EVERY seconds."""
-    settings, client = services.settings, services.webhook_http
+    settings, clients = services.settings, services.webhook_http
     try:
         check_url(batch.url, settings.webhook_allow_private_urls)  # DNS may have changed
     except BillfoldError as exc:
@@ -155,7 +155,7 @@ def send_batch(
             # No try starts past `send_by`: it would end past the lease.
             if gone.is_set() or utcnow() >= batch.send_by:
                 return
-            outcome = _try(client, batch.url, signers, claimed, timeout)
+            outcome = _try(clients.get(), batch.url, signers, claimed, timeout)
             if outcome is None:
                 return
             with known:
