@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -69,7 +70,7 @@ class Services:
                 http_factory=stripe_http,
             ),
             licenses=license_keys(settings),
-            webhook_http=ThreadClients(lambda: _webhook_client(settings)),
+            webhook_http=_webhook_clients(settings),
             webhook_senders=ThreadPoolExecutor(
                 max_workers=settings.webhook_send_concurrency, thread_name_prefix="webhook-send"
             ),
@@ -77,7 +78,14 @@ class Services:
         )
 
 
-def _webhook_client(settings: Settings) -> httpx.Client:
+def _webhook_clients(settings: Settings) -> ThreadClients:
+    # One TLS context for all the threads' clients: loading the CA certificates costs tens of
+    # milliseconds of CPU (holding the GIL), too much for each sender thread.
+    tls = httpx.create_ssl_context()
+    return ThreadClients(lambda: _webhook_client(settings, tls))
+
+
+def _webhook_client(settings: Settings, tls: ssl.SSLContext) -> httpx.Client:
     return httpx.Client(
         timeout=settings.webhook_timeout_seconds,
         follow_redirects=False,
@@ -87,7 +95,9 @@ def _webhook_client(settings: Settings) -> httpx.Client:
         # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
         # One thread sends one request at a time: the rest are kept-alive connections to
         # other endpoints.
-        transport=deadline_transport(httpx.Limits(max_connections=8, max_keepalive_connections=8)),
+        transport=deadline_transport(
+            httpx.Limits(max_connections=8, max_keepalive_connections=8), tls
+        ),
     )
 
 

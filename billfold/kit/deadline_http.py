@@ -11,6 +11,7 @@ as a timeout and the connection is closed.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import typing
@@ -110,9 +111,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's transport, its connections made through the deadline-keeping backend."""
-    transport = httpx.HTTPTransport(limits=limits)
+def deadline_transport(
+    limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None
+) -> httpx.HTTPTransport:
+    """httpx's transport, its connections made through the deadline-keeping backend
+    (`ssl_context`: one shared by several transports, else a new default one)."""
+    transport = httpx.HTTPTransport(limits=limits, verify=ssl_context or True)
     # httpx takes no network backend; its pool is rebuilt with one (same limits, TLS context).
     old = transport._pool
     transport._pool = httpcore.ConnectionPool(

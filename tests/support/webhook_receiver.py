@@ -5,6 +5,8 @@ hold until released), so faults are real network behaviour, not a mocked client.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -95,7 +97,12 @@ class WebhookReceiver:
                     until = time.monotonic() + answer.trickle
                     n = 0
                     while time.monotonic() < until:
-                        time.sleep(0.2)
+                        # A hang-up is seen when it happens, not at the second write after it
+                        # (up to 0.4 s later, by when the sender may have tried again).
+                        if select.select([self.connection], [], [], 0.2)[0]:
+                            if not self.connection.recv(1, socket.MSG_PEEK):
+                                raise ConnectionResetError("the sender hung up")
+                            time.sleep(0.2)  # bytes of a next request: not an answer to wait on
                         n += 1
                         self.wfile.write(f"x-slow-{n}: 1\r\n".encode())
                         self.wfile.flush()
