@@ -7,6 +7,7 @@ transaction")."""
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,3 +76,22 @@ def test_a_transaction_in_a_route_module_is_noticed(tmp_path: Path) -> None:
     route.write_text("def f(services):\n    with services.db.transaction() as session:\n")
     assert _is_route_module(route)
     assert transactions_opened(route) == [2]
+
+
+# The stand-in's modules that run in the test process (the launcher) are measured; the rest
+# run only inside the stand-in's own process, whose coverage is not collected, and must be
+# left out of the figure (pyproject [tool.coverage.run] omit), or each would count as unrun.
+STANDIN_IN_OUR_PROCESS = {"__init__.py", "launcher.py"}
+
+
+def test_every_standin_module_run_only_in_its_own_process_is_left_out_of_coverage() -> None:
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    omitted = set(pyproject["tool"]["coverage"]["run"]["omit"])
+    standin = PACKAGE / "standin"
+    expected = {
+        f"billfold/standin/{path.name}"
+        for path in standin.glob("*.py")
+        if path.name not in STANDIN_IN_OUR_PROCESS
+    }
+    assert expected - omitted == set(), "add them to [tool.coverage.run] omit"
+    assert not (omitted - expected), "omitted, but no longer a stand-in-process module"
