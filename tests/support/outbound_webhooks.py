@@ -10,7 +10,7 @@ from sqlalchemy import select
 from billfold.services import Services
 from billfold.webhooks.outbound.events import emit
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint
-from support.webhook_receiver import WebhookReceiver
+from support.webhook_receiver import Received, WebhookReceiver
 
 # Short enough to watch a whole retry schedule in a test; WEBHOOK_RETRY_SCHEDULE's shape.
 FAST_WEBHOOKS: dict[str, Any] = {
@@ -63,3 +63,24 @@ def endpoint_row(services: Services, endpoint_id: str) -> WebhookEndpoint:
         endpoint = session.get(WebhookEndpoint, endpoint_id)
         assert endpoint is not None
         return endpoint
+
+
+def emit_round_robin(services: Services, customers: list[str], each: int) -> dict[str, list[str]]:
+    """`each` events per customer, the customers taking turns, each event in its own
+    transaction; answers every customer's event IDs in the order they were written."""
+    written: dict[str, list[str]] = {c: [] for c in customers}
+    for n in range(each):
+        for customer in customers:
+            with services.db.transaction() as session:
+                written[customer].append(
+                    emit(session, "customer.updated", customer, {"customerId": customer, "n": n})
+                )
+    return written
+
+
+def accepted_by_customer(received: list[Received]) -> dict[str, list[str]]:
+    """The webhook-ids the receiver accepted, per customer, in the order they arrived."""
+    by_customer: dict[str, list[str]] = {}
+    for r in received:
+        by_customer.setdefault(r.data["customerId"], []).append(r.webhook_id)
+    return by_customer

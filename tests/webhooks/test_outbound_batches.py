@@ -16,7 +16,13 @@ from conftest import STRIPE_KEY
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from support.netfault import FaultyLink
-from support.outbound_webhooks import FAST_WEBHOOKS, add_endpoint, deliveries
+from support.outbound_webhooks import (
+    FAST_WEBHOOKS,
+    accepted_by_customer,
+    add_endpoint,
+    deliveries,
+    emit_round_robin,
+)
 from support.waiting import wait_until
 from support.webhook_receiver import Answer, Received, WebhookReceiver
 from support.worker_process import output, start_worker_process
@@ -25,7 +31,6 @@ from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import Worker
 from billfold.registry import build_worker
 from billfold.services import Services
-from billfold.webhooks.outbound.events import emit
 from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery
 
 
@@ -39,26 +44,6 @@ def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver.start()
     yield server
     server.stop()
-
-
-def _emit_round_robin(services: Services, customers: list[str], each: int) -> dict[str, list[str]]:
-    """`each` events per customer, the customers taking turns, each event in its own
-    transaction; answers every customer's event IDs in the order they were written."""
-    written: dict[str, list[str]] = {c: [] for c in customers}
-    for n in range(each):
-        for customer in customers:
-            with services.db.transaction() as session:
-                written[customer].append(
-                    emit(session, "customer.updated", customer, {"customerId": customer, "n": n})
-                )
-    return written
-
-
-def _accepted_by_customer(received: list[Received]) -> dict[str, list[str]]:
-    by_customer: dict[str, list[str]] = {}
-    for r in received:
-        by_customer.setdefault(r.data["customerId"], []).append(r.webhook_id)
-    return by_customer
 
 
 def _all_settled(services: Services, endpoint_id: str, count: int) -> bool:
@@ -86,7 +71,7 @@ def test_failed_try_in_a_batch_holds_back_only_its_customer_and_the_rest_is_deli
 ) -> None:
     endpoint = add_endpoint(client, admin, receiver)
     receiver.respond = lambda r: Answer(500 if r.data["customerId"] == "cust_bad" else 200)
-    written = _emit_round_robin(services, ["cust_a", "cust_bad", "cust_c"], 2)
+    written = emit_round_robin(services, ["cust_a", "cust_bad", "cust_c"], 2)
 
     assert worker.run_once()  # one job: its batch takes all six deliveries
 
@@ -111,7 +96,7 @@ def test_failed_try_in_a_batch_holds_back_only_its_customer_and_the_rest_is_deli
     assert [r.webhook_id for r in receiver.received if r.data["customerId"] == "cust_bad"] == [
         written["cust_bad"][0]  # its second event was not sent before the first got through
     ]
-    assert _accepted_by_customer(receiver.accepted) == {
+    assert accepted_by_customer(receiver.accepted) == {
         "cust_a": written["cust_a"],
         "cust_c": written["cust_c"],
     }
@@ -124,7 +109,7 @@ def test_failed_try_in_a_batch_holds_back_only_its_customer_and_the_rest_is_deli
     finally:
         stop.set()
         thread.join(timeout=10)
-    assert _accepted_by_customer(receiver.accepted)["cust_bad"] == written["cust_bad"]
+    assert accepted_by_customer(receiver.accepted)["cust_bad"] == written["cust_bad"]
     assert all(d.status == DeliveryStatus.DELIVERED for d in deliveries(services, endpoint["id"]))
 
 
@@ -146,7 +131,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_not_rec
 
     receiver.respond = hold_cust_a
     customers = ["cust_a", "cust_b", "cust_c"]
-    written = _emit_round_robin(services, customers, 2)
+    written = emit_round_robin(services, customers, 2)
 
     def rows() -> list[WebhookDelivery]:
         return deliveries(services, endpoint["id"])
@@ -198,8 +183,8 @@ def test_worker_killed_mid_batch_loses_nothing_and_repeats_only_what_was_not_rec
     assert set(receiver.accepted_ids()) == every_event  # nothing lost
     # Sent again after the kill: only what the batch had not recorded, in order, with the
     # same webhook-ids; what it had recorded went once.
-    assert _accepted_by_customer(receiver.accepted[first_round:]) == {"cust_a": written["cust_a"]}
-    assert _accepted_by_customer(receiver.accepted[:first_round]) == {
+    assert accepted_by_customer(receiver.accepted[first_round:]) == {"cust_a": written["cust_a"]}
+    assert accepted_by_customer(receiver.accepted[:first_round]) == {
         "cust_a": written["cust_a"][:1],
         "cust_b": written["cust_b"],
         "cust_c": written["cust_c"],
@@ -216,7 +201,7 @@ def test_each_customers_events_keep_their_order_across_batches_and_retries(
 ) -> None:
     endpoint = add_endpoint(client, admin, receiver)
     customers = ["cust_x", "cust_y", "cust_z"]
-    written = _emit_round_robin(services, customers, 6)
+    written = emit_round_robin(services, customers, 6)
     # cust_x's fourth event fails twice, cust_y's second once: their later events wait.
     failing = {written["cust_x"][3]: 2, written["cust_y"][1]: 1}
     lock = threading.Lock()
@@ -239,7 +224,7 @@ def test_each_customers_events_keep_their_order_across_batches_and_retries(
         for thread in threads:
             thread.join(timeout=10)
 
-    assert _accepted_by_customer(receiver.accepted) == written  # each once, in order
+    assert accepted_by_customer(receiver.accepted) == written  # each once, in order
     rows = {d.id: d for d in deliveries(services, endpoint["id"])}
     assert all(d.status == DeliveryStatus.DELIVERED for d in rows.values())
     assert sorted(d.attempts for d in rows.values()) == [1] * 16 + [2, 3]
@@ -254,7 +239,7 @@ def test_a_try_ends_at_the_timeout_however_the_receiver_trickles_so_none_outlive
     receiver: WebhookReceiver,
 ) -> None:
     endpoint = add_endpoint(client, admin, receiver)
-    written = _emit_round_robin(services, ["cust_a", "cust_b"], 3)
+    written = emit_round_robin(services, ["cust_a", "cust_b"], 3)
     slow = written["cust_a"][0]
     first = threading.Event()
 
@@ -291,7 +276,7 @@ def test_a_try_ends_at_the_timeout_however_the_receiver_trickles_so_none_outlive
         200,
     )
     # Each customer's events in order, each once but the one tried twice.
-    assert _accepted_by_customer(receiver.accepted) == {
+    assert accepted_by_customer(receiver.accepted) == {
         "cust_a": [slow, *written["cust_a"]],  # the trickled answer was a 200 too, unread
         "cust_b": written["cust_b"],
     }

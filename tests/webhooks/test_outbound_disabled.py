@@ -12,17 +12,18 @@ import pytest
 from fastapi.testclient import TestClient
 from support.outbound_webhooks import (
     FAST_WEBHOOKS,
+    accepted_by_customer,
     add_endpoint,
     deliveries,
     emit_events,
+    emit_round_robin,
     endpoint_row,
 )
 from support.waiting import wait_until
-from support.webhook_receiver import Answer, Received, WebhookReceiver
+from support.webhook_receiver import Answer, WebhookReceiver
 
 from billfold.jobs.worker import Worker
 from billfold.services import Services
-from billfold.webhooks.outbound.events import emit
 from billfold.webhooks.outbound.models import DeliveryStatus
 
 
@@ -36,24 +37,6 @@ def receiver() -> Iterator[WebhookReceiver]:
     server = WebhookReceiver.start()
     yield server
     server.stop()
-
-
-def _round_robin(services: Services, customers: list[str], each: int) -> dict[str, list[str]]:
-    written: dict[str, list[str]] = {c: [] for c in customers}
-    for n in range(each):
-        for customer in customers:
-            with services.db.transaction() as session:
-                written[customer].append(
-                    emit(session, "customer.updated", customer, {"customerId": customer, "n": n})
-                )
-    return written
-
-
-def _accepted_by_customer(received: list[Received]) -> dict[str, list[str]]:
-    by_customer: dict[str, list[str]] = {}
-    for r in received:
-        by_customer.setdefault(r.data["customerId"], []).append(r.webhook_id)
-    return by_customer
 
 
 def _all_delivered(services: Services, endpoint_id: str, count: int) -> bool:
@@ -90,7 +73,7 @@ def test_410_in_the_middle_of_a_batch_disables_the_endpoint_and_keeps_the_rest_f
     worker: Worker[Services],
 ) -> None:
     endpoint = add_endpoint(client, admin, receiver)
-    written = _round_robin(services, ["cust_a", "cust_b", "cust_c"], 3)
+    written = emit_round_robin(services, ["cust_a", "cust_b", "cust_c"], 3)
     gone = written["cust_b"][1]
     receiver.respond = lambda r: Answer(410 if r.webhook_id == gone else 200)
 
@@ -121,7 +104,7 @@ def test_410_in_the_middle_of_a_batch_disables_the_endpoint_and_keeps_the_rest_f
     _enable_and_drain(client, admin, services, worker, endpoint["id"], 9)
 
     # Each event accepted once, each customer's in the order written.
-    assert _accepted_by_customer(receiver.accepted) == written
+    assert accepted_by_customer(receiver.accepted) == written
     assert receiver.rejected == []
 
 
