@@ -9,6 +9,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billfold.kit.addresses import IPAddress, address_allowed
+
 
 class PrivateUrls(StrEnum):
     """Which private addresses outbound webhook URLs may reach (webhooks/outbound/urls.py)."""
@@ -16,6 +18,13 @@ class PrivateUrls(StrEnum):
     NONE = "none"  # public addresses only
     LOOPBACK = "loopback"  # and this machine (development, tests)
     ALL = "all"  # and any private network (an in-house receiver)
+
+    def allows(self, address: IPAddress) -> bool:
+        """Whether an endpoint may be reached at this address (checked on the URL, and again
+        on each address a delivery connects to)."""
+        return address_allowed(
+            address, loopback=self is not PrivateUrls.NONE, private=self is PrivateUrls.ALL
+        )
 
 
 class CustomerCreation(StrEnum):

@@ -95,8 +95,12 @@ def _webhook_client(settings: Settings, tls: ssl.SSLContext) -> httpx.Client:
         # Each try ends by its deadline, however the receiver trickles (kit/deadline_http).
         # One thread sends one request at a time: the rest are kept-alive connections to
         # other endpoints.
+        # Every address it connects to is checked against WEBHOOK_ALLOW_PRIVATE_URLS, so a DNS
+        # answer changed since the URL's check cannot lead a delivery to a private address.
         transport=deadline_transport(
-            httpx.Limits(max_connections=8, max_keepalive_connections=8), tls
+            httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            tls,
+            allow_address=settings.webhook_allow_private_urls.allows,
         ),
     )
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from urllib.parse import urlsplit
 
 from billfold.config import PrivateUrls
+from billfold.kit.addresses import IPAddress, parse_address
 from billfold.kit.errors import InvalidInput
 
 
@@ -27,7 +27,7 @@ def check_url(url: str, allow: PrivateUrls) -> str:
     except ValueError as exc:
         raise InvalidInput("The URL's port is not valid", code="invalid_url") from exc
     for address in _addresses(parts.hostname, port):
-        if not _allowed(address, allow):
+        if not allow.allows(address):
             raise UnsafeUrl(
                 "The URL resolves to a private, loopback or link-local address",
                 host=parts.hostname,
@@ -35,23 +35,9 @@ def check_url(url: str, allow: PrivateUrls) -> str:
     return url
 
 
-def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _addresses(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidInput("The URL's host does not resolve", code="invalid_url") from exc
-    found = []
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        found.append(address)
-    return found
-
-
-def _allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: PrivateUrls) -> bool:
-    if allow is PrivateUrls.ALL:
-        return not (address.is_multicast or address.is_unspecified)
-    if address.is_loopback:
-        return allow is PrivateUrls.LOOPBACK
-    return address.is_global
+    return [parse_address(str(sockaddr[0])) for *_, sockaddr in infos]
