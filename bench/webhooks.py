@@ -38,6 +38,7 @@ from billfold.standin.launcher import free_port
 from billfold.webhooks.outbound import endpoints
 from billfold.webhooks.outbound.events import emit
 from billfold.webhooks.outbound.models import DeliveryStatus, WebhookDelivery
+from billfold.webhooks.outbound.urls import check_url
 
 JWT_SECRET = "bench-secret-" + "x" * 32
 
@@ -130,7 +131,7 @@ def main() -> None:
             created = endpoints.create(
                 session,
                 settings,
-                url=receiver_url,
+                url=check_url(receiver_url, settings.webhook_allow_private_urls),
                 event_types=None,
                 description="bench",
                 actor="bench",

@@ -299,13 +299,16 @@ def webhook_create(
 ) -> None:
     """Add an endpoint and print its signing secret once."""
     from billfold.webhooks.outbound import endpoints
+    from billfold.webhooks.outbound.urls import check_url
 
     settings = _settings()
+    with _cli_errors():
+        checked = check_url(url, settings.webhook_allow_private_urls)  # DNS: no transaction open
     with _cli_errors(), _database(settings).transaction() as session:
         created = endpoints.create(
             session,
             settings,
-            url=url,
+            url=checked,
             event_types=event_types,
             description=description,
             actor="cli",
@@ -343,13 +346,16 @@ def webhook_update(
 ) -> None:
     """Change an endpoint's URL or event types, or enable or disable it."""
     from billfold.webhooks.outbound import endpoints
+    from billfold.webhooks.outbound.urls import check_url
 
     settings = _settings()
+    with _cli_errors():  # DNS: no transaction open
+        checked = None if url is None else check_url(url, settings.webhook_allow_private_urls)
     changes = endpoints.EndpointChanges(
-        url=url, event_types=event_types, all_event_types=all_event_types, enabled=enabled
+        url=checked, event_types=event_types, all_event_types=all_event_types, enabled=enabled
     )
     with _cli_errors(), _database(settings).transaction() as session:
-        endpoint = endpoints.update(session, settings, endpoint_id, changes, "cli")
+        endpoint = endpoints.update(session, endpoint_id, changes, "cli")
         state = "enabled" if endpoint.enabled else "disabled"
     console.print(f"Updated {endpoint_id} ({state})")
 

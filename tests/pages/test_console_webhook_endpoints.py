@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from support.outbound_webhooks import FAST_WEBHOOKS, emit_events
 from support.pages import sign_in
+from support.transactions import transaction_open_at_lookups
 from support.webhook_receiver import WebhookReceiver
 
 from billfold.auth.models import Role
@@ -243,6 +244,21 @@ def test_bad_edit_keeps_the_endpoint_as_it_was(
         assert _message(client, refused).startswith("error: ")
     [row] = _endpoints(services)
     assert (row.url, row.event_types, row.enabled) == (receiver.url, None, True)
+
+
+def test_adding_and_editing_an_endpoint_on_the_page_looks_its_host_up_with_no_transaction_open(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on the API: the URL's DNS lookup would otherwise hold SQLite's write lock."""
+    _operator(client, services)
+    lookups = transaction_open_at_lookups(monkeypatch, services, port=8089)
+    endpoint_id, _ = _create(client, "http://localhost:8089/a")
+    page = f"{LIST}/{endpoint_id}"
+    saved = _post(client, page, {"url": "http://localhost:8089/b", "filter": "all"}, page=page)
+    assert _message(client, saved) == "notice: Endpoint saved."
+    [row] = _endpoints(services)
+    assert row.url == "http://localhost:8089/b"
+    assert lookups == [False, False]
 
 
 def test_customers_and_strangers_never_reach_the_endpoint_pages(

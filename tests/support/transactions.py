@@ -4,8 +4,11 @@ meanwhile (on SQLite one would hold the one write lock)."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from billfold.services import Services
@@ -33,3 +36,20 @@ def transaction_open(services: Services) -> bool:
             )
         )
     return bool(idle_in_transaction)
+
+
+def transaction_open_at_lookups(
+    monkeypatch: pytest.MonkeyPatch, services: Services, port: int
+) -> list[bool]:
+    """Watches this process's DNS lookups (getaddrinfo) for `port`: for each, in order,
+    whether a transaction of ours was open as it began. The lookups themselves still run."""
+    seen: list[bool] = []
+    real = socket.getaddrinfo
+
+    def watched(host: Any, looked_up_port: Any, *args: Any, **kwargs: Any) -> Any:
+        if looked_up_port == port:
+            seen.append(transaction_open(services))
+        return real(host, looked_up_port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watched)
+    return seen

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from support.outbound_webhooks import FAST_WEBHOOKS
+from support.transactions import transaction_open_at_lookups
 from typer.testing import CliRunner
 
 from billfold.cli import app as cli_app
 from billfold.config import Settings
+from billfold.services import Services
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 
 RECEIVER = "http://127.0.0.1:9/hooks"  # never called: these tests only manage endpoints
@@ -120,6 +122,21 @@ def test_patching_a_url_checks_it_too(client: TestClient, admin: dict[str, str])
         f"/webhook-endpoints/{endpoint['id']}", json={"url": "http://10.0.0.1/x"}, headers=admin
     )
     assert response.json()["error"]["code"] == "unsafe_url"
+
+
+def test_adding_and_changing_an_endpoint_looks_its_host_up_with_no_transaction_open(
+    client: TestClient, admin: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL check resolves the host (DNS, which has no timeout of its own): inside a
+    transaction it would hold SQLite's one write lock, and every other write, meanwhile."""
+    lookups = transaction_open_at_lookups(monkeypatch, services, port=8089)
+    created = _create(client, admin, url="http://localhost:8089/a")
+    assert created.status_code == 201, created.text
+    path = f"/webhook-endpoints/{created.json()['data']['id']}"
+    patched = client.patch(path, json={"url": "http://localhost:8089/b"}, headers=admin)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["data"]["url"] == "http://localhost:8089/b"
+    assert lookups == [False, False]
 
 
 def test_cli_manages_endpoints(settings: Settings, client: TestClient) -> None:

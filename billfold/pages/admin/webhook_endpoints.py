@@ -25,7 +25,14 @@ from billfold.auth.deps import ServicesDep
 from billfold.kit.envelope import UtcDatetime
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.pages.admin.paging import PAGE_SIZE
-from billfold.pages.deps import AdminPageWorkDep, FormDep, PagesDep, field, validated
+from billfold.pages.deps import (
+    AdminPageWorkDep,
+    FormDep,
+    PageAdminDep,
+    PagesDep,
+    field,
+    validated,
+)
 from billfold.pages.rendering import Pages
 from billfold.webhooks.outbound import endpoints
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
@@ -58,7 +65,7 @@ def list_endpoints(
 
 @router.post("/admin/webhook-endpoints")
 def create_endpoint(
-    request: Request, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
+    request: Request, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     try:
         body = validated(
@@ -69,17 +76,15 @@ def create_endpoint(
                 "description": field(form, "description") or None,
             },
         )
-        with work.session.begin_nested():
-            created = endpoints.create(
-                work.session,
-                services.settings,
-                url=body.url,
-                event_types=body.event_types,
-                description=body.description,
-                actor=work.caller.actor,
-            )
-            endpoint_id = created.endpoint.id
-            secret = created.secret
+        created = endpoints.add(
+            services,
+            url=body.url,
+            event_types=body.event_types,
+            description=body.description,
+            actor=caller.actor,
+        )
+        endpoint_id = created.endpoint.id
+        secret = created.secret
     except BillfoldError as exc:
         return pages.redirect(BACK, error=exc.message)
     return _with_secret(pages, services, endpoint_id, secret, "created")
@@ -121,7 +126,7 @@ def show_endpoint(
 
 @router.post("/admin/webhook-endpoints/{endpoint_id}")
 def update_endpoint(
-    endpoint_id: str, form: FormDep, work: AdminPageWorkDep, pages: PagesDep, services: ServicesDep
+    endpoint_id: str, form: FormDep, caller: PageAdminDep, pages: PagesDep, services: ServicesDep
 ) -> Response:
     def save() -> str:
         chosen = _event_types(form)
@@ -134,15 +139,11 @@ def update_endpoint(
             },
         )
         changes = endpoints.EndpointChanges(
-            url=body.url,
             description=body.description or "",
             event_types=body.event_types,
             all_event_types=chosen is None,
         )
-        with work.session.begin_nested():
-            endpoints.update(
-                work.session, services.settings, endpoint_id, changes, work.caller.actor
-            )
+        endpoints.change(services, endpoint_id, changes, caller.actor, url=body.url)
         return "Endpoint saved."
 
     return _saved(pages, _at(endpoint_id), save)
@@ -156,9 +157,7 @@ def enable_endpoint(
         enabled = field(form, "enabled") == "true"
         changes = endpoints.EndpointChanges(enabled=enabled)
         with work.session.begin_nested():
-            endpoints.update(
-                work.session, services.settings, endpoint_id, changes, work.caller.actor
-            )
+            endpoints.update(work.session, endpoint_id, changes, work.caller.actor)
         return "Endpoint enabled." if enabled else "Endpoint disabled: nothing is sent to it."
 
     return _saved(pages, _at(endpoint_id), save)

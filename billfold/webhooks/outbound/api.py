@@ -59,15 +59,14 @@ def event_types(_caller: PrivilegedDep) -> Envelope[list[EventTypeOut]]:
     "/webhook-endpoints", status_code=201, summary="Add an endpoint (its secret is shown once)"
 )
 def create_endpoint(
-    body: EndpointIn, work: PrivilegedWorkDep, services: ServicesDep
+    body: EndpointIn, caller: PrivilegedDep, services: ServicesDep
 ) -> Envelope[EndpointWithSecret]:
-    created = endpoints.create(
-        work.session,
-        services.settings,
+    created = endpoints.add(
+        services,
         url=body.url,
         event_types=body.event_types,
         description=body.description,
-        actor=work.caller.actor,
+        actor=caller.actor,
     )
     return ok(_with_secret(created))
 
@@ -84,19 +83,16 @@ def get_endpoint(endpoint_id: str, work: PrivilegedWorkDep) -> Envelope[Endpoint
 
 @router.patch("/webhook-endpoints/{endpoint_id}", summary="Change, enable or disable one")
 def update_endpoint(
-    endpoint_id: str, body: EndpointPatch, work: PrivilegedWorkDep, services: ServicesDep
+    endpoint_id: str, body: EndpointPatch, caller: PrivilegedDep, services: ServicesDep
 ) -> Envelope[EndpointOut]:
     sent = body.model_fields_set
     changes = endpoints.EndpointChanges(
-        url=body.url,
         description=body.description if "description" in sent else None,
         event_types=body.event_types,
         all_event_types="event_types" in sent and body.event_types is None,
         enabled=body.enabled,
     )
-    endpoint = endpoints.update(
-        work.session, services.settings, endpoint_id, changes, work.caller.actor
-    )
+    endpoint = endpoints.change(services, endpoint_id, changes, caller.actor, url=body.url)
     return ok(EndpointOut.model_validate(endpoint))
 
 

@@ -4,7 +4,7 @@ log and redelivery."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -14,12 +14,13 @@ from billfold.config import Settings
 from billfold.kit import audit
 from billfold.kit.db import new_id, utcnow
 from billfold.kit.errors import InvalidInput, NotFound
+from billfold.services import Services
 from billfold.webhooks.outbound import batches
 from billfold.webhooks.outbound.catalog import EVENT_TYPES
 from billfold.webhooks.outbound.events import schedule
 from billfold.webhooks.outbound.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from billfold.webhooks.outbound.secrets import SecretBox, new_signing_secret
-from billfold.webhooks.outbound.urls import check_url
+from billfold.webhooks.outbound.urls import CheckedUrl, check_url
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,37 @@ def _event_types(event_types: Sequence[str] | None) -> list[str] | None:
     return sorted(set(event_types))
 
 
-def create(
-    session: Session,
-    settings: Settings,
+def add(
+    services: Services,
     *,
     url: str,
     event_types: Sequence[str] | None,
     description: str | None,
     actor: str,
 ) -> CreatedEndpoint:
-    check_url(url, settings.webhook_allow_private_urls)
+    """`create` for a request or command: the URL is checked (a DNS lookup) before its
+    transaction opens."""
+    checked = check_url(url, services.settings.webhook_allow_private_urls)
+    with services.db.transaction() as session:
+        return create(
+            session,
+            services.settings,
+            url=checked,
+            event_types=event_types,
+            description=description,
+            actor=actor,
+        )
+
+
+def create(
+    session: Session,
+    settings: Settings,
+    *,
+    url: CheckedUrl,
+    event_types: Sequence[str] | None,
+    description: str | None,
+    actor: str,
+) -> CreatedEndpoint:
     endpoint_id = new_id("whe")
     plaintext = new_signing_secret()
     endpoint = WebhookEndpoint(
@@ -83,7 +105,7 @@ def list_endpoints(session: Session) -> list[WebhookEndpoint]:
 
 @dataclass(frozen=True)
 class EndpointChanges:
-    url: str | None = None
+    url: CheckedUrl | None = None  # a new URL comes through `change`, which checks it
     description: str | None = None
     # `all_event_types` clears the filter; `event_types` sets it.
     event_types: Sequence[str] | None = None
@@ -91,12 +113,28 @@ class EndpointChanges:
     enabled: bool | None = None
 
 
+def change(
+    services: Services,
+    endpoint_id: str,
+    changes: EndpointChanges,
+    actor: str,
+    *,
+    url: str | None = None,
+) -> WebhookEndpoint:
+    """`update` for a request or command, with a new `url` checked (a DNS lookup) before its
+    transaction opens."""
+    if url is not None:
+        changes = replace(changes, url=check_url(url, services.settings.webhook_allow_private_urls))
+    with services.db.transaction() as session:
+        return update(session, endpoint_id, changes, actor)
+
+
 def update(
-    session: Session, settings: Settings, endpoint_id: str, changes: EndpointChanges, actor: str
+    session: Session, endpoint_id: str, changes: EndpointChanges, actor: str
 ) -> WebhookEndpoint:
     endpoint = get(session, endpoint_id)
     if changes.url is not None:
-        endpoint.url = check_url(changes.url, settings.webhook_allow_private_urls)
+        endpoint.url = changes.url
     if changes.description is not None:
         endpoint.description = changes.description or None
     if changes.all_event_types:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from typing import NewType
 from urllib.parse import urlsplit
 
 from billfold.config import PrivateUrls
@@ -15,7 +16,12 @@ class UnsafeUrl(InvalidInput):
     code = "unsafe_url"
 
 
-def check_url(url: str, allow: PrivateUrls) -> str:
+# A URL `check_url` passed. Checking looks the host up (DNS, no timeout of its own), so it is
+# done before a transaction opens: on SQLite an open transaction holds the one write lock.
+CheckedUrl = NewType("CheckedUrl", str)
+
+
+def check_url(url: str, allow: PrivateUrls) -> CheckedUrl:
     """The URL if it is http(s) and every address its host resolves to is allowed."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -32,7 +38,7 @@ def check_url(url: str, allow: PrivateUrls) -> str:
                 "The URL resolves to a private, loopback or link-local address",
                 host=parts.hostname,
             )
-    return url
+    return CheckedUrl(url)
 
 
 def _addresses(host: str, port: int) -> list[IPAddress]:
