@@ -50,15 +50,34 @@ def terms(subscription: Subscription, settings: Settings, now: datetime) -> Term
     from now, while the customer pays, never past the period. Canceled or any other state:
     no features, expired now.
     """
-    status = SubscriptionStatus(subscription.status)
-    features = subscription.plan.features if status in ENTITLED else {}
-    period_end = subscription.current_period_ends_at
+    return terms_of(
+        subscription.status,
+        subscription.plan.features,
+        trial_ends_at=subscription.trial_ends_at,
+        period_ends_at=subscription.current_period_ends_at,
+        settings=settings,
+        now=now,
+    )
+
+
+def terms_of(
+    subscription_status: str,
+    plan_features: dict[str, Any],
+    *,
+    trial_ends_at: datetime | None,
+    period_ends_at: datetime | None,
+    settings: Settings,
+    now: datetime,
+) -> Terms:
+    """`terms` from a subscription's columns, for readers that load no entities."""
+    status = SubscriptionStatus(subscription_status)
+    features = plan_features if status in ENTITLED else {}
     if status == SubscriptionStatus.TRIALING:
-        expires = subscription.trial_ends_at or period_end or now
-    elif status == SubscriptionStatus.ACTIVE and period_end is not None:
-        expires = period_end + timedelta(days=settings.license_grace_days)
-    elif status == SubscriptionStatus.PAST_DUE and period_end is not None:
-        expires = min(period_end, now + timedelta(days=settings.license_grace_days))
+        expires = trial_ends_at or period_ends_at or now
+    elif status == SubscriptionStatus.ACTIVE and period_ends_at is not None:
+        expires = period_ends_at + timedelta(days=settings.license_grace_days)
+    elif status == SubscriptionStatus.PAST_DUE and period_ends_at is not None:
+        expires = min(period_ends_at, now + timedelta(days=settings.license_grace_days))
     else:
         expires = now
     return Terms(str(status), features, max(expires, now))

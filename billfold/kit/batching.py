@@ -1,0 +1,158 @@
+"""Group work: the requests that arrive together are handled in one transaction.
+
+A request that pays for its own transaction (and its own trip through a thread pool) costs
+the server more than the work it asks for when that work is a few rows. A batcher hands
+every waiting request to its thread, which handles them all at once on a connection it
+keeps, in one transaction, and answers each request's future. A subclass says how a batch is
+handled (`run_batch`) and how one request is handled alone (`settle_alone`): when a batch
+fails as a whole, each of its requests is retried alone, so a bad neighbour never fails a
+good request.
+
+Used by the credits debits (`credits/batching.py`) and the entitlement reads
+(`entitlements/batching.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import structlog
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session
+
+log = structlog.get_logger("billfold.batching")
+
+W = TypeVar("W")  # what a request asks for
+R = TypeVar("R")  # its answer
+
+
+@dataclass
+class Pending(Generic[W, R]):
+    work: W
+    future: concurrent.futures.Future[R]
+
+
+class Batcher(ABC, Generic[W, R]):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        failed_event: str,
+        threads: int = 1,
+        max_batch: int = 500,
+    ) -> None:
+        self._engine = engine
+        self._failed_event = failed_event  # logged when a batch fails as a whole
+        self._queue: queue.SimpleQueue[Pending[W, R] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self._max_batch = max_batch
+        self._started = False
+
+    @abstractmethod
+    def run_batch(self, batch: list[W], connection: HeldConnection) -> list[R | Exception]:
+        """Each request's answer (or error), in order. Raising fails the batch as a whole:
+        its requests are then settled alone."""
+
+    @abstractmethod
+    def settle_alone(self, work: W) -> R:
+        """One request on its own, in its own transaction."""
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+
+    def stop(self) -> None:
+        if self._started:
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join(timeout=10)
+            self._started = False
+
+    async def handle(self, work: W) -> R:
+        """The answer to `work`, handled in the next batch."""
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._queue.put(Pending(work, future))
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        connection = HeldConnection(self._engine)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._queue.put(None)  # leave the stop signal for this thread's next turn
+                        break
+                    batch.append(more)
+                self._apply(batch, connection)
+        finally:
+            connection.release()
+
+    def _apply(self, batch: list[Pending[W, R]], connection: HeldConnection) -> None:
+        try:
+            outcomes = self.run_batch([p.work for p in batch], connection)
+        except Exception:
+            log.warning(self._failed_event, size=len(batch), exc_info=True)
+            connection.release()  # it may be what failed: the next batch checks out a new one
+            for pending in batch:
+                self._settle(pending)
+            return
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    def _settle(self, pending: Pending[W, R]) -> None:
+        try:
+            pending.future.set_result(self.settle_alone(pending.work))
+        except Exception as exc:
+            pending.future.set_exception(exc)
+
+
+class HeldConnection:
+    """A batcher thread's own database connection, kept from one batch to the next.
+
+    Checking a connection out of the pool for every batch costs a round trip (the pool's
+    liveness ping) and Python bookkeeping, on every batch. The held connection is given back
+    when a batch fails (it may be what failed) and when the thread stops; the next batch then
+    checks out a fresh, pinged one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        with Session(self._connection, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def release(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
