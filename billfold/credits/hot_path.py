@@ -14,19 +14,16 @@ in the OpenAPI schema): a body that is not sent as JSON, and a request carrying 
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billfold.auth.service import credential_from_header
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.consume import Debit
 from billfold.credits.schemas import ConsumeIn, ConsumeOut
 from billfold.kit.envelope import ok
-from billfold.kit.http_errors import error_response, invalid_request, response_for, unparsable_json
+from billfold.kit.hot_path import answer_json_call, json_content_type
 
 PATH = "/credits/consume"
 
@@ -62,63 +59,10 @@ class ConsumeHotPath:
         ):
             await self._app(scope, receive, send)
             return
-        authorization = content_type = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"idempotency-key":
-                content_type = None  # the generic middleware owns the header: fall through
-                break
-        if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        if not json_content_type(scope):
             await self._app(scope, receive, send)
             return
-        await self._answer(scope, receive, send, authorization)
+        await answer_json_call(scope, receive, send, credential_from_header, self._consume)
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, authorization: str | None
-    ) -> None:
-        try:
-            raw = await _read_body(receive)
-        except ClientDisconnect:
-            return  # the caller hung up before the body ended: nothing is done, as in FastAPI
-        try:
-            credential = credential_from_header(authorization)
-            if not raw:
-                raise _NoBody
-            body = ConsumeIn.model_validate(json.loads(raw))
-            answer = await answer_consume(self._batcher, credential, body)
-        except Exception as exc:
-            await _refusal(exc)(scope, receive, send)
-            return
-        await Response(answer, media_type="application/json")(scope, receive, send)
-
-
-class _NoBody(Exception):
-    pass
-
-
-def _refusal(exc: Exception) -> Response:
-    """The answer FastAPI's handlers give for the same failure."""
-    if isinstance(exc, _NoBody):
-        return invalid_request([{"loc": (), "msg": "Field required"}], ("body",))
-    if isinstance(exc, json.JSONDecodeError):
-        return invalid_request([{"loc": (exc.pos,), "msg": "JSON decode error"}], ("body",))
-    if isinstance(exc, ValidationError):
-        return invalid_request(exc.errors(), ("body",))
-    if isinstance(exc, UnicodeDecodeError):
-        return error_response(400, "http_error", "There was an error parsing the body")
-    return unparsable_json(exc) or response_for(exc)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    """The whole request body (`RequestGuard`, outside, refuses one past its limit)."""
-    chunks: list[bytes] = []
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    async def _consume(self, credential: str, document: Any) -> bytes:
+        return await answer_consume(self._batcher, credential, ConsumeIn.model_validate(document))
