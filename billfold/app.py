@@ -28,6 +28,8 @@ from billfold.credits.hot_path import ConsumeHotPath
 from billfold.customers import api as customers_api
 from billfold.customers import sign_in_api
 from billfold.entitlements import api as entitlements_api
+from billfold.entitlements.batching import EntitlementReader
+from billfold.entitlements.hot_path import EntitlementsHotPath
 from billfold.kit.errors import BillfoldError, InvalidInput
 from billfold.kit.http_errors import error_response, invalid_request, response_for, unparsable_json
 from billfold.kit.idempotency import IdempotencyMiddleware
@@ -69,6 +71,7 @@ def create_app(
         secret=secret(settings.jwt_secret), lifetime=timedelta(minutes=settings.jwt_expires_minutes)
     )
     batcher = ConsumeBatcher(services, tokens, threads=settings.credits_consume_batch_threads)
+    reader = EntitlementReader(services, tokens)
     limiter = Limiter(
         DatabaseStorage(services.db),
         secret(settings.jwt_secret),
@@ -80,7 +83,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         thread = build_worker(services).start_in_thread(stop) if run_worker else None
         batcher.start()
+        reader.start()
         yield
+        reader.stop()
         batcher.stop()
         stop.set()
         if thread is not None:
@@ -98,6 +103,7 @@ def create_app(
     app.state.services = services
     app.state.request_services = services.for_requests()
     app.state.consume_batcher = batcher
+    app.state.entitlement_reader = reader
     app.state.tokens = tokens
     app.state.limiter = limiter
     app.state.rate_rules = rate_rules
@@ -124,6 +130,7 @@ def create_app(
         retention=timedelta(hours=settings.idempotency_retention_hours),
     )
     app.add_middleware(ConsumeHotPath, batcher=batcher)
+    app.add_middleware(EntitlementsHotPath, reader=reader)
     app.add_middleware(
         RateLimitMiddleware, limiter=limiter, routes=routes_from_settings(rate_rules)
     )

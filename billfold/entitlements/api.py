@@ -1,48 +1,39 @@
 """HTTP routes: may this customer use a feature now, and everything they may use (service
-keys and admins for anyone, a user for themself)."""
+keys and admins for anyone, a user for themself).
+
+Usually answered before FastAPI by entitlements/hot_path.py; these routes take the rest (a
+query string, an `Idempotency-Key` header, a body not sent as JSON) and document the calls.
+Both ask the same reader, which answers the questions arriving together from one read."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from fastapi import APIRouter, Request, Response
 
-from fastapi import APIRouter
-
-from billfold.auth.deps import ServicesDep, WorkDep
-from billfold.entitlements import service
-from billfold.entitlements.schemas import CheckIn, CheckOut, EntitlementOut, EntitlementsOut
-from billfold.kit.envelope import ERROR_RESPONSES, Envelope, ok
+from billfold.auth.deps import CredentialDep
+from billfold.entitlements.hot_path import answer_check, answer_listing
+from billfold.entitlements.schemas import CheckIn, CheckOut, EntitlementsOut
+from billfold.kit.envelope import ERROR_RESPONSES, Envelope
 
 router = APIRouter(tags=["entitlements"], responses=ERROR_RESPONSES)
 
 
-@router.post("/entitlements/check", summary="May the customer use this feature now?")
-def check(body: CheckIn, work: WorkDep, services: ServicesDep) -> Envelope[CheckOut]:
-    facts, decided = service.check(
-        work.session,
-        work.caller,
-        services.settings,
-        customer_id=body.customer_id,
-        feature=body.feature,
-        amount=body.amount,
-    )
-    return ok(
-        CheckOut(
-            customer_id=facts.customer_id, plan=facts.plan, status=facts.status, **asdict(decided)
-        )
-    )
+@router.post(
+    "/entitlements/check",
+    summary="May the customer use this feature now?",
+    response_model=Envelope[CheckOut],
+)
+async def check(body: CheckIn, credential: CredentialDep, request: Request) -> Response:
+    answer = await answer_check(request.app.state.entitlement_reader, credential, body)
+    return Response(answer, media_type="application/json")
 
 
-@router.get("/entitlements/{customer_id}", summary="Everything the customer may use now")
-def list_entitlements(
-    customer_id: str, work: WorkDep, services: ServicesDep
-) -> Envelope[EntitlementsOut]:
-    facts, all_of_them = service.list_all(work.session, work.caller, services.settings, customer_id)
-    return ok(
-        EntitlementsOut(
-            customer_id=facts.customer_id,
-            plan=facts.plan,
-            status=facts.status,
-            active=facts.plan_active,
-            entitlements=[EntitlementOut(**asdict(e)) for e in all_of_them],
-        )
-    )
+@router.get(
+    "/entitlements/{customer_id}",
+    summary="Everything the customer may use now",
+    response_model=Envelope[EntitlementsOut],
+)
+async def list_entitlements(
+    customer_id: str, credential: CredentialDep, request: Request
+) -> Response:
+    answer = await answer_listing(request.app.state.entitlement_reader, credential, customer_id)
+    return Response(answer, media_type="application/json")

@@ -80,11 +80,14 @@ async def answer_json_call(
     except ClientDisconnect:
         return  # the caller hung up before the body ended: nothing is done, as in FastAPI
     try:
+        # In FastAPI's order: a body that is not JSON is refused before the credential is
+        # looked at, a JSON body that breaks the schema after.
+        document = json.loads(raw) if raw else None
         credential = credential_of(authorization(scope))
         if not raw:
             raise NoBody
-        document = await answer(credential, json.loads(raw))
+        answered = await answer(credential, document)
     except Exception as exc:
         await refusal(exc)(scope, receive, send)
         return
-    await Response(document, media_type="application/json")(scope, receive, send)
+    await Response(answered, media_type="application/json")(scope, receive, send)

@@ -8,25 +8,17 @@ from typing import Any
 import pytest
 from factories import signed_up
 from fastapi.testclient import TestClient
-from support.credits import starting_balance
-
-TRIAL = {"limits": {"projects": 1, "seats": 1}, "flags": {"api": False, "export": True}}
+from support.entitlements import service_key, trial_member
 
 
 @pytest.fixture
 def member(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
-    """A customer on the trial plan, with 30 credits."""
-    plan = {"code": "trial", "name": "Trial", "trialDays": 14, "features": TRIAL}
-    client.post("/plans", json=plan, headers=admin).raise_for_status()
-    user = signed_up(client)
-    starting_balance(client, admin, user["customerId"], 30)
-    return user
+    return trial_member(client, admin)
 
 
 @pytest.fixture
 def service(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
-    key = client.post("/api-keys", json={"name": "backend"}, headers=admin).json()["data"]["key"]
-    return {"Authorization": f"Bearer {key}"}
+    return service_key(client, admin)
 
 
 def _check(client: TestClient, headers: dict[str, str], **body: Any) -> Any:
