@@ -453,12 +453,14 @@ def _prorations(sub: Any, old_plan: Any, new_plan: Any, at: int) -> list[dict[st
         return []
     quantity = sub.items._list[0].quantity
     remaining = (end - at) / (end - start)
+    after = datetime.fromtimestamp(at, UTC).strftime("%d %b %Y")
     return [
         {
             "amount": sign * round(plan.amount * quantity * remaining),
             "currency": plan.currency,
             "plan": plan.id,
-            "description": f"{label} {plan.nickname or plan.id}",
+            # As Stripe words it: "Unused time on Pro after 30 Nov 2026", with "2 x Pro" for two.
+            "description": f"{label} {_quantity_of(quantity, plan)} after {after}",
             "period": {"start": at, "end": end},
             "proration": True,
         }
@@ -467,6 +469,19 @@ def _prorations(sub: Any, old_plan: Any, new_plan: Any, at: int) -> list[dict[st
             (new_plan, 1, "Remaining time on"),
         )
     ]
+
+
+def _quantity_of(quantity: int, plan: Any) -> str:
+    """The product's name (the price's nickname or ID if its product is gone), as Stripe
+    names an item on an invoice line, with the quantity when more than one."""
+    from localstripe import resources as r
+    from localstripe.errors import UserError
+
+    try:
+        name = r.Product._api_retrieve(plan.product).name
+    except UserError:
+        name = plan.nickname or plan.id
+    return f"{quantity} × {name}" if quantity > 1 else str(name)  # noqa: RUF001 - as Stripe
 
 
 def _proration_time(value: Any, sub: Any) -> int:

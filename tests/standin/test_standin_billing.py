@@ -7,6 +7,7 @@ only."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -100,6 +101,11 @@ def test_changing_the_price_keeps_the_item_and_prorates_unless_told_not_to(
     assert len(amounts) == 2
     assert -900 <= amounts[0] < 0 < amounts[1] <= 2900
     assert all(i.proration for i in pending)
+    # Lines name the product, as Stripe's do ("Unused time on Pro after 30 Nov 2026").
+    described = sorted(str(i.description) for i in pending)
+    after = r"after \d\d [A-Z][a-z]{2} \d{4}"
+    assert re.fullmatch(rf"Remaining time on Plan 2900 {after}", described[0]), described
+    assert re.fullmatch(rf"Unused time on Plan 900 {after}", described[1]), described
 
     other = _subscribed(stripe_facing, cheap)
     stripe_facing.v1.subscriptions.update(
