@@ -471,17 +471,22 @@ def _prorations(sub: Any, old_plan: Any, new_plan: Any, at: int) -> list[dict[st
     ]
 
 
-def _quantity_of(quantity: int, plan: Any) -> str:
+def _product_name(plan: Any) -> str:
     """The product's name (the price's nickname or ID if its product is gone), as Stripe
-    names an item on an invoice line, with the quantity when more than one."""
+    names an item on an invoice line."""
     from localstripe import resources as r
     from localstripe.errors import UserError
 
     try:
-        name = r.Product._api_retrieve(plan.product).name
+        return str(r.Product._api_retrieve(plan.product).name)
     except UserError:
-        name = plan.nickname or plan.id
-    return f"{quantity} × {name}" if quantity > 1 else str(name)  # noqa: RUF001 - as Stripe
+        return str(plan.nickname or plan.id)
+
+
+def _quantity_of(quantity: int, plan: Any) -> str:
+    """The item as a proration line names it: the quantity only when more than one."""
+    name = _product_name(plan)
+    return f"{quantity} × {name}" if quantity > 1 else name  # noqa: RUF001 - as Stripe
 
 
 def _proration_time(value: Any, sub: Any) -> int:
@@ -588,13 +593,15 @@ def preview_invoice(
             "amount": new_plan.amount * item.quantity,
             "currency": new_plan.currency,
             "plan": new_plan.id,
-            "description": f"{item.quantity} x {new_plan.nickname or new_plan.id}",
+            "description": f"{item.quantity} × {_product_name(new_plan)}",  # noqa: RUF001
             "period": {"start": end, "end": after},
             "proration": False,
         }
         lines = pending + prorations + [cycle]
         date, period = end, (sub._period[0], end)
-    total = sum(line["amount"] for line in lines)
+    subtotal = sum(line["amount"] for line in lines)
+    discount, off = _preview_discount(sub, lines)
+    total = subtotal - off
     return _Preview(
         {
             "id": "upcoming_" + r.random_id(14),
@@ -607,9 +614,13 @@ def preview_invoice(
             },
             "status": "draft",
             "currency": new_plan.currency,
-            "subtotal": total,
+            "subtotal": subtotal,
             "total": total,
             "amount_due": max(total, 0),
+            "discount": discount if off else None,
+            "total_discount_amounts": (
+                [{"amount": off, "discount": discount["promotion_code"]}] if off else []
+            ),
             "amount_paid": 0,
             "created": date,
             "next_payment_attempt": date,
@@ -624,6 +635,24 @@ def preview_invoice(
             "livemode": False,
         }
     )
+
+
+def _preview_discount(sub: Any, lines: list[dict[str, Any]]) -> tuple[Any, int]:
+    """The subscription's discount and what it takes off a previewed invoice of these lines,
+    reckoned as the invoice itself will be (standin/discounts.py)."""
+    from types import SimpleNamespace
+
+    from billfold.standin.discounts import discount_amount
+
+    discount = getattr(sub, "discount", None)
+    if not discount:
+        return None, 0
+    shown = SimpleNamespace(
+        lines=SimpleNamespace(
+            _list=[SimpleNamespace(amount=x["amount"], proration=x["proration"]) for x in lines]
+        )
+    )
+    return discount, discount_amount(shown, sub, discount)
 
 
 def upcoming_invoice(

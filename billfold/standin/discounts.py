@@ -104,7 +104,7 @@ def redeem(code: str) -> dict[str, Any] | None:
     return None
 
 
-def _discount_amount(invoice: Any, sub: Any, discount: dict[str, Any]) -> int:
+def discount_amount(invoice: Any, sub: Any, discount: dict[str, Any]) -> int:
     """What the coupon takes off this invoice (0 once it no longer applies)."""
     from localstripe import resources as r
 
@@ -154,7 +154,7 @@ def apply() -> None:
             getattr(sub, "discount", None) or getattr(sub, "_pending_discount", None)
         )
         if discount:
-            self._discount_amount = _discount_amount(self, sub, discount)
+            self._discount_amount = discount_amount(self, sub, discount)
             if self._discount_amount:
                 self.discount = discount
                 self.total_discount_amounts = [

@@ -153,21 +153,31 @@ def preview(
 
 
 def _preview_at_period_end(services: Services, target: _Target) -> PlanChangePreview:
-    """Nothing now; the new plan's price when the period (or the trial) ends, where the
-    schedule will move the subscription."""
+    """Nothing now; the renewal when the period (or the trial) ends, where the schedule will
+    move the subscription: Stripe's preview of that invoice at the new price, prorating
+    nothing, so a discount, the quantity and anything else on it count as they will then."""
     remote = services.stripe.retrieve_subscription(target.stripe_id)
-    price = services.stripe.retrieve_price(target.price_id)
+    renewal = services.stripe.preview_price_change(
+        target.stripe_id,
+        item_id=remote.item_id or "",
+        price_id=target.price_id,
+        proration_behavior=ProrationBehavior.NONE,
+        proration_date=int(utcnow().timestamp()),
+    )
     starts = remote.trial_end if remote.status == "trialing" else remote.current_period_end
-    amount = price.unit_amount or 0
     return PlanChangePreview(
         plan=target.plan_code,
         proration_behavior=ProrationBehavior.NONE,
         proration_date=utcnow().replace(microsecond=0),
-        currency=price.currency,
+        currency=renewal.currency,
         due_now=0,
-        next_amount=amount,
+        next_amount=renewal.amount_due,
         next_at=datetime.fromtimestamp(starts, UTC) if starts else None,
-        lines=(PreviewLine(None, amount, proration=False),),
+        lines=tuple(
+            PreviewLine(x.description, x.amount, proration=False)
+            for x in renewal.lines
+            if not x.proration
+        ),
         when=ChangeTiming.PERIOD_END,
     )
 

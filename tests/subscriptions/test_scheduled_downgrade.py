@@ -668,6 +668,11 @@ def test_a_scheduled_downgrade_keeps_the_promotion_discount_and_the_default_card
     method = card(stripe_api, VISA)
     stripe_api.v1.payment_methods.attach(method, params={"customer": customer})
     stripe_api.v1.subscriptions.update(subscription_id, params={"default_payment_method": method})
+    asked = {"plan": "starter", "when": "period_end"}
+    previewed = client.get(f"{CHANGE}/preview", params=asked, headers=member.headers)
+    assert previewed.status_code == 200, previewed.text
+    shown = previewed.json()["data"]
+    assert (shown["dueNow"], shown["nextAmount"]) == (0, 675)  # what the renewal will charge
 
     _change(client, member, plan="starter", when="period_end")
 
