@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -151,6 +152,27 @@ def post_all(
     )
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU used by a process and everything under it, alive or reaped (Linux):
+    what the server costs per event, apart from how loaded the machine is."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def register(base: str, n: int) -> list[str]:
     """`n` users with their Stripe customer (made inline at sign-up); their Stripe IDs."""
     ids = []
@@ -232,9 +254,11 @@ def main() -> None:
                 args.clients,
                 args.load_processes,
             )  # warm up
+            cpu_before = tree_cpu_seconds(server.pid)
             elapsed, latencies, errors, duplicates = post_all(
                 port, requests, args.clients, args.load_processes
             )
+            cpu = tree_cpu_seconds(server.pid) - cpu_before
             ms = [s * 1000 for s in latencies]
             with db.transaction() as session:
                 stored = session.scalar(
@@ -249,6 +273,10 @@ def main() -> None:
                 f"  acknowledged  {len(requests) / elapsed:8.0f} events/s  "
                 f"p50={percentile(ms, 50):6.1f} ms  p99={percentile(ms, 99):6.1f} ms  "
                 f"errors={errors}  answered duplicate={duplicates}"
+            )
+            print(
+                f"  server CPU    {cpu / len(requests) * 1000:8.2f} ms per acknowledged event "
+                f"(~{len(requests) / max(cpu, 1e-9):.0f} events/s per free core)"
             )
             print(f"  stored        {rows} rows for {stored} distinct of {args.events} events")
 
