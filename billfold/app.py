@@ -53,6 +53,8 @@ from billfold.registry import build_services, build_worker
 from billfold.services import Services
 from billfold.subscriptions import api as subscriptions_api
 from billfold.webhooks import api as webhooks_api
+from billfold.webhooks.batching import InboxBatcher
+from billfold.webhooks.hot_path import WebhookHotPath
 from billfold.webhooks.outbound import api as outbound_webhooks_api
 
 
@@ -72,6 +74,7 @@ def create_app(
     )
     batcher = ConsumeBatcher(services, tokens, threads=settings.credits_consume_batch_threads)
     reader = EntitlementReader(services, tokens)
+    inbox_batcher = InboxBatcher(services)
     limiter = Limiter(
         DatabaseStorage(services.db),
         secret(settings.jwt_secret),
@@ -84,7 +87,9 @@ def create_app(
         thread = build_worker(services).start_in_thread(stop) if run_worker else None
         batcher.start()
         reader.start()
+        inbox_batcher.start()
         yield
+        inbox_batcher.stop()
         reader.stop()
         batcher.stop()
         stop.set()
@@ -104,6 +109,7 @@ def create_app(
     app.state.request_services = services.for_requests()
     app.state.consume_batcher = batcher
     app.state.entitlement_reader = reader
+    app.state.inbox_batcher = inbox_batcher
     app.state.tokens = tokens
     app.state.limiter = limiter
     app.state.rate_rules = rate_rules
@@ -131,6 +137,7 @@ def create_app(
     )
     app.add_middleware(ConsumeHotPath, batcher=batcher)
     app.add_middleware(EntitlementsHotPath, reader=reader)
+    app.add_middleware(WebhookHotPath, batcher=inbox_batcher)
     app.add_middleware(
         RateLimitMiddleware, limiter=limiter, routes=routes_from_settings(rate_rules)
     )

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, select, update
+from sqlalchemy import ColumnElement, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from billfold.jobs import wakeup
 from billfold.jobs.models import Job, JobStatus
-from billfold.kit.db import utcnow
+from billfold.kit.db import new_id, utcnow
 
 DEFAULT_MAX_ATTEMPTS = 12
 
@@ -32,6 +32,30 @@ def enqueue(
     session.add(job)
     wakeup.note_enqueued(session)
     return job
+
+
+def enqueue_many(session: Session, kind: str, payloads: Sequence[dict[str, Any]]) -> list[str]:
+    """A job of `kind` for each payload, in one statement in the caller's transaction (they
+    run only if it commits); their IDs."""
+    if not payloads:
+        return []
+    now = utcnow()
+    rows = [
+        {
+            "id": new_id("job"),
+            "kind": kind,
+            "payload": payload,
+            "status": JobStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": DEFAULT_MAX_ATTEMPTS,
+            "run_at": now,
+            "created_at": now,
+        }
+        for payload in payloads
+    ]
+    session.execute(insert(Job), rows)
+    wakeup.note_enqueued(session)
+    return [str(row["id"]) for row in rows]
 
 
 def recurring_job_id(kind: str) -> str:

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from starlette.concurrency import run_in_threadpool
 
-from billfold.auth.deps import AdminWorkDep, ServicesDep
+from billfold.auth.deps import AdminWorkDep
 from billfold.kit.envelope import ERROR_RESPONSES, ApiModel, Envelope, ok
 from billfold.webhooks import inbox
+from billfold.webhooks.batching import InboxBatcher
 from billfold.webhooks.models import EventStatus
 
 router = APIRouter(responses=ERROR_RESPONSES)
@@ -38,12 +38,11 @@ class EventOut(ApiModel):
 @router.post("/webhooks/stripe", tags=["webhooks"], summary="Stripe webhook endpoint")
 async def stripe_webhook(
     request: Request,
-    services: ServicesDep,
     stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
 ) -> Envelope[ReceivedOut]:
-    body = await request.body()
-    stored, is_new = await run_in_threadpool(inbox.accept, services, body, stripe_signature)
-    return ok(ReceivedOut(id=stored.id, duplicate=not is_new))
+    batcher: InboxBatcher = request.app.state.inbox_batcher
+    stored = await batcher.accept(await request.body(), stripe_signature)
+    return ok(ReceivedOut(id=stored.id, duplicate=not stored.new))
 
 
 @router.get("/webhooks/events", tags=["webhooks"], summary="Stored Stripe events (admin)")

@@ -54,7 +54,6 @@ def backfill_events(services: Services, since: datetime) -> BackfillResult:
         if event["id"] in known:
             continue
         with services.db.transaction() as session:
-            _, new = inbox.receive(session, event, json.dumps(event).encode())
-        stored += new
+            stored += inbox.receive(session, event, json.dumps(event).encode()).new
     log.info("webhooks.backfilled", listed=len(events), stored=stored, since=since.isoformat())
     return BackfillResult(listed=len(events), stored=stored, skipped=len(events) - stored)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
-from billfold.jobs.queue import enqueue
+from billfold.jobs.queue import enqueue, enqueue_many
 from billfold.kit import audit
-from billfold.kit.db import utcnow
+from billfold.kit.db import new_id, utcnow
 from billfold.kit.errors import NotFound
 from billfold.kit.observability import WEBHOOK_EVENTS, WEBHOOK_LAG
 from billfold.services import Services
@@ -25,37 +29,86 @@ log = structlog.get_logger("billfold.webhooks")
 PROCESS_JOB = "webhooks.process"
 
 
-def accept(services: Services, raw_body: bytes, signature: str | None) -> tuple[StripeEvent, bool]:
+@dataclass(frozen=True)
+class Stored:
+    """Where a delivered event is kept: our ID for it, and whether this delivery stored it
+    (False for a replay of an event already in the inbox)."""
+
+    id: str
+    new: bool
+
+
+def accept(services: Services, raw_body: bytes, signature: str | None) -> Stored:
     """Stripe's delivery at our endpoint: the signature checked first, then the event stored
-    (and its job enqueued) in one short transaction; the stored event, and whether it is new."""
+    (and its job enqueued) in one short transaction."""
     event = services.stripe.verify_webhook(raw_body, signature)
     with services.db.transaction() as session:
         return receive(session, event, raw_body)
 
 
-def receive(session: Session, event: dict[str, Any], raw_body: bytes) -> tuple[StripeEvent, bool]:
-    """Store a verified event and enqueue its processing; (stored, False) for a replay."""
-    stored = StripeEvent(
-        stripe_event_id=event["id"],
-        type=str(event["type"]),
-        stripe_created_at=event_time(event),
-        livemode=bool(event.get("livemode", False)),
-        payload=raw_body.decode("utf-8"),
-    )
-    try:
-        with session.begin_nested():
-            session.add(stored)
-            session.flush()
-    except IntegrityError:
-        existing = session.scalar(
-            select(StripeEvent).where(StripeEvent.stripe_event_id == event["id"])
+def receive(session: Session, event: dict[str, Any], raw_body: bytes) -> Stored:
+    """Store a verified event and enqueue its processing (once however often it arrives)."""
+    return receive_all(session, [(event, raw_body)])[0]
+
+
+def receive_all(
+    session: Session, deliveries: Sequence[tuple[dict[str, Any], bytes]]
+) -> list[Stored]:
+    """Store verified events in the caller's transaction, each once by Stripe's event ID, and
+    the processing job of each new one: one statement for the events, one for their jobs.
+
+    An event already stored (or twice in `deliveries`) is a replay: answered with the stored
+    row's ID, nothing written. The rows go in the order of their Stripe IDs, so two
+    transactions storing some of the same events meet them in the same order (the second
+    waits for the first, then skips what it stored) and never deadlock."""
+    now = utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for event, raw_body in deliveries:
+        rows.setdefault(
+            event["id"],
+            {
+                "id": new_id("evt"),
+                "stripe_event_id": event["id"],
+                "type": str(event["type"]),
+                "stripe_created_at": event_time(event),
+                "livemode": bool(event.get("livemode", False)),
+                "payload": raw_body.decode("utf-8"),
+                "status": EventStatus.PENDING,
+                "attempts": 0,
+                "received_at": now,
+            },
         )
-        assert existing is not None
-        WEBHOOK_EVENTS.labels(type=existing.type, outcome="duplicate").inc()
-        return existing, False
-    enqueue(session, PROCESS_JOB, {"event_id": stored.id})
-    WEBHOOK_EVENTS.labels(type=stored.type, outcome="received").inc()
-    return stored, True
+    ordered = [rows[key] for key in sorted(rows)]
+    inserted = set(session.scalars(_insert_new_events(session), ordered))
+    replayed = [key for key, row in rows.items() if row["id"] not in inserted]
+    stored_ids = {key: row["id"] for key, row in rows.items() if row["id"] in inserted}
+    if replayed:
+        found = select(StripeEvent.stripe_event_id, StripeEvent.id).where(
+            StripeEvent.stripe_event_id.in_(replayed)
+        )
+        stored_ids.update((key, stored_id) for key, stored_id in session.execute(found))
+    enqueue_many(
+        session, PROCESS_JOB, [{"event_id": row["id"]} for row in ordered if row["id"] in inserted]
+    )
+    answers: list[Stored] = []
+    for event, _ in deliveries:
+        stored_id = stored_ids[event["id"]]
+        new = stored_id in inserted
+        inserted.discard(stored_id)  # the same event twice in one batch: the second is a replay
+        WEBHOOK_EVENTS.labels(
+            type=str(event["type"]), outcome="received" if new else "duplicate"
+        ).inc()
+        answers.append(Stored(stored_id, new))
+    return answers
+
+
+def _insert_new_events(session: Session) -> ReturningInsert[str]:
+    """INSERT … ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id, in the session's SQL."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    statement = (postgresql_insert if postgresql else sqlite_insert)(StripeEvent)
+    return statement.on_conflict_do_nothing(index_elements=["stripe_event_id"]).returning(
+        StripeEvent.id
+    )
 
 
 def process(services: Services, event_id: str) -> None:
