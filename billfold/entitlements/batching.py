@@ -6,7 +6,9 @@ hands every waiting question to its thread (the consume batcher's mechanism,
 `kit/batching.py`), which resolves the callers in bulk and reads every customer's plan and
 balance in one query, in one transaction that begins after each of its questions arrived:
 an answer is never older than its question, so nothing is kept between batches and nothing
-can be stale.
+can be stale. On SQLite that transaction takes no write lock (it only writes when a service
+key's last use is due to be recorded, at most once a minute: should SQLite refuse that write,
+the batch is answered question by question in ordinary transactions).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class EntitlementReader(Batcher[_Ask, Standing]):
             failed_event="entitlements.batch_failed",
             threads=threads,
             max_batch=max_batch,
+            reader=True,  # on SQLite, no write lock: a check neither waits for nor blocks a debit
         )
         self._services = services
         self._tokens = tokens

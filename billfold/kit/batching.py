@@ -28,6 +28,8 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
+from billfold.kit.db import READER
+
 log = structlog.get_logger("billfold.batching")
 
 W = TypeVar("W")  # what a request asks for
@@ -49,8 +51,10 @@ class Batcher(ABC, Generic[W, R]):
         failed_event: str,
         threads: int = 1,
         max_batch: int = 500,
+        reader: bool = False,
     ) -> None:
         self._engine = engine
+        self._reader = reader  # its batches mostly read: see HeldConnection
         self._failed_event = failed_event  # logged when a batch fails as a whole
         self._queue: queue.SimpleQueue[Pending[W, R] | None] = queue.SimpleQueue()
         self._threads = [
@@ -90,7 +94,7 @@ class Batcher(ABC, Generic[W, R]):
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
-        connection = HeldConnection(self._engine)
+        connection = HeldConnection(self._engine, reader=self._reader)
         try:
             while True:
                 first = self._queue.get()
@@ -138,17 +142,23 @@ class HeldConnection:
     Checking a connection out of the pool for every batch costs a round trip (the pool's
     liveness ping) and Python bookkeeping, on every batch. The held connection is given back
     when a batch fails (it may be what failed) and when the thread stops; the next batch then
-    checks out a fresh, pinged one.
+    checks out a fresh, pinged one. A reader's connection (`reader`) begins its transactions
+    without SQLite's write lock (`kit/db.py`, `READER`): a batch that writes after all may
+    then be refused, and is settled request by request in ordinary transactions.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, reader: bool = False) -> None:
         self._engine = engine
+        self._reader = reader
         self._connection: Connection | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         if self._connection is None:
-            self._connection = self._engine.connect()
+            connection = self._engine.connect()
+            self._connection = (
+                connection.execution_options(**{READER: True}) if self._reader else connection
+            )
         with Session(self._connection, expire_on_commit=False) as session, session.begin():
             yield session
 

@@ -79,6 +79,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Execution option of a connection whose transactions mostly read (`kit/batching.py`'s
+# readers): on SQLite they begin deferred, without the write lock. PostgreSQL ignores it.
+READER = "billfold_reader"
+
+
 def make_engine(url: str, *, transaction_pooler: bool = False) -> Engine:
     """The engine; its errors never carry their bound parameters (password hashes, e-mails),
     which would otherwise reach the logs with the error. Behind a transaction-pooling
@@ -116,7 +121,12 @@ def _make_sqlite_transactions_immediate(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader's transaction takes no lock up front, so it neither waits for a writer nor
+        # holds writers back; should it write after all, SQLite may refuse it (a writer came
+        # between), and the reader's caller retries it as an ordinary transaction.
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(READER) else "BEGIN IMMEDIATE"
+        )
 
 
 class Database:

@@ -135,3 +135,26 @@ def test_a_debit_a_plan_change_and_a_cancellation_show_in_the_next_answer(
     assert (check("api")["allowed"], check("api")["reason"]) == (False, "subscription_inactive")
     listed = client.get(f"/entitlements/{cid}", headers=service).json()["data"]
     assert (listed["status"], listed["active"]) == ("canceled", False)
+
+
+@pytest.mark.sqlite_only
+# The rate limiter takes its leases in write transactions of its own: off, so that only the
+# check's own read meets the lock.
+@pytest.mark.parametrize("settings_overrides", [{"rate_limits_enabled": False}])
+def test_on_sqlite_a_check_is_answered_while_a_writer_holds_the_write_lock(
+    client: TestClient, services: Services, member: dict[str, Any]
+) -> None:
+    cid = member["customerId"]
+    body = {"customerId": cid, "feature": "credits", "amount": 30}
+    with services.db.engine.connect() as writer:
+        held = writer.begin()  # BEGIN IMMEDIATE: SQLite's one write lock, held
+        writer.exec_driver_sql("UPDATE plans SET name = name")
+        try:
+            answered = client.post("/entitlements/check", json=body, headers=member["headers"])
+            listed = client.get(f"/entitlements/{cid}", headers=member["headers"])
+        finally:
+            held.rollback()
+
+    assert answered.status_code == 200, answered.text
+    assert (answered.json()["data"]["allowed"], answered.json()["data"]["balance"]) == (True, 30)
+    assert listed.status_code == 200, listed.text
