@@ -15,6 +15,7 @@ enqueuing transaction and passes through the pooler.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -45,6 +46,8 @@ class Wakeup:
         # SQLite has one writer: the process's workers take turns at the queue's writes
         # rather than meet in SQLite's busy wait, which sleeps far longer than a turn.
         self.sqlite_turn = threading.Lock()
+        # When an idle worker of this process last looked at the queue for them all.
+        self._idle_look: float | None = None
 
     def seen(self) -> int:
         """A mark to wait from: take it before looking for jobs, so nothing rung in between
@@ -56,6 +59,19 @@ class Wakeup:
         """Sleep until a job was enqueued since `seen`, or `timeout`; True if woken."""
         with self._changed:
             return self._changed.wait_for(lambda: self._generation != seen, timeout)
+
+    def look_in(self, every: float) -> float:
+        """For an idle worker whose poll is due: 0 when it should look at the queue now (for
+        the whole process), else how long until the process's next look, when another idle
+        worker looked less than `every` seconds ago. So idle workers poll once a period
+        together, not each of them (16 idle threads polling PostgreSQL every 50 ms cost a
+        worker process half a core)."""
+        with self._changed:
+            now = time.monotonic()
+            if self._idle_look is not None and now - self._idle_look < every:
+                return every - (now - self._idle_look)
+            self._idle_look = now
+            return 0.0
 
     def ring(self) -> None:
         with self._changed:

@@ -322,6 +322,7 @@ class Worker(Generic[C]):
         if self._settings.wakeup and self._db.dialect == "postgresql":
             listen_url = self._settings.listen_url or self._db.url
         self.wakeup.attach(listen_url)
+        idle = False
         try:
             while not stop.is_set():
                 seen = self.wakeup.seen()
@@ -330,20 +331,32 @@ class Worker(Generic[C]):
                 except Exception:  # the database may be briefly away: keep the worker alive
                     log.exception("worker.loop_error")
                     busy = False
-                if not busy:
+                if busy and idle and self._settings.wakeup:
+                    # It looked for the process's idle workers and found work: they join in.
+                    self.wakeup.ring()
+                idle = not busy
+                if idle:
                     self._idle(seen, stop)
         finally:
             self.wakeup.detach()
 
     def _idle(self, seen: int, stop: threading.Event) -> None:
-        """Wait for a wake-up, the next poll, or `stop` (checked every tenth of a second)."""
+        """Wait for a wake-up, the next poll, or `stop` (checked every tenth of a second).
+        The process's idle workers take turns at polling: one looks each period, and wakes
+        the others when it finds work."""
         if not self._settings.wakeup:
             stop.wait(self._settings.poll_seconds)
             return
-        until = time.monotonic() + self._settings.poll_seconds
+        every = self._settings.poll_seconds
+        until = time.monotonic() + every
         while not stop.is_set():
             left = until - time.monotonic()
-            if left <= 0 or self.wakeup.wait(seen, min(left, 0.1)):
+            if left <= 0:
+                left = self.wakeup.look_in(every)
+                if left <= 0:
+                    return
+                until = time.monotonic() + left
+            if self.wakeup.wait(seen, min(left, 0.1)):
                 return
 
     def start_in_thread(self, stop: threading.Event) -> threading.Thread:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, insert, select, update
 from support.netfault import FaultyLink
 from support.waiting import wait_until
 from support.worker_process import output, start_worker_process
 
 from billfold.config import Settings
-from billfold.jobs import queue
+from billfold.jobs import queue, wakeup
 from billfold.jobs.models import Job, JobStatus
 from billfold.jobs.worker import JobKind, PermanentJobError, Worker, WorkerSettings
 from billfold.kit import audit
@@ -558,6 +558,102 @@ def test_idle_worker_starts_a_job_enqueued_in_its_process_without_waiting_for_it
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+class _Looks:
+    """Counts the looks at the queue (claims) made through an engine."""
+
+    def __init__(self, services: Services) -> None:
+        self.engine = services.db.engine
+        self.statements = 0
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> _Looks:
+        event.listen(self.engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE jobs") and "ORDER BY jobs.run_at" in statement:
+            with self.lock:
+                self.statements += 1
+
+    @property
+    def count(self) -> float:
+        # On an empty queue a look is two claim statements (expired leases, then due jobs).
+        with self.lock:
+            return self.statements / 2
+
+
+def _polling(every: float) -> WorkerSettings:
+    return WorkerSettings(
+        lease=timedelta(seconds=30), backoff_base=0, backoff_max=0, poll_seconds=every
+    )
+
+
+def test_idle_workers_of_a_process_poll_the_queue_once_a_period_together(
+    services: Services, ctx: Context
+) -> None:
+    every = 0.05
+    stop = threading.Event()
+    with _Looks(services) as looks:
+        started = time.monotonic()
+        threads = [
+            make_worker(ctx, _polling(every), name=f"w{n}").start_in_thread(stop) for n in range(6)
+        ]
+        try:
+            assert wait_until(lambda: looks.count >= 40, timeout=60)
+            seen, elapsed = looks.count, time.monotonic() - started
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=10)
+    # Each thread's first look, then one a period for all six (twice that, for slack); six
+    # threads each polling on their own would look six times a period.
+    assert seen <= 6 + 2 * (elapsed / every + 1), (seen, elapsed)
+
+
+def test_idle_worker_that_finds_a_due_job_wakes_its_process_other_idle_workers(
+    services: Services, ctx: Context
+) -> None:
+    worker = make_worker(ctx, _polling(0.05))
+    stop = threading.Event()
+    with _Looks(services) as looks:
+        thread = worker.start_in_thread(stop)
+        try:
+            assert wait_until(lambda: looks.count >= 2, timeout=20)  # it is idle, polling
+            rung = worker.wakeup.seen()
+            # Written without the enqueue's own wake-up (as a job that just came due): only
+            # the worker's poll finds it.
+            with services.db.transaction() as session:
+                session.execute(
+                    insert(Job).values(
+                        id="job_found_by_poll",
+                        kind="test.record",
+                        payload={"n": 1},
+                        status=JobStatus.PENDING,
+                        attempts=0,
+                        max_attempts=3,
+                        run_at=utcnow(),
+                    )
+                )
+            # It rings the others once the job is settled (after the handler ran).
+            assert wait_until(lambda: worker.wakeup.seen() > rung, timeout=20)
+            assert ctx.ran == [{"n": 1}]
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def test_a_look_at_the_queue_by_one_idle_worker_stands_for_the_others_until_the_next_period() -> (
+    None
+):
+    shared = wakeup.Wakeup("test-turns")
+    assert shared.look_in(60) == 0  # the first idle worker looks
+    assert 59 < shared.look_in(60) <= 60  # another waits for the next period
+    assert shared.look_in(0.0) == 0  # past the period, the next one looks
 
 
 @pytest.mark.postgres_only
