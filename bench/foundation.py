@@ -56,20 +56,21 @@ def _worker_settings(**overrides: Any) -> WorkerSettings:
     return WorkerSettings(**(values | overrides))
 
 
-def job_throughput(services: Services, n: int, workers: int) -> float:
-    """Jobs/s through `workers` worker threads, on a no-op handler: the queue's own cost."""
+def job_throughput(services: Services, n: int, workers: int) -> tuple[float, float]:
+    """Jobs/s through `workers` worker threads, on a no-op handler: the queue's own cost;
+    and the process's CPU milliseconds per job (the figure a busy machine leaves standing)."""
     kinds: dict[str, JobKind[None]] = {"bench.noop": JobKind(lambda _c, _p: None)}
     with services.db.transaction() as session:
         for i in range(n):
             enqueue(session, "bench.noop", {"i": i})
     pool = [Worker(services.db, kinds, None, _worker_settings()) for _ in range(workers)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=w.run_until_idle, args=(n,)) for w in pool]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / n
 
 
 def job_latency(services: Services, n: int, *, wakeup: bool) -> list[float]:
@@ -171,8 +172,11 @@ def jobs(args: argparse.Namespace) -> None:
         services = build_services(settings_for(url, stripe_standin.url))
         print("Job worker:")
         for workers in (int(t) for t in args.threads.split(",")):
-            rate = job_throughput(services, args.jobs, workers)
-            print(f"  no-op jobs, {workers} worker thread(s):            {rate:8.0f} jobs/s")
+            rate, cpu_ms = job_throughput(services, args.jobs, workers)
+            print(
+                f"  no-op jobs, {workers} worker thread(s):            {rate:8.0f} jobs/s"
+                f"  ({cpu_ms:.3f} ms CPU per job)"
+            )
         for wakeup in (False, True):
             label = "woken on enqueue" if wakeup else "polling every 0.5 s"
             report(
