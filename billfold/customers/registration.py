@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import timedelta
 
 import structlog
 from sqlalchemy.orm import Session
 
 from billfold.auth.models import Role
+from billfold.auth.service import start_hashing
 from billfold.config import CustomerCreation
 from billfold.customers import service
 from billfold.customers.account_links import send_verification
 from billfold.customers.models import Customer
-from billfold.customers.stripe_sync import LinkInProgress, ensure_stripe_customer
+from billfold.customers.stripe_sync import claim_at_creation, link_new_customer
 from billfold.kit.wiring import Hook
 from billfold.services import Services
 from billfold.stripe_gateway import StripeFailure
@@ -38,15 +40,24 @@ def sign_up(
     """Register a user; answer with the Stripe customer linked if Stripe answers promptly.
 
     The link job is committed with the account and held back for a moment, so the worker
-    finishes the link only when the inline try fails (or this process dies).
+    finishes the link only when the inline try fails (or this process dies). The account
+    also commits holding the claim on its Stripe creation, so the inline try creates at
+    once (no earlier try can have left a Stripe customer to look for).
+
+    On PostgreSQL the password's hash is made on another thread while the transaction does
+    the rest of the sign-up's work (its rows are new: nobody waits on them meanwhile). On
+    SQLite every transaction holds the one write lock, so the hash is made before it.
     """
     settings = services.settings
+    inline = settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION
+    # On SQLite `register` hashes before the transaction's first statement.
+    secret = password if services.db.dialect == "sqlite" else start_hashing(password)
     with services.db.transaction() as session:
         customer = service.register(
             session,
             name=name,
             email=email,
-            password=password,
+            password=secret,
             company_name=company_name,
             phone=phone,
             metadata=metadata,
@@ -60,11 +71,15 @@ def sign_up(
         if not settings.email_verification_required:
             for hook in services.wiring.hooks(SIGN_UP):
                 hook(session, customer, services)
+        lease = timedelta(seconds=settings.customer_link_lease_seconds)
+        claim = claim_at_creation(session, customer, lease) if inline else None
+        if isinstance(secret, Future):
+            service.store_password_hash(customer.user, secret)
         customer_id = customer.id
-    if settings.stripe_customer_creation is CustomerCreation.ON_REGISTRATION:
+    if claim is not None:
         try:
-            ensure_stripe_customer(services, customer_id, inline=True)
-        except (StripeFailure, LinkInProgress) as exc:
+            link_new_customer(services, customer_id, claim)
+        except StripeFailure as exc:
             log.info("customer.link_deferred", customer_id=customer_id, reason=type(exc).__name__)
     with services.db.transaction() as session:
         fresh = session.get(Customer, customer_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -52,7 +53,7 @@ def register(
     *,
     name: str,
     email: str,
-    password: str,
+    password: str | Future[str],
     company_name: str | None = None,
     phone: str | None = None,
     metadata: dict[str, str] | None = None,
@@ -60,7 +61,11 @@ def register(
     creation: CustomerCreation = CustomerCreation.ON_REGISTRATION,
     link_delay: timedelta = timedelta(0),
 ) -> Customer:
-    """A new user and customer; the Stripe customer is a job of the same transaction."""
+    """A new user and customer; the Stripe customer is a job of the same transaction.
+
+    `password` may be a hash still being made (`start_hashing`): the user is then written
+    without one, and the caller must store the hash (`store_password_hash`) before its
+    transaction commits; an account never commits without its hash."""
     phone = check_phone(phone) if phone else None
     metadata = check_metadata(metadata or {})
     user = User(
@@ -68,7 +73,7 @@ def register(
         email_normalized=email.strip().lower(),
         name=name.strip(),
         company_name=company_name,
-        password_hash=hash_password(password),
+        password_hash=hash_password(password) if isinstance(password, str) else None,
         role=role,
     )
     customer = Customer(user=user, phone=phone, metadata_=metadata)
@@ -83,6 +88,12 @@ def register(
     if creation is CustomerCreation.ON_REGISTRATION and role is Role.USER:
         enqueue(session, LINK_JOB, {"customer_id": customer.id}, run_at=utcnow() + link_delay)
     return customer
+
+
+def store_password_hash(user: User, hashing: Future[str]) -> None:
+    """Wait for the hash `register` was given to be made and store it (flushed with the
+    transaction's commit); HashingBusy, if raised, rolls the registration back."""
+    user.password_hash = hashing.result()
 
 
 def get_customer(session: Session, caller: Caller, user_id: str) -> Customer:

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from billfold.config import CustomerDeletion
 from billfold.customers.contact import stripe_metadata_update
@@ -66,8 +67,54 @@ def ensure_stripe_customer(
             raise LinkInProgress(customer_id, claim)
         time.sleep(0.1)
     gateway = services.stripe_inline if inline else services.stripe
+    return _create_and_link(services, gateway, customer_id, claim, source, look_first=True)
+
+
+def claim_at_creation(session: Session, customer: Customer, lease: timedelta) -> LinkClaim:
+    """Claim the Stripe creation of a customer the session's transaction is creating: the
+    claim commits with the account, so no other try can come first, and none came before
+    to leave a Stripe customer behind (`link_new_customer` creates without looking)."""
+    session.flush()  # the customer's defaults (profile_version) are set
+    user = customer.user
+    claim = LinkClaim(
+        token=secrets.token_hex(8),
+        user_id=user.id,
+        name=user.name,
+        email=user.email,
+        phone=customer.phone,
+        metadata=dict(customer.metadata_),
+    )
+    customer.link_claim_token = claim.token
+    customer.link_claim_expires_at = utcnow() + lease
+    customer.link_name, customer.link_email = claim.name, claim.email
+    customer.link_phone, customer.link_metadata = claim.phone, dict(claim.metadata)
+    customer.link_version = customer.profile_version
+    return claim
+
+
+def link_new_customer(services: Services, customer_id: str, claim: LinkClaim) -> str:
+    """The inline first try of a creation claimed by `claim_at_creation` (once it has
+    committed): Stripe is asked to create at once, with the idempotency key every later try
+    repeats; a failure gives the claim back for the link job."""
+    return _create_and_link(
+        services, services.stripe_inline, customer_id, claim, "user_registration", look_first=False
+    )
+
+
+def _create_and_link(
+    services: Services,
+    gateway: StripeGateway,
+    customer_id: str,
+    claim: LinkClaim,
+    source: str,
+    *,
+    look_first: bool,
+) -> str:
     try:
-        stripe_customer = _find_or_create(gateway, customer_id, claim, source)
+        if look_first:
+            stripe_customer = _find_or_create(gateway, customer_id, claim, source)
+        else:
+            stripe_customer = _create(gateway, customer_id, claim, source)
     except Exception:
         CUSTOMER_LINKS.labels(outcome="failed").inc()
         _release(services, customer_id, claim.token)
@@ -76,7 +123,7 @@ def ensure_stripe_customer(
 
 
 @dataclass(frozen=True)
-class _Claim:
+class LinkClaim:
     """Our hold on a customer's creation, and the request every try of it sends."""
 
     token: str
@@ -87,7 +134,7 @@ class _Claim:
     metadata: dict[str, str]
 
 
-def _claim(services: Services, customer_id: str) -> str | _Claim | datetime:
+def _claim(services: Services, customer_id: str) -> str | LinkClaim | datetime:
     """The linked Stripe ID, or our claim (token and the request to send), or, when another
     try holds it, when that claim runs out."""
     now = utcnow()
@@ -131,11 +178,11 @@ def _claim(services: Services, customer_id: str) -> str | _Claim | datetime:
         phone, metadata = session.execute(
             select(Customer.link_phone, Customer.link_metadata).where(Customer.id == customer_id)
         ).one()
-        return _Claim(token, user.id, row.link_name, row.link_email, phone, metadata or {})
+        return LinkClaim(token, user.id, row.link_name, row.link_email, phone, metadata or {})
 
 
 def _find_or_create(
-    gateway: StripeGateway, customer_id: str, claim: _Claim, source: str
+    gateway: StripeGateway, customer_id: str, claim: LinkClaim, source: str
 ) -> StripeCustomer:
     # A try that died after Stripe answered left a customer with our ID in its metadata;
     # Stripe's own idempotency window covers only a day, so look before creating.
@@ -143,6 +190,12 @@ def _find_or_create(
     if existing is not None:
         log.info("customer.found_existing", customer_id=customer_id, stripe_id=existing.id)
         return existing
+    return _create(gateway, customer_id, claim, source)
+
+
+def _create(
+    gateway: StripeGateway, customer_id: str, claim: LinkClaim, source: str
+) -> StripeCustomer:
     return gateway.create_customer(
         customer_id=customer_id,
         user_id=claim.user_id,

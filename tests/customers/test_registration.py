@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import stripe
+from argon2 import PasswordHasher
 from factories import register, unique_email
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from support.netfault import FaultyLink
+from support.transactions import transaction_open
+from support.waiting import wait_until
 
+from billfold.auth import service as auth_service
 from billfold.auth.models import User
+from billfold.customers.models import Customer
+from billfold.customers.registration import SIGN_UP
 from billfold.jobs.models import Job
 from billfold.jobs.worker import Worker
 from billfold.services import Services
@@ -119,3 +129,86 @@ def test_on_first_payment_registration_leaves_stripe_alone(
         # Only the e-mail verification link went out: nothing for Stripe.
         kinds = list(session.scalars(select(Job.kind)))
         assert kinds == ["mail.send"]
+
+
+def test_inline_link_at_sign_up_asks_stripe_only_to_create(
+    client: TestClient, stripe_link: FaultyLink, stripe_api: stripe.StripeClient
+) -> None:
+    # The account commits holding the claim on its Stripe creation: no earlier try can have
+    # made a Stripe customer, so there is nothing to look for before creating one.
+    before = stripe_link.counts["requests"]
+    email = unique_email()
+    user = register(client, email=email)["user"]
+    assert stripe_link.counts["requests"] - before == 1
+    listed = stripe_api.v1.customers.list(params={"email": email}).data
+    assert [c.id for c in listed] == [user["stripeCustomerId"]]
+
+
+def test_sign_up_work_runs_while_the_password_is_hashed_on_postgresql(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if services.db.dialect != "postgresql":
+        pytest.skip("on SQLite the hash comes first: a transaction there holds the write lock")
+    sign_up_work = threading.Event()
+    overlapped: list[bool] = []
+
+    class WaitingHasher(PasswordHasher):
+        """Hashes only once the sign-up's transaction has done its other work (or 10 s)."""
+
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            overlapped.append(sign_up_work.wait(10))
+            return super().hash(password, salt=salt)
+
+    def note_work(_session: Session, _customer: Customer, _services: Services) -> None:
+        sign_up_work.set()
+
+    monkeypatch.setattr(
+        auth_service, "_hasher", WaitingHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+    )
+    services.wiring.on(SIGN_UP, note_work)
+    email = unique_email()
+    register(client, email=email, password="correct horse 1")
+    assert overlapped == [True]
+    login = client.post("/auth/login", json={"email": email, "password": "correct horse 1"})
+    assert login.status_code == 200
+
+
+def test_sqlite_sign_up_holds_no_transaction_while_the_password_is_hashed(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if services.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL hashes during the transaction's other work (new rows only)")
+    during_hash: list[bool] = []
+
+    class CheckingHasher(PasswordHasher):
+        """Before answering, gives a transaction of the sign-up 2 s to open meanwhile."""
+
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            hashed = super().hash(password, salt=salt)
+            during_hash.append(wait_until(lambda: transaction_open(services), timeout=2))
+            return hashed
+
+    monkeypatch.setattr(
+        auth_service, "_hasher", CheckingHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+    )
+    register(client)
+    assert during_hash == [False]
+
+
+def test_sign_up_whose_hash_cannot_be_made_stores_nothing(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_service, "HASH_WAIT_SECONDS", 0.2)
+    email = unique_email()
+    with ExitStack() as held:
+        for _ in range(auth_service.MAX_CONCURRENT_HASHES):
+            held.enter_context(auth_service._hashing_slot())
+        busy = client.post(
+            "/users", json={"name": "A", "email": email, "password": "correct horse 1"}
+        )
+    assert busy.status_code == 503
+    assert busy.json()["error"]["code"] == "busy"
+    with services.db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+        assert session.scalar(select(func.count()).select_from(Job)) == 0
+    register(client, email=email)  # the address is still free
