@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -296,6 +297,54 @@ def autovacuum_runs(db: Database) -> int:
     return int(runs)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (uvicorn's supervisor and its worker processes)."""
+    found = [pid]
+    for at in found:
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in Path(f"/proc/{at}/task/{at}/children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU used so far by a process and its descendants (Linux): the server's
+    cost apart from the load generator, pgbench and the other users of a shared machine."""
+    total = 0.0
+    for at in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{at}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def record_profiles(py_spy: str, pid: int, seconds: int, out: str) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording every server process (not the supervisor) for `seconds`, as raw
+    collapsed stacks in OUT.<pid>.txt."""
+    return [
+        subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(at),
+                "-d",
+                str(seconds),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                f"{out}.{at}.txt",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for at in _process_tree(pid)[1:]
+    ]
+
+
 def start_server(
     url: str, stripe_base: str, port: int, workers: int, profile: str | None = None
 ) -> subprocess.Popen[bytes]:
@@ -352,6 +401,13 @@ def main() -> None:
         " where its time went (figures are then far below the real ones)",
     )
     parser.add_argument("--only", choices=["many", "hot"], help="run one scenario")
+    parser.add_argument(
+        "--py-spy",
+        nargs=2,
+        metavar=("PY_SPY", "OUT"),
+        help="record the server processes with this py-spy during each HTTP run, as raw"
+        " collapsed stacks in OUT-<scenario>.<pid>.txt",
+    )
     args = parser.parse_args()
     configure_logging(level=logging.WARNING)
 
@@ -377,9 +433,20 @@ def main() -> None:
             for _name, label, accounts in [s for s in scenarios if args.only in (None, s[0])]:
                 drive(port, key, args.clients, 2, accounts, args.load_processes)  # warm up
                 vacuums = autovacuum_runs(db)
+                spies = (
+                    record_profiles(
+                        args.py_spy[0], server.pid, args.seconds, f"{args.py_spy[1]}-{_name}"
+                    )
+                    if args.py_spy
+                    else []
+                )
+                cpu = cpu_seconds(server.pid)
                 done, latencies, errors = drive(
                     port, key, args.clients, args.seconds, accounts, args.load_processes
                 )
+                cpu = cpu_seconds(server.pid) - cpu
+                for spy in spies:
+                    spy.wait()
                 vacuums = autovacuum_runs(db) - vacuums
                 rps = done / args.seconds
                 tps = pgbench(pg, "bench", args.clients, args.seconds, len(accounts))
@@ -389,6 +456,11 @@ def main() -> None:
                     f"p99={percentile(ms, 99):6.1f} ms  errors={errors}  |  pgbench {tps:8.0f} tps"
                     f"  |  ratio {rps / tps:5.2f}"
                     + (f"  (autovacuum ran {vacuums}x during the HTTP run)" if vacuums else "")
+                )
+                # CPU per request holds up on a busy machine, where requests/s do not.
+                print(
+                    f"  {'':<16} server CPU {cpu / max(done + errors, 1) * 1000:.3f} ms per"
+                    f" request ({cpu:.1f} s for {done + errors} requests)"
                 )
         finally:
             server.terminate()

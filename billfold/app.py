@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -227,6 +227,27 @@ def _allowed_methods(request: Request) -> list[str]:
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+class RequestIds:
+    """Request IDs for requests that bring none: 32 hex digits, a random prefix per process
+    and a counter. They need to be unique, not secret, and a `uuid4` per request asked the
+    system for random bytes on every request (a system call, costly on the consume hot path).
+    A process forked after this was made draws a new prefix, so no two processes share one."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_REQUEST_IDS = RequestIds()  # one per process: it registers itself for forks
+
+
 class _RequestContext:
     """Binds a request ID to every log line of the request and echoes it in X-Request-ID."""
 
@@ -237,7 +258,7 @@ class _RequestContext:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
+        request_id = _given_request_id(scope) or _REQUEST_IDS.next()
         structlog.contextvars.bind_contextvars(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -250,3 +271,11 @@ class _RequestContext:
             await self._app(scope, receive, send_with_id)
         finally:
             structlog.contextvars.clear_contextvars()
+
+
+def _given_request_id(scope: Scope) -> str | None:
+    """The caller's X-Request-ID (ASGI servers pass header names in lower case)."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return bytes(value).decode("latin-1")
+    return None

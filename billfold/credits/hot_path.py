@@ -22,7 +22,7 @@ from billfold.auth.service import credential_from_header
 from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.consume import Debit
 from billfold.credits.schemas import ConsumeIn, ConsumeOut
-from billfold.kit.envelope import ok
+from billfold.kit.envelope import Envelope
 from billfold.kit.hot_path import answer_json_call, json_content_type
 
 PATH = "/credits/consume"
@@ -33,8 +33,8 @@ async def answer_consume(batcher: ConsumeBatcher, credential: str, body: Consume
     posted = await batcher.submit(
         credential, Debit(body.customer_id, body.amount, body.idempotency_key, body.reason)
     )
-    answer = ok(
-        ConsumeOut(
+    answer = _ANSWER(
+        data=ConsumeOut(
             transaction_id=posted.id,
             amount=-posted.amount,
             balance=posted.balance_after,
@@ -43,6 +43,10 @@ async def answer_consume(batcher: ConsumeBatcher, credential: str, body: Consume
         )
     )
     return answer.model_dump_json(by_alias=True).encode()
+
+
+# `ok`'s envelope, its type resolved once rather than on every answer.
+_ANSWER = Envelope[ConsumeOut]
 
 
 class ConsumeHotPath:

@@ -70,6 +70,13 @@ class RateLimitMiddleware:
         self._app = app
         self._limiter = limiter
         self._routes = tuple(routes)
+        # The route of each exact (method, path) pair, found once: the scan below runs on
+        # every request, the consume hot path's included.
+        self._exact = {
+            (r.method, r.path): self._scan(r.method, r.path)
+            for r in self._routes
+            if not r.path.endswith("/")
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope)
@@ -77,7 +84,6 @@ class RateLimitMiddleware:
             await self._app(scope, receive, send)
             return
         decision = await self._decide(route.rule, _identities(scope))
-        headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
         if not decision.allowed:
             refusal = error_response(
                 429,
@@ -88,6 +94,8 @@ class RateLimitMiddleware:
             )
             await refusal(scope, receive, send)
             return
+
+        headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -100,6 +108,9 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or not self._limiter.enabled:
             return None
         method, path = scope["method"], scope["path"]
+        return self._exact.get((method, path)) or self._scan(method, path)
+
+    def _scan(self, method: str, path: str) -> LimitedRoute | None:
         return next((r for r in self._routes if r.matches(method, path)), None)
 
     async def _decide(self, rule: Rule, identities: list[tuple[str, str]]) -> Decision:
