@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -120,11 +120,19 @@ def serve(
         host=host,
         port=port,
         workers=processes,
-        log_level="info",
+        **uvicorn_options(settings),
     )
 
 
-def _serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> None:
+def uvicorn_options(settings: Settings, *, dev: bool = False) -> dict[str, Any]:
+    """What every `uvicorn.run` of ours is given: the log level, and the access log when
+    ACCESS_LOG asks for it (always under `billfold dev`)."""
+    return {"log_level": "info", "access_log": dev or settings.access_log}
+
+
+def _serve(
+    settings: Settings, host: str, port: int, *, run_worker: bool, dev: bool = False
+) -> None:
     from billfold.app import create_app
 
     try:
@@ -132,7 +140,7 @@ def _serve(settings: Settings, host: str, port: int, *, run_worker: bool) -> Non
     except MissingSettings as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    uvicorn.run(application, host=host, port=port, **uvicorn_options(settings, dev=dev))
 
 
 @app.command()
@@ -498,7 +506,7 @@ def dev(
             markup=False,
         )
         console.rule()
-        _serve(settings, host, port, run_worker=True)
+        _serve(settings, host, port, run_worker=True, dev=True)
     finally:
         standin.stop()
 

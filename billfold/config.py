@@ -195,6 +195,10 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 10
     mail_from: str = "Billfold <billing@billfold.local>"
     log_json: bool = False
+    # uvicorn's access log, a plain-text line per request (`billfold dev` always writes it).
+    # Off by default, as gunicorn's is: writing it cost the consume hot path about a tenth
+    # of its CPU, and Billfold's own structured log lines carry the request ID.
+    access_log: bool = False
     # /metrics answers only a bearer with this token; without one it is refused unless
     # METRICS_PUBLIC says it may be open (e.g. reachable only from the scraper's network).
     metrics_token: SecretStr | None = None

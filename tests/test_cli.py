@@ -18,6 +18,7 @@ import billfold.models  # noqa: F401  (registers every table on Base.metadata)
 from billfold.app import create_app
 from billfold.auth.models import Role, User
 from billfold.cli import app as cli_app
+from billfold.cli import uvicorn_options
 from billfold.kit.db import Base, Database
 from billfold.standin import LocalStripe
 
@@ -199,3 +200,12 @@ def test_serve_without_jwt_secret_exits_2_naming_it(env: dict[str, str | None]) 
     assert result.exit_code == 2, result.output
     assert "JWT_SECRET" in result.output
     assert "STRIPE_SECRET_KEY" not in result.output
+
+
+def test_serve_writes_no_access_log_unless_asked_and_dev_always_does(db_url: str) -> None:
+    quiet = make_settings(db_url, "http://127.0.0.1:1")
+    asked = make_settings(db_url, "http://127.0.0.1:1", access_log=True)
+
+    assert uvicorn_options(quiet)["access_log"] is False
+    assert uvicorn_options(asked)["access_log"] is True
+    assert uvicorn_options(quiet, dev=True)["access_log"] is True
