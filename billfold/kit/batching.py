@@ -3,7 +3,8 @@
 A request that pays for its own transaction (and its own trip through a thread pool) costs
 the server more than the work it asks for when that work is a few rows. A batcher hands
 every waiting request to its thread, which handles them all at once on a connection it
-keeps, in one transaction, and answers each request's future. A subclass says how a batch is
+keeps, in one transaction, and answers each request's future (one call into the
+requests' event loop per batch). A subclass says how a batch is
 handled (`run_batch`) and how one request is handled alone (`settle_alone`): when a batch
 fails as a whole, each of its requests is retried alone, so a bad neighbour never fails a
 good request.
@@ -15,7 +16,6 @@ Used by the credits debits (`credits/batching.py`) and the entitlement reads
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -39,7 +39,9 @@ R = TypeVar("R")  # its answer
 @dataclass
 class Pending(Generic[W, R]):
     work: W
-    future: concurrent.futures.Future[R]
+    # The waiting request's future, settled on its own event loop (`_answer`).
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[R]
 
 
 class Batcher(ABC, Generic[W, R]):
@@ -89,9 +91,10 @@ class Batcher(ABC, Generic[W, R]):
 
     async def handle(self, work: W) -> R:
         """The answer to `work`, handled in the next batch."""
-        future: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._queue.put(Pending(work, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.put(Pending(work, loop, future))
+        return await future
 
     def _run(self) -> None:
         connection = HeldConnection(self._engine, reader=self._reader)
@@ -123,17 +126,40 @@ class Batcher(ABC, Generic[W, R]):
             for pending in batch:
                 self._settle(pending)
             return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                pending.future.set_exception(outcome)
-            else:
-                pending.future.set_result(outcome)
+        _answer(list(zip(batch, outcomes, strict=True)))
 
     def _settle(self, pending: Pending[W, R]) -> None:
+        outcome: R | Exception
         try:
-            pending.future.set_result(self.settle_alone(pending.work))
+            outcome = self.settle_alone(pending.work)
         except Exception as exc:
-            pending.future.set_exception(exc)
+            outcome = exc
+        _answer([(pending, outcome)])
+
+
+def _answer(outcomes: list[tuple[Pending[W, R], R | Exception]]) -> None:
+    """Hand each outcome to its waiting request: one call into each event loop per batch
+    (not a thread-safe future and a wake-up per request)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending[W, R], R | Exception]]] = {}
+    for pending, outcome in outcomes:
+        by_loop.setdefault(pending.loop, []).append((pending, outcome))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_futures, settled)
+        except RuntimeError:  # that loop has closed: nobody is waiting any more
+            log.info("batching.answer_unwaited", size=len(settled))
+
+
+def _settle_futures(outcomes: list[tuple[Pending[W, R], R | Exception]]) -> None:
+    """On the requests' event loop: each future gets its outcome, unless its request was
+    cancelled meanwhile (the work stands, as it would have had its answer been lost)."""
+    for pending, outcome in outcomes:
+        if pending.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
 
 
 class HeldConnection:

@@ -74,3 +74,41 @@ def test_a_batch_the_database_refuses_is_applied_one_at_a_time_and_debits_each_o
     entries = ledger(client, buyer["headers"])
     assert [e["amount"] for e in entries] == [-10, -10, -10, 100]
     assert sorted(e["id"] for e in entries[:3]) == sorted(p.id for p in posted[:3])
+
+
+def test_a_request_cancelled_while_its_debit_waits_leaves_the_batcher_answering_others(
+    client: TestClient, services: Services, admin: dict[str, str], buyer: dict[str, Any]
+) -> None:
+    assert grant(client, admin, buyer["customerId"], 100).status_code == 201
+    settings = services.settings
+    batcher = ConsumeBatcher(
+        services,
+        TokenIssuer(
+            secret=secret(settings.jwt_secret),
+            lifetime=timedelta(minutes=settings.jwt_expires_minutes),
+        ),
+    )
+    credential = buyer["headers"]["Authorization"].removeprefix("Bearer ")
+
+    async def cancel_one_then_consume() -> tuple[Posted, Posted]:
+        gone = asyncio.ensure_future(batcher.submit(credential, Debit(None, 10, "gone", None)))
+        kept = asyncio.ensure_future(batcher.submit(credential, Debit(None, 10, "kept", None)))
+        await asyncio.sleep(0)  # one turn of the loop: both debits are queued
+        gone.cancel()  # the caller went away before its answer came
+        batcher.start()
+        first = await asyncio.wait_for(kept, timeout=60)
+        # The batcher still answers: a debit sent after the cancelled one's batch.
+        later = await asyncio.wait_for(
+            batcher.submit(credential, Debit(None, 10, "later", None)), timeout=60
+        )
+        return first, later
+
+    try:
+        kept, later = asyncio.run(cancel_one_then_consume())
+    finally:
+        batcher.stop()
+
+    assert (kept.amount, later.amount) == (-10, -10)
+    # The cancelled request's debit was applied (only its answer was lost), once.
+    assert balance(client, buyer["headers"]) == 70
+    assert sorted(e["amount"] for e in ledger(client, buyer["headers"])) == [-10, -10, -10, 100]
