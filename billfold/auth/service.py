@@ -43,10 +43,14 @@ class HashingBusy(BillfoldError):
     headers = {"Retry-After": "1"}
 
 
-@contextmanager
-def _hashing_slot() -> Iterator[None]:
+def _take_hashing_slot() -> None:
     if not _hashing.acquire(timeout=HASH_WAIT_SECONDS):
         raise HashingBusy("Too many sign-ins at once; try again in a moment")
+
+
+@contextmanager
+def _hashing_slot() -> Iterator[None]:
+    _take_hashing_slot()
     try:
         yield
     finally:
@@ -64,9 +68,23 @@ _hash_threads = ThreadPoolExecutor(MAX_CONCURRENT_HASHES, thread_name_prefix="pa
 
 
 def start_hashing(password: str) -> Future[str]:
-    """`hash_password` on a thread of its own; `.result()` waits for the hash (or raises
-    HashingBusy)."""
-    return _hash_threads.submit(hash_password, password)
+    """`hash_password` on a thread of its own; `.result()` waits for the hash. The hashing
+    slot is taken here, by the caller (HashingBusy after HASH_WAIT_SECONDS, before it opens
+    any transaction), so the hashes waiting for a thread never outnumber the slots and a
+    flood of sign-ups cannot queue up holding open transactions."""
+    _take_hashing_slot()
+    try:
+        return _hash_threads.submit(_hash_in_slot, password)
+    except BaseException:
+        _hashing.release()
+        raise
+
+
+def _hash_in_slot(password: str) -> str:
+    try:
+        return _hasher.hash(password)
+    finally:
+        _hashing.release()
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:

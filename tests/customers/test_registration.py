@@ -11,7 +11,7 @@ import stripe
 from argon2 import PasswordHasher
 from factories import register, unique_email
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 from support.netfault import FaultyLink
 from support.transactions import transaction_open
@@ -200,14 +200,27 @@ def test_sign_up_whose_hash_cannot_be_made_stores_nothing(
 ) -> None:
     monkeypatch.setattr(auth_service, "HASH_WAIT_SECONDS", 0.2)
     email = unique_email()
-    with ExitStack() as held:
-        for _ in range(auth_service.MAX_CONCURRENT_HASHES):
-            held.enter_context(auth_service._hashing_slot())
-        busy = client.post(
-            "/users", json={"name": "A", "email": email, "password": "correct horse 1"}
-        )
+    written: list[str] = []
+
+    def note_user_writes(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("INSERT INTO users"):
+            written.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", note_user_writes)
+    try:
+        with ExitStack() as held:
+            for _ in range(auth_service.MAX_CONCURRENT_HASHES):
+                held.enter_context(auth_service._hashing_slot())
+            busy = client.post(
+                "/users", json={"name": "A", "email": email, "password": "correct horse 1"}
+            )
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", note_user_writes)
     assert busy.status_code == 503
     assert busy.json()["error"]["code"] == "busy"
+    # Refused before its transaction began: a flood of sign-ups waits for hashing slots
+    # holding no database connection (on PostgreSQL the hash runs beside the transaction).
+    assert written == []
     with services.db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(User)) == 0
         assert session.scalar(select(func.count()).select_from(Job)) == 0
