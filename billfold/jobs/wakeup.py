@@ -110,9 +110,9 @@ class Wakeup:
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening.set()
                     failures = 0
                     self.ring()  # whatever was enqueued while nobody listened
+                    self.listening.set()
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
                             self.ring()

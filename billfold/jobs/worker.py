@@ -322,7 +322,7 @@ class Worker(Generic[C]):
         if self._settings.wakeup and self._db.dialect == "postgresql":
             listen_url = self._settings.listen_url or self._db.url
         self.wakeup.attach(listen_url)
-        idle = False
+        polled = False  # this look is the process's idle poll (not a wake-up, not the first)
         try:
             while not stop.is_set():
                 seen = self.wakeup.seen()
@@ -331,22 +331,22 @@ class Worker(Generic[C]):
                 except Exception:  # the database may be briefly away: keep the worker alive
                     log.exception("worker.loop_error")
                     busy = False
-                if busy and idle and self._settings.wakeup:
+                if busy and polled:
                     # It looked for the process's idle workers and found work: they join in.
+                    # (Woken by a ring, they were all woken: no ring again.)
                     self.wakeup.ring()
-                idle = not busy
-                if idle:
-                    self._idle(seen, stop)
+                polled = False if busy else self._idle(seen, stop)
         finally:
             self.wakeup.detach()
 
-    def _idle(self, seen: int, stop: threading.Event) -> None:
-        """Wait for a wake-up, the next poll, or `stop` (checked every tenth of a second).
-        The process's idle workers take turns at polling: one looks each period, and wakes
-        the others when it finds work."""
+    def _idle(self, seen: int, stop: threading.Event) -> bool:
+        """Wait for a wake-up, the next poll, or `stop` (checked every tenth of a second);
+        True when this worker is to look at the queue for the process's idle workers. They
+        take turns at polling: one looks each period, and wakes the others when it finds
+        work."""
         if not self._settings.wakeup:
             stop.wait(self._settings.poll_seconds)
-            return
+            return False  # each polls on its own: nobody waits for its ring
         every = self._settings.poll_seconds
         until = time.monotonic() + every
         while not stop.is_set():
@@ -354,10 +354,11 @@ class Worker(Generic[C]):
             if left <= 0:
                 left = self.wakeup.look_in(every)
                 if left <= 0:
-                    return
+                    return True
                 until = time.monotonic() + left
             if self.wakeup.wait(seen, min(left, 0.1)):
-                return
+                return False
+        return False
 
     def start_in_thread(self, stop: threading.Event) -> threading.Thread:
         thread = threading.Thread(
