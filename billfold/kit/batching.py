@@ -9,8 +9,8 @@ handled (`run_batch`) and how one request is handled alone (`settle_alone`): whe
 fails as a whole, each of its requests is retried alone, so a bad neighbour never fails a
 good request.
 
-Used by the credits debits (`credits/batching.py`) and the entitlement reads
-(`entitlements/batching.py`).
+Used by the credits debits (`credits/batching.py`), the entitlement reads
+(`entitlements/batching.py`) and the Stripe webhook inbox (`webhooks/batching.py`).
 """
 
 from __future__ import annotations
@@ -113,7 +113,15 @@ class Batcher(ABC, Generic[W, R]):
                         self._queue.put(None)  # leave the stop signal for this thread's next turn
                         break
                     batch.append(more)
-                self._apply(batch, connection)
+                try:
+                    self._apply(batch, connection)
+                except Exception as exc:
+                    # A defect past run_batch (say, too few answers) must not end this thread:
+                    # every later request of the process would wait for it for ever.
+                    log.exception("batching.answer_failed", size=len(batch))
+                    connection.release()
+                    failed: list[tuple[Pending[W, R], R | Exception]] = [(p, exc) for p in batch]
+                    _answer(failed)
         finally:
             connection.release()
 

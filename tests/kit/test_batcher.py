@@ -79,3 +79,40 @@ def test_a_batch_failing_as_a_whole_is_settled_request_by_request(services: Serv
     assert [outcomes[0], outcomes[2], outcomes[3]] == [2, 4, 0]
     assert isinstance(outcomes[1], ValueError)
     assert [log["event"] for log in logs] == ["doubler.batch_failed"]
+
+
+class Miscounting(Doubler):
+    """Answers a batch of three with two answers (a defect past run_batch): on its first
+    batch only."""
+
+    def run_batch(self, batch: list[int], connection: HeldConnection) -> list[int | Exception]:
+        answers = super().run_batch(batch, connection)
+        return answers[:-1] if len(self.batches) == 1 else answers
+
+
+def test_a_defect_answering_a_batch_fails_that_batch_and_the_batcher_answers_the_next(
+    services: Services,
+) -> None:
+    batcher = Miscounting(services)
+
+    async def first_then_next() -> tuple[list[int | BaseException], int]:
+        first = await together_started(batcher, [1, 2, 3])
+        return first, await asyncio.wait_for(batcher.handle(5), timeout=30)
+
+    with structlog.testing.capture_logs() as logs:
+        try:
+            first, later = asyncio.run(first_then_next())
+        finally:
+            batcher.stop()
+
+    assert all(isinstance(outcome, ValueError) for outcome in first), first
+    assert later == 10
+    assert "batching.answer_failed" in [log["event"] for log in logs]
+
+
+async def together_started(batcher: Doubler, numbers: list[int]) -> list[int | BaseException]:
+    """As `together`, leaving the batcher running for the requests that follow."""
+    tasks = [asyncio.ensure_future(batcher.handle(n)) for n in numbers]
+    await asyncio.sleep(0)
+    batcher.start()
+    return await asyncio.gather(*tasks, return_exceptions=True)
