@@ -15,7 +15,6 @@ from billfold.auth.service import Caller
 from billfold.config import Settings
 from billfold.credits.models import CreditAccount
 from billfold.customers.models import Customer
-from billfold.entitlements.rules import Entitlement, decide, every
 from billfold.kit.db import utcnow
 from billfold.kit.errors import NotFound
 from billfold.subscriptions.licenses import terms_of
@@ -94,30 +93,3 @@ def _standing(
     )
     active = bool(granted.features) and granted.expires_at > now
     return Standing(row.id, row.code, str(row.status), active, dict(row.features or {}), balance)
-
-
-def check(
-    session: Session,
-    caller: Caller,
-    settings: Settings,
-    *,
-    customer_id: str,
-    feature: str,
-    amount: int,
-) -> tuple[Standing, Entitlement]:
-    facts = standing(session, caller, customer_id, settings)
-    decided = decide(
-        feature,
-        amount,
-        features=facts.features,
-        plan_active=facts.plan_active,
-        balance=facts.balance,
-    )
-    return facts, decided
-
-
-def list_all(
-    session: Session, caller: Caller, settings: Settings, customer_id: str
-) -> tuple[Standing, list[Entitlement]]:
-    facts = standing(session, caller, customer_id, settings)
-    return facts, every(facts.features, plan_active=facts.plan_active, balance=facts.balance)
