@@ -644,7 +644,9 @@ def _preview_discount(sub: Any, lines: list[dict[str, Any]]) -> tuple[Any, int]:
 
     from billfold.standin.discounts import discount_amount
 
-    discount = getattr(sub, "discount", None)
+    # As an invoice finds it (standin/discounts.py): a Checkout promotion code not yet
+    # applied to the subscription counts too.
+    discount = getattr(sub, "discount", None) or getattr(sub, "_pending_discount", None)
     if not discount:
         return None, 0
     shown = SimpleNamespace(
