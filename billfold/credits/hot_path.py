@@ -23,7 +23,7 @@ from billfold.credits.batching import ConsumeBatcher
 from billfold.credits.consume import Debit
 from billfold.credits.schemas import ConsumeIn, ConsumeOut
 from billfold.kit.envelope import Envelope
-from billfold.kit.hot_path import answer_json_call, json_content_type
+from billfold.kit.hot_path import answer_json_call, json_content_type, plain_post
 
 PATH = "/credits/consume"
 
@@ -55,12 +55,7 @@ class ConsumeHotPath:
         self._batcher = batcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["path"] == PATH
-            and scope["method"] == "POST"
-            and not scope.get("query_string")
-        ):
+        if not plain_post(scope, PATH):
             await self._app(scope, receive, send)
             return
         if not json_content_type(scope):

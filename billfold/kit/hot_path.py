@@ -46,6 +46,17 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+def plain_post(scope: Scope, path: str) -> bool:
+    """An HTTP POST to exactly `path` with no query string: the one shape a hot path answers
+    (anything else goes on to the FastAPI route)."""
+    return (
+        scope["type"] == "http"
+        and scope["path"] == path
+        and scope["method"] == "POST"
+        and not scope.get("query_string")
+    )
+
+
 def json_content_type(scope: Scope) -> bool:
     """Whether the call is a JSON body a hot path may take: sent as JSON, and without an
     `Idempotency-Key` header (the generic idempotency middleware owns those calls)."""

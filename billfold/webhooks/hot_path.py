@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billfold.kit.envelope import ok
-from billfold.kit.hot_path import read_body, refusal
+from billfold.kit.hot_path import plain_post, read_body, refusal
 from billfold.webhooks.api import ReceivedOut
 from billfold.webhooks.batching import InboxBatcher
 
@@ -40,12 +40,7 @@ class WebhookHotPath:
         self._batcher = batcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["path"] == PATH
-            and scope["method"] == "POST"
-            and not scope.get("query_string")
-        ):
+        if not plain_post(scope, PATH):
             await self._app(scope, receive, send)
             return
         signature = None
