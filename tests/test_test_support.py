@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import sqlalchemy as sa
 import stripe
+from standardwebhooks.webhooks import Webhook
 from support.netfault import FaultyLink
 from support.postgres import ThrowawayPostgres
 from support.waiting import wait_until
+from support.webhook_receiver import Answer, WebhookReceiver
 
 from billfold.standin import LocalStripe
 
@@ -194,3 +200,35 @@ def test_throwaway_postgres_creates_databases(postgres: ThrowawayPostgres) -> No
             )
     finally:
         engine.dispose()
+
+
+def test_webhook_receiver_trickles_and_sees_a_hang_up_on_a_descriptor_past_1024() -> None:
+    """The receiver watches a trickled answer's connection for a hang-up; a long test run's
+    process holds over 1,024 descriptors, where select() refused (and the answer was lost)."""
+    padding = [os.dup(0) for _ in range(1100)]
+    secret = "whsec_" + base64.b64encode(b"receiver-test-secret-32-bytes-xx").decode()
+    receiver = WebhookReceiver.start([secret])
+    try:
+        receiver.respond = lambda _r: Answer(200, trickle=10.0)
+        body = '{"type":"t","data":{}}'
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": "msg_fd",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign("msg_fd", now, body),
+            "content-length": str(len(body)),
+        }
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        port = int(receiver.url.rsplit(":", 1)[1].split("/", 1)[0])
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            assert conn.fileno() > 1024
+            conn.sendall(f"POST /hooks HTTP/1.1\r\nhost: x\r\n{head}\r\n{body}".encode())
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")  # the trickle began
+        assert wait_until(lambda: len(receiver.finished) == 1, timeout=10)
+        [(received, ended)] = receiver.finished
+        assert received.webhook_id == "msg_fd"
+        assert ended - received.at < 5  # seen at the hang-up, not at the trickle's end
+    finally:
+        receiver.stop()
+        for fd in padding:
+            os.close(fd)

@@ -96,10 +96,14 @@ class WebhookReceiver:
                     self.wfile.flush()
                     until = time.monotonic() + answer.trickle
                     n = 0
+                    # poll, not select: select() refuses a descriptor numbered past 1,024,
+                    # which a long test run's process reaches.
+                    readable = select.poll()
+                    readable.register(self.connection, select.POLLIN)
                     while time.monotonic() < until:
                         # A hang-up is seen when it happens, not at the second write after it
                         # (up to 0.4 s later, by when the sender may have tried again).
-                        if select.select([self.connection], [], [], 0.2)[0]:
+                        if readable.poll(200):
                             if not self.connection.recv(1, socket.MSG_PEEK):
                                 raise ConnectionResetError("the sender hung up")
                             time.sleep(0.2)  # bytes of a next request: not an answer to wait on
