@@ -30,6 +30,18 @@ async def submitted_together(
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _batcher(services: Services) -> ConsumeBatcher:
+    """A consume batcher of its own (not the app's), with the app's token settings."""
+    settings = services.settings
+    return ConsumeBatcher(
+        services,
+        TokenIssuer(
+            secret=secret(settings.jwt_secret),
+            lifetime=timedelta(minutes=settings.jwt_expires_minutes),
+        ),
+    )
+
+
 def test_a_batch_the_database_refuses_is_applied_one_at_a_time_and_debits_each_once(
     client: TestClient, services: Services, admin: dict[str, str], buyer: dict[str, Any]
 ) -> None:
@@ -43,14 +55,7 @@ def test_a_batch_the_database_refuses_is_applied_one_at_a_time_and_debits_each_o
                 " ON credit_transactions (customer_id, created_at)"
             )
         )
-    settings = services.settings
-    batcher = ConsumeBatcher(
-        services,
-        TokenIssuer(
-            secret=secret(settings.jwt_secret),
-            lifetime=timedelta(minutes=settings.jwt_expires_minutes),
-        ),
-    )
+    batcher = _batcher(services)
     credential = buyer["headers"]["Authorization"].removeprefix("Bearer ")
     debits = [Debit(None, 10, key, "render") for key in ("a", "b", "c", "a")]
 
@@ -80,14 +85,7 @@ def test_a_request_cancelled_while_its_debit_waits_leaves_the_batcher_answering_
     client: TestClient, services: Services, admin: dict[str, str], buyer: dict[str, Any]
 ) -> None:
     assert grant(client, admin, buyer["customerId"], 100).status_code == 201
-    settings = services.settings
-    batcher = ConsumeBatcher(
-        services,
-        TokenIssuer(
-            secret=secret(settings.jwt_secret),
-            lifetime=timedelta(minutes=settings.jwt_expires_minutes),
-        ),
-    )
+    batcher = _batcher(services)
     credential = buyer["headers"]["Authorization"].removeprefix("Bearer ")
 
     async def cancel_one_then_consume() -> tuple[Posted, Posted]:
